@@ -1,0 +1,111 @@
+"""Core's training config keys: one frozen attrs class, each field with its help text.
+
+Keys are the tutorial's flat ``--key`` names. Plugin-contributed keys are added by
+:func:`simpletuner_core.config.model.config_class` on top of :class:`CoreConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+def f(default: Any, help: str, choices: tuple[Any, ...] = ()) -> Any:
+    return attrs.field(default=default, metadata={"help": help, "choices": choices})
+
+
+@attrs.frozen(kw_only=True)
+class CoreConfig:
+    config_version: int = f(1, "Schema version of this config; older configs are migrated on load.")
+    # --- model --------------------------------------------------------------------------------------------
+    model_family: str | None = f(None, "Model family (see `simpletuner models list`), e.g. pixart_sigma.")
+    model_flavour: str | None = f(None, "Flavour of the family: a known hub id, or `tiny` built offline.")
+    model_type: str = f("full", "Train every weight (`full`) or an adapter (`lora`).", ("full", "lora"))
+    lora_type: str = f("standard", "Adapter kind when model_type=lora.", ("standard", "lycoris"))
+    pretrained_model_name_or_path: str | None = f(None, "Hub id or local diffusers directory; default: flavour.")
+    prediction_type: str | None = f(None, "Override the family's target.", (None, "epsilon", "v_prediction"))
+    tokenizer_max_length: int | None = f(None, "Text token limit; default: the family's.")
+    # --- data -------------------------------------------------------------------------------------------------
+    data_backend_config: str | None = f(None, "Dataloader JSON (relative paths resolve under config/).")
+    resolution: float | None = f(None, "Default dataset resolution when a dataset gives none.")
+    resolution_type: str | None = f(None, "Default resolution_type.", (None, "pixel", "area", "pixel_area"))
+    cache_dir_vae: str | None = f(None, "Default VAE latent cache directory for datasets that set none.")
+    cache_dir_text: str | None = f(None, "Default text-embed cache directory.")
+    caption_dropout_probability: float = f(0.0, "Probability of training a sample with an empty caption.")
+    dataloader_prefetch: bool = f(False, "Load the next batch from the cache while the current one trains.")
+    conditioning_multidataset_sampling: str = f(
+        "random", "How several conditioning datasets are sampled.", ("random", "combined")
+    )
+    # --- output ---------------------------------------------------------------------------------------------
+    output_dir: str | None = f(None, "Where checkpoints and final weights go.")
+    lora_format: str = f("diffusers", "Key layout of exported adapter weights.")
+    # --- schedule ------------------------------------------------------------------------------------------
+    train_batch_size: int = f(1, "Samples per micro-batch per process.")
+    gradient_accumulation_steps: int = f(1, "Micro-batches per optimizer step.")
+    max_train_steps: int = f(0, "Optimizer steps to train; exactly one of this and num_train_epochs is > 0.")
+    num_train_epochs: int = f(0, "Epochs to train; exactly one of this and max_train_steps is > 0.")
+    seed: int | None = f(None, "Seed for data order and noise; a random one is chosen and recorded when unset.")
+    # --- optimisation ------------------------------------------------------------------------------------
+    learning_rate: float = f(1e-4, "Peak learning rate.")
+    optimizer: str = f("adamw", "Optimizer name (see `simpletuner plugins`).")
+    lr_scheduler: str = f("constant", "Learning-rate schedule name.")
+    lr_warmup_steps: int = f(0, "Linear warm-up steps.")
+    lr_num_cycles: int = f(1, "Cycles for cosine_with_restarts.")
+    lr_power: float = f(1.0, "Power for the polynomial schedule.")
+    adam_beta1: float = f(0.9, "Adam beta1.")
+    adam_beta2: float = f(0.999, "Adam beta2.")
+    adam_weight_decay: float = f(1e-2, "Decoupled weight decay.")
+    adam_epsilon: float = f(1e-8, "Adam epsilon.")
+    max_grad_norm: float = f(1.0, "Gradient clipping norm; 0 disables clipping.")
+    mixed_precision: str = f("auto", "Autocast precision; auto = bf16 on GPU, no on CPU.", ("auto", "no", "bf16", "fp16"))
+    base_model_precision: str = f("no_change", "Precision of frozen weights: no_change, fp32, bf16, fp16, or a quantizer.")
+    quantize_via: str = f("accelerator", "Where quantization runs.", ("cpu", "accelerator"))
+    gradient_checkpointing: bool = f(False, "Recompute activations in backward to save memory.")
+    use_ema: bool = f(False, "Keep an exponential moving average of trained weights.")
+    ema_decay: float = f(0.999, "EMA decay per optimizer step.")
+    noise_offset: float = f(0.0, "Offset noise strength.")
+    # --- adapters ----------------------------------------------------------------------------------------------
+    lora_rank: int = f(16, "LoRA rank.")
+    lora_alpha: float | None = f(None, "LoRA alpha; default: equal to lora_rank.")
+    lora_dropout: float = f(0.0, "LoRA dropout.")
+    lora_target_modules: str | None = f(None, "Comma-separated module names; default: the family's preset.")
+    lycoris_config: str | None = f(None, "LyCORIS JSON file (algo, factor, presets).")
+    init_lora: str | None = f(None, "Adapter weights to start from.")
+    # --- checkpoints ------------------------------------------------------------------------------------------
+    checkpointing_steps: int = f(500, "Save a checkpoint every N optimizer steps; 0 disables.")
+    checkpoints_total_limit: int | None = f(None, "Keep at most N checkpoints (oldest removed after a new one).")
+    resume_from_checkpoint: str | None = f(None, "`latest` or a checkpoint directory.")
+    # --- validation -------------------------------------------------------------------------------------------
+    validation_steps: int = f(100, "Validate every N optimizer steps (when a validation_prompt is set).")
+    validation_prompt: str | None = f(None, "Prompt rendered at each validation.")
+    validation_negative_prompt: str | None = f(None, "Negative prompt for validation.")
+    validation_guidance: float = f(4.5, "Classifier-free guidance scale for validation.")
+    validation_resolution: str | None = f(None, "WxH or a single edge, e.g. 1024x1024; default: dataset resolution.")
+    validation_num_inference_steps: int = f(20, "Sampler steps for validation.")
+    validation_seed: int | None = f(None, "Seed for validation images; default: seed.")
+    validation_disable: bool = f(False, "Never run validation.")
+    validation_method: str = f("pipeline", "Validation method name.")
+    validation_noise_scheduler: str | None = f(None, "Scheduler override for validation.")
+    validation_external_script: str | None = f(None, "Script run by validation_method=external-script.")
+    validation_external_background: bool = f(False, "Run the external script without waiting.")
+    validation_preview: bool = f(False, "Emit intermediate validation previews.")
+    validation_preview_steps: int = f(1, "Preview every N sampler steps.")
+    post_checkpoint_script: str | None = f(None, "Command run after each checkpoint is written.")
+    post_upload_script: str | None = f(None, "Command run after each upload.")
+    # --- tracking and publishing ----------------------------------------------------------------------------
+    report_to: str = f("none", "Tracker.", ("none", "tensorboard", "wandb", "comet", "all"))
+    tracker_project_name: str = f("simpletuner", "Tracker project name.")
+    tracker_run_name: str | None = f(None, "Tracker run name; default: the job id.")
+    webhook_config: Any = f(None, "Webhook targets (JSON list or a JSON string of one).")
+    webhook_reporting_interval: int | None = f(None, "Seconds between progress webhooks.")
+    push_to_hub: bool = f(False, "Upload the final model to the hub.")
+    push_checkpoints_to_hub: bool = f(False, "Upload checkpoints too.")
+    hub_model_id: str | None = f(None, "Hub repository for uploads.")
+    # --- processes ----------------------------------------------------------------------------------------------
+    accelerate_config: str | None = f(None, "accelerate config file for multi-process launches.")
+    clip_skip: int = f(0, "Skip the last N CLIP layers (families with a CLIP encoder); 0 = off.")
+
+
+def core_field_names() -> list[str]:
+    return [a.name for a in attrs.fields(CoreConfig)]

@@ -1,0 +1,170 @@
+"""Typed records that plugins hand to the host through ``register`` callbacks.
+
+Plugins never return lists for the host to flatten: each ``register_*`` hook receives a callback and calls it once
+per record. The host validates and stores them (see :mod:`simpletuner_core.plugins.registry`). Heavy libraries are
+imported inside the callables, never at module level, so listing plugins stays torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+
+def _name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not value or not isinstance(value, str) or any(c.isspace() for c in value):
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be a non-empty word, got {value!r}")
+
+
+@attrs.frozen
+class Flavour:
+    """A named starting point for a family: a hub id, or a builder that makes the model offline."""
+
+    name: str = attrs.field(validator=_name)
+    hub_id: str | None = None
+    description: str = ""
+    #: Callable ``(cache_dir: Path) -> Path`` returning a local diffusers directory, for offline flavours.
+    build: Callable[..., Any] | None = None
+
+
+@attrs.frozen
+class ModelFamily:
+    """Everything the generic engine needs to know about one model family.
+
+    ``trainer`` is a zero-argument callable returning the family's trainer class (imported lazily); the class
+    implements :class:`simpletuner_core.training.family.FamilyTrainer`.
+    """
+
+    name: str = attrs.field(validator=_name)
+    trainer: Callable[[], type] = attrs.field(repr=False)
+    flavours: Mapping[str, Flavour] = attrs.field(factory=dict, converter=lambda v: dict(v))
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    model_types: tuple[str, ...] = ("full", "lora")
+    adapter_types: tuple[str, ...] = ("standard",)
+    default_flavour: str | None = None
+    #: Config values applied under the user's values when this family is chosen.
+    defaults: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda v: dict(v))
+    description: str = ""
+    #: Families that validate with a pipeline declare the pipeline class name (documentation only).
+    pipeline: str = ""
+
+
+@attrs.frozen
+class OptimizerSpec:
+    """``factory(params, config) -> torch.optim.Optimizer``; ``unavailable()`` returns a reason or None."""
+
+    name: str = attrs.field(validator=_name)
+    factory: Callable[..., Any] = attrs.field(repr=False)
+    description: str = ""
+    unavailable: Callable[[], str | None] = attrs.field(default=lambda: None, repr=False)
+
+
+@attrs.frozen
+class SchedulerSpec:
+    """``factory(optimizer, config, total_steps) -> torch LR scheduler``."""
+
+    name: str = attrs.field(validator=_name)
+    factory: Callable[..., Any] = attrs.field(repr=False)
+    description: str = ""
+
+
+@attrs.frozen
+class DataBackendSpec:
+    """A storage backend for datasets (``type`` in the dataloader JSON).
+
+    ``list_files(dataset) -> list[str]`` and ``read_bytes(dataset, path) -> bytes``.
+    """
+
+    name: str = attrs.field(validator=_name)
+    list_files: Callable[..., list[str]] = attrs.field(repr=False)
+    read_bytes: Callable[..., bytes] = attrs.field(repr=False)
+    description: str = ""
+
+
+@attrs.frozen
+class CaptionStrategySpec:
+    """``caption(dataset, image_path, read_text) -> str | None`` (None: image has no caption)."""
+
+    name: str = attrs.field(validator=_name)
+    caption: Callable[..., str | None] = attrs.field(repr=False)
+    description: str = ""
+
+
+@attrs.frozen
+class AdapterSpec:
+    """``apply(module, config, target_modules) -> AdapterHandle`` adding trainable weights to a frozen module."""
+
+    name: str = attrs.field(validator=_name)
+    apply: Callable[..., Any] = attrs.field(repr=False)
+    description: str = ""
+
+
+@attrs.frozen
+class LoraFormatSpec:
+    """Key layout for exported adapter weights: ``convert(state_dict, family) -> state_dict``."""
+
+    name: str = attrs.field(validator=_name)
+    convert: Callable[..., Any] = attrs.field(repr=False)
+    detect: Callable[..., bool] = attrs.field(repr=False)
+    description: str = ""
+
+
+@attrs.frozen
+class QuantizerSpec:
+    """``quantize(module, config) -> None`` turns a frozen base module into a quantized one in place."""
+
+    name: str = attrs.field(validator=_name)
+    quantize: Callable[..., Any] = attrs.field(repr=False)
+    description: str = ""
+
+
+@attrs.frozen
+class ValidationMethodSpec:
+    """``run(trainer, config, step) -> list[ValidationResult]``."""
+
+    name: str = attrs.field(validator=_name)
+    run: Callable[..., Any] = attrs.field(repr=False)
+    description: str = ""
+
+
+@attrs.frozen
+class PublisherSpec:
+    """``publish(path, config) -> str | None`` uploads a checkpoint or final model; returns a remote path."""
+
+    name: str = attrs.field(validator=_name)
+    publish: Callable[..., Any] = attrs.field(repr=False)
+    description: str = ""
+
+
+@attrs.frozen
+class EventSinkSpec:
+    """``factory(config, job_dir) -> EventSink | None``; None when the config does not ask for this sink."""
+
+    name: str = attrs.field(validator=_name)
+    factory: Callable[..., Any] = attrs.field(repr=False)
+    description: str = ""
+
+
+@attrs.frozen
+class ConfigField:
+    """A config key contributed by a plugin (core's own keys live in :mod:`simpletuner_core.config.model`)."""
+
+    name: str = attrs.field(validator=_name)
+    type: type = str
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] = ()
+    #: Family the key belongs to; rules reject it for other families. None: any family.
+    family: str | None = None
+
+
+@attrs.frozen
+class CliCommand:
+    """A ``simpletuner`` subcommand: ``add_arguments(parser)`` then ``run(args) -> int`` exit code."""
+
+    name: str = attrs.field(validator=_name)
+    help: str
+    add_arguments: Callable[..., None] = attrs.field(repr=False)
+    run: Callable[..., int] = attrs.field(repr=False)
