@@ -49,6 +49,10 @@ class ModelFamily:
     description: str = ""
     #: Families that validate with a pipeline declare the pipeline class name (documentation only).
     pipeline: str = ""
+    #: Pixel sizes must be multiples of this (VAE downsampling × patch size); used by the preflight plan.
+    size_multiple: int = 16
+    #: Optional features the family honours, e.g. ``clip_skip``; the config rules reject the others.
+    features: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen

@@ -1,0 +1,1 @@
+"""Core's own features, registered as plugins through the same hooks as everyone else's."""

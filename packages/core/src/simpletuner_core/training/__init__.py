@@ -1,0 +1,1 @@
+"""The generic training engine. Imports torch lazily: importing this package is cheap."""

@@ -1,0 +1,174 @@
+"""Semantic rules over a structured config: one source of truth for the CLI, the server and the trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from simpletuner_core.config.errors import ConfigError, ConfigInvalid, suggest
+from simpletuner_core.config.migrations import CURRENT_VERSION
+from simpletuner_core.config.model import strip_dashes, structure
+
+PLAIN_PRECISIONS = ("no_change", "fp32", "bf16", "fp16")
+ADAPTER_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lycoris_config", "init_lora")
+
+
+def parse_resolution(text: str) -> list[tuple[int, int]]:
+    """``"1024x768,512"`` → ``[(1024, 768), (512, 512)]`` (width, height)."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        w, _, h = part.partition("x")
+        width, height = int(w), int(h or w)
+        if width <= 0 or height <= 0:
+            raise ValueError(part)
+        out.append((width, height))
+    if not out:
+        raise ValueError(text)
+    return out
+
+
+def _choices(cfg: Any) -> Iterable[ConfigError]:
+    for a in attrs.fields(type(cfg)):
+        choices = a.metadata.get("choices") or ()
+        value = getattr(cfg, a.name)
+        if choices and value not in choices:
+            shown = [c for c in choices if c is not None]
+            yield ConfigError(a.name, f"must be one of {', '.join(map(str, shown))}; got {value!r}",
+                              suggest(str(value), [str(c) for c in shown]))
+
+
+def _at_least(cfg: Any, minimums: Mapping[str, float]) -> Iterable[ConfigError]:
+    for name, low in minimums.items():
+        value = getattr(cfg, name)
+        if value is not None and value < low:
+            yield ConfigError(name, f"must be >= {low:g}; got {value!r}")
+
+
+def _family(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError]:
+    if not cfg.model_family:
+        yield ConfigError("model_family", "required: choose one of " + ", ".join(registry.families.names()))
+        return
+    if cfg.model_family not in registry.families:
+        known = registry.families.names(with_aliases=True)
+        yield ConfigError("model_family", f"unknown model family {cfg.model_family!r} (known: {', '.join(known)})",
+                          suggest(cfg.model_family, known))
+        return
+    fam = registry.family(cfg.model_family)
+    if cfg.model_flavour is not None and cfg.model_flavour not in fam.flavours:
+        known = sorted(fam.flavours)
+        yield ConfigError("model_flavour", f"unknown flavour {cfg.model_flavour!r} for {fam.name} "
+                          f"(known: {', '.join(known) or 'none yet'})", suggest(cfg.model_flavour, known))
+    if cfg.model_flavour is None and not cfg.pretrained_model_name_or_path and fam.default_flavour is None:
+        yield ConfigError("model_flavour", "set model_flavour or pretrained_model_name_or_path")
+    if cfg.model_type not in fam.model_types:
+        yield ConfigError("model_type", f"{fam.name} supports model_type {', '.join(fam.model_types)}")
+    if cfg.model_type == "lora" and cfg.lora_type not in fam.adapter_types:
+        yield ConfigError("lora_type", f"{fam.name} supports lora_type {', '.join(fam.adapter_types)}")
+    if "clip_skip" not in fam.features and cfg.clip_skip:
+        yield ConfigError("clip_skip", f"{fam.name} has no CLIP text encoder, so clip_skip cannot apply; remove it")
+    for field in registry.config_fields.values():
+        if field.family and field.name in provided and registry.families.canonical(field.family) != fam.name:
+            yield ConfigError(field.name, f"applies only to model_family {field.family}")
+
+
+def _schedule(cfg: Any) -> Iterable[ConfigError]:
+    steps, epochs = cfg.max_train_steps, cfg.num_train_epochs
+    if steps < 0 or epochs < 0:
+        yield ConfigError("max_train_steps" if steps < 0 else "num_train_epochs", "must not be negative")
+    elif (steps > 0) == (epochs > 0):
+        yield ConfigError("max_train_steps", "set exactly one of max_train_steps and num_train_epochs above 0 "
+                          f"(got max_train_steps={steps}, num_train_epochs={epochs})")
+
+
+def _components(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError]:
+    for key, table in (("optimizer", registry.optimizers), ("lr_scheduler", registry.schedulers),
+                       ("validation_method", registry.validation_methods), ("lora_format", registry.lora_formats)):
+        value = getattr(cfg, key)
+        if value not in table:
+            yield ConfigError(key, f"unknown {key} {value!r} (known: {', '.join(table.names())})",
+                              suggest(str(value), table.names()))
+    if cfg.optimizer in registry.optimizers:
+        reason = registry.optimizers.get(cfg.optimizer).unavailable()
+        if reason:
+            yield ConfigError("optimizer", f"optimizer {cfg.optimizer!r} {reason}")
+    if cfg.base_model_precision not in PLAIN_PRECISIONS and cfg.base_model_precision not in registry.quantizers:
+        known = [*PLAIN_PRECISIONS, *registry.quantizers.names()]
+        yield ConfigError("base_model_precision", f"unknown precision {cfg.base_model_precision!r} "
+                          f"(known: {', '.join(known)})", suggest(cfg.base_model_precision, known))
+    if cfg.model_type == "lora" and cfg.lora_type not in registry.adapters:
+        yield ConfigError("lora_type", f"unknown lora_type {cfg.lora_type!r}", suggest(cfg.lora_type,
+                                                                                       registry.adapters.names()))
+    if cfg.model_type == "full":
+        for key in sorted(provided & {*ADAPTER_KEYS, "lora_type"}):
+            if key == "lora_type" and cfg.lora_type == "standard":
+                continue
+            yield ConfigError(key, "only applies with model_type=lora")
+
+
+def _misc(cfg: Any) -> Iterable[ConfigError]:
+    if cfg.config_version > CURRENT_VERSION:
+        yield ConfigError("config_version", f"version {cfg.config_version} is newer than this release "
+                          f"understands ({CURRENT_VERSION}); upgrade simpletuner-core")
+    for key in ("output_dir", "data_backend_config"):
+        if not getattr(cfg, key):
+            yield ConfigError(key, "required")
+    if cfg.validation_resolution:
+        try:
+            parse_resolution(cfg.validation_resolution)
+        except ValueError:
+            yield ConfigError("validation_resolution", f"expected WxH or an edge length, got "
+                              f"{cfg.validation_resolution!r}")
+    if not 0.0 <= cfg.lora_dropout < 1.0:
+        yield ConfigError("lora_dropout", "must be in [0, 1)")
+    if not 0.0 <= cfg.caption_dropout_probability <= 1.0:
+        yield ConfigError("caption_dropout_probability", "must be in [0, 1]")
+    if not 0.0 < cfg.ema_decay < 1.0:
+        yield ConfigError("ema_decay", "must be in (0, 1)")
+    if cfg.learning_rate <= 0:
+        yield ConfigError("learning_rate", "must be > 0")
+
+
+def check(cfg: Any, registry: Any, provided: Iterable[str] = ()) -> list[ConfigError]:
+    """Every semantic problem of ``cfg``; ``provided`` are the keys the user set explicitly."""
+    given = set(provided)
+    errors: list[ConfigError] = []
+    errors += _choices(cfg)
+    errors += _at_least(cfg, {"train_batch_size": 1, "gradient_accumulation_steps": 1, "lr_warmup_steps": 0,
+                              "checkpointing_steps": 0, "checkpoints_total_limit": 1, "validation_steps": 0,
+                              "lora_rank": 1, "validation_num_inference_steps": 1, "lr_num_cycles": 1,
+                              "max_grad_norm": 0, "clip_skip": 0, "validation_preview_steps": 1})
+    errors += _family(cfg, registry, given)
+    errors += _schedule(cfg)
+    errors += _components(cfg, registry, given)
+    errors += _misc(cfg)
+    return errors
+
+
+def apply_family_defaults(raw: Mapping[str, Any], registry: Any) -> dict[str, Any]:
+    """Family defaults go under the user's values (bare keys in, bare keys out)."""
+    data = strip_dashes(raw)
+    family = data.get("model_family")
+    if isinstance(family, str) and family in registry.families:
+        return {**registry.family(family).defaults, **data}
+    return data
+
+
+def validate(raw: Mapping[str, Any], registry: Any | None = None) -> Any:
+    """Structure + rules; returns the typed config or raises :class:`ConfigInvalid` listing every error."""
+    if registry is None:
+        from simpletuner_core.plugins import get_registry
+
+        registry = get_registry()
+    if not isinstance(raw, Mapping):
+        raise ConfigInvalid([ConfigError("config", f"expected a JSON object, got {type(raw).__name__}")])
+    provided = set(strip_dashes(raw))
+    cfg = structure(apply_family_defaults(raw, registry), registry)
+    errors = check(cfg, registry, provided)
+    if errors:
+        raise ConfigInvalid(errors)
+    return cfg

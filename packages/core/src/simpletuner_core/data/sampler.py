@@ -1,0 +1,83 @@
+"""Bucketed, multi-dataset, multi-process batch order: pure Python and deterministic per ``(seed, epoch)``.
+
+Every process computes the same global order and takes its own slice, so replicas never see the same sample in a
+step and no communication is needed. Every micro-batch comes from one bucket of one dataset (one tensor shape).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from simpletuner_core.data.config import DatasetConfig
+from simpletuner_core.data.preflight import Sample
+
+
+class BucketBatchSampler:
+    """``batches(epoch)`` → this replica's micro-batches, as lists of indices into ``samples``."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        datasets: Sequence[DatasetConfig],
+        batch_size: int,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self._global = batch_size * num_replicas
+        # Only datasets that are sampled at all: enabled, probability > 0, with samples.
+        by_dataset: dict[str, list[int]] = {}
+        for i, sample in enumerate(samples):
+            by_dataset.setdefault(sample.dataset_id, []).append(i)
+        self._datasets: list[tuple[DatasetConfig, list[int]]] = [
+            (ds, by_dataset[ds.id]) for ds in datasets
+            if ds.probability > 0 and not ds.disabled and ds.id in by_dataset
+        ]
+        self._targets = [s.plan.target_size for s in samples]
+        self._length = 0
+        for ds, indices in self._datasets:
+            counts: dict[tuple[int, int], int] = {}
+            for i in indices:
+                counts[self._targets[i]] = counts.get(self._targets[i], 0) + 1
+            self._length += sum(n * (1 + ds.repeats) // self._global for n in counts.values())
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _global_batches(self, ds: DatasetConfig, indices: list[int], rng: random.Random) -> list[list[int]]:
+        pool = indices * (1 + ds.repeats)
+        rng.shuffle(pool)
+        by_bucket: dict[tuple[int, int], list[int]] = {}
+        for i in pool:
+            by_bucket.setdefault(self._targets[i], []).append(i)
+        out: list[list[int]] = []
+        for members in by_bucket.values():
+            full = len(members) - len(members) % self._global  # incomplete remainder is dropped
+            out.extend(members[k:k + self._global] for k in range(0, full, self._global))
+        rng.shuffle(out)
+        return out
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(f"{self.seed}:{epoch}")
+        queues = [self._global_batches(ds, indices, rng) for ds, indices in self._datasets]
+        weights = [ds.probability for ds, _ in self._datasets]
+        positions = [0] * len(queues)
+        ordered: list[list[int]] = []
+        while True:
+            live = [j for j, q in enumerate(queues) if positions[j] < len(q)]
+            if not live:
+                break
+            j = rng.choices(live, weights=[weights[k] for k in live])[0]
+            ordered.append(queues[j][positions[j]])
+            positions[j] += 1
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        return [batch[lo:hi] for batch in ordered]

@@ -1,0 +1,60 @@
+"""The one interface the trainer uses to publish events: ``emitter.emit(type, **data)``.
+
+The first sink that stores (the job's log) assigns ids; every other sink sees the stored event. A failing sink is
+reported once as a ``log`` event and never stops training.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Protocol
+
+from simpletuner_core.events.types import Event
+
+
+class EventSink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EventStore(Protocol):
+    def append(self, event: Event) -> Event: ...
+
+    def close(self) -> None: ...
+
+
+class EventEmitter:
+    def __init__(self, job_id: str, store: EventStore, sinks: list[EventSink] | None = None) -> None:
+        self.job_id = job_id
+        self.store = store
+        self.sinks = list(sinks or [])
+        self._broken: set[int] = set()
+
+    def add_sink(self, sink: EventSink) -> None:
+        self.sinks.append(sink)
+
+    def emit(self, type: str, level: str = "info", **data: Any) -> Event:
+        event = self.store.append(Event(type=type, job_id=self.job_id, data=data, level=level))
+        for index, sink in enumerate(self.sinks):
+            try:
+                sink.emit(event)
+            except Exception as exc:  # a sink must never break training
+                if index not in self._broken:
+                    self._broken.add(index)
+                    note = f"event sink {type(sink).__name__} failed: {exc}; further errors suppressed"
+                    print(note, file=sys.stderr)
+                    self.store.append(Event(type="log", job_id=self.job_id, level="warning",
+                                            data={"message": note}))
+        return event
+
+    def log(self, message: str, level: str = "info") -> Event:
+        return self.emit("log", level=level, message=message)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                print(f"closing event sink {type(sink).__name__} failed: {exc}", file=sys.stderr)
+        self.store.close()

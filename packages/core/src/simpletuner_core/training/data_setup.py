@@ -1,0 +1,54 @@
+"""From a validated config to a preflight plan and filled caches (the engine's first stages)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from simpletuner_core.config.environments import resolve_dataloader_path
+from simpletuner_core.config.errors import ConfigInvalid
+
+
+class PreflightRejected(ValueError):
+    """The dataset plan cannot train; ``plan`` has the full report."""
+
+    def __init__(self, plan: Any) -> None:
+        self.plan = plan
+        super().__init__("; ".join(str(e) for e in plan.errors))
+
+
+def make_plan(cfg: Any, home: Path, registry: Any, size_multiple: int, seed: int, processes: int = 1
+              ) -> tuple[list[Any], Any]:
+    """Load the dataloader JSON and compute the plan; raise on config errors or an impossible plan."""
+    from simpletuner_core.data.config import load_dataloader
+    from simpletuner_core.data.preflight import build_plan
+
+    path = resolve_dataloader_path(cfg.data_backend_config, home)
+    datasets = load_dataloader(path, registry)
+    plan = build_plan(datasets, base_dir=path.parent, train_batch_size=cfg.train_batch_size,
+                      gradient_accumulation_steps=cfg.gradient_accumulation_steps, processes=processes, seed=seed,
+                      size_multiple=size_multiple, default_resolution=cfg.resolution,
+                      default_resolution_type=cfg.resolution_type, registry=registry)
+    if not plan.ok:
+        raise PreflightRejected(plan)
+    return datasets, plan
+
+
+def cache_dirs(cfg: Any, datasets: list[Any], home: Path) -> tuple[dict[str, Path], Path]:
+    """VAE cache dir per image dataset and the text-embed cache dir (dataset value, then config, then home)."""
+    vae = {}
+    for ds in datasets:
+        if ds.dataset_type == "image" and not ds.disabled:
+            base = ds.cache_dir_vae or (str(Path(cfg.cache_dir_vae) / ds.id) if cfg.cache_dir_vae else None)
+            vae[ds.id] = Path(base) if base else home / "cache" / "vae" / ds.id
+    text_ds = [d for d in datasets if d.dataset_type == "text_embeds" and not d.disabled]
+    default = next((d for d in text_ds if d.default), text_ds[0] if text_ds else None)
+    text = default.cache_dir if default is not None and default.cache_dir else cfg.cache_dir_text
+    return vae, Path(text) if text else home / "cache" / "text"
+
+
+def require(condition: bool, path: str, message: str) -> None:
+    if not condition:
+        from simpletuner_core.config.errors import ConfigError
+
+        raise ConfigInvalid([ConfigError(path, message)])

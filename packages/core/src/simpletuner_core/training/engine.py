@@ -1,0 +1,479 @@
+"""The generic training loop: accelerate, optimizers and schedules from the registry, exact resume.
+
+Exact resume rests on three things: the data order is a pure function of (seed, epoch); every micro-step reseeds
+torch's RNG from (seed, micro-step index); and checkpoints hold optimizer, scheduler, weights and the position.
+Nothing model-specific lives here: the family's trainer class encodes data and computes the loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from simpletuner_core.config.model import unstructure
+from simpletuner_core.events.emitter import EventEmitter
+from simpletuner_core.training.checkpoint import resolve_resume, save_checkpoint
+from simpletuner_core.training.data_setup import cache_dirs, make_plan, require
+
+_DTYPES = {"no_change": "float32", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+@attrs.define
+class Control:
+    """Commands for a running trainer, applied after the next gradient sync."""
+
+    stop: bool = False  # finish the step, checkpoint, exit
+    cancel: bool = False  # exit now without saving
+    validate: bool = False
+    checkpoint: bool = False
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def take(self) -> dict[str, bool]:
+        with self.lock:
+            out = {"stop": self.stop, "cancel": self.cancel, "validate": self.validate, "checkpoint": self.checkpoint}
+            self.validate = self.checkpoint = False
+            return out
+
+
+@attrs.frozen
+class TrainResult:
+    status: str  # completed | stopped | cancelled
+    global_step: int
+    output_dir: str
+    losses: list[float]
+
+
+def config_hash(cfg: Any) -> str:
+    data = unstructure(cfg)
+    for volatile in ("resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpointing_steps",
+                     "checkpoints_total_limit", "validation_steps", "report_to", "webhook_config"):
+        data.pop(volatile, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _micro_seed(seed: int, micro_index: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{micro_index}".encode()).digest()[:7], "big")
+
+
+def _make_accelerator(cfg: Any, output_dir: Path) -> Any:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import ProjectConfiguration
+
+    cuda = torch.cuda.is_available()
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    log_with = None if cfg.report_to == "none" else cfg.report_to
+    AcceleratorState._reset_state(True)  # the state is a process-wide singleton (notebooks, tests)
+    return Accelerator(cpu=not cuda, mixed_precision=mp, log_with=log_with,
+                       project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                                           logging_dir=str(output_dir / "logs")))
+
+
+class Trainer:
+    """One training run. ``run()`` returns a :class:`TrainResult` or raises with a reason a user can act on."""
+
+    def __init__(self, cfg: Any, *, job_id: str, home: Path, emitter: EventEmitter,
+                 control: Control | None = None, registry: Any | None = None) -> None:
+        from simpletuner_core.plugins import get_registry
+
+        self.cfg = cfg
+        self.job_id = job_id
+        self.home = Path(home)
+        self.events = emitter
+        self.control = control or Control()
+        self.registry = registry or get_registry()
+        self.family = self.registry.family(cfg.model_family)
+        self.output_dir = Path(cfg.output_dir).expanduser()
+        self.losses: list[float] = []
+
+    # -- stages ---------------------------------------------------------------------------------------------
+    def stage(self, name: str, message: str) -> None:
+        self.events.emit("job.stage", stage=name, message=message)
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        resume_dir = resolve_resume(cfg.resume_from_checkpoint, self.output_dir)
+        manifest = json.loads((resume_dir / "manifest.json").read_text()) if resume_dir else None
+        seed = int(manifest["seed"]) if manifest else (cfg.seed if cfg.seed is not None else random.randrange(2**31))
+        self.stage("preflight", "planning the dataset")
+        datasets, plan = make_plan(cfg, self.home, self.registry, self.family.size_multiple, seed)
+        self.events.emit("job.plan", plan=plan.to_dict())
+        self.events.log(plan.render())
+        if manifest:
+            self._check_resume(manifest)
+
+        import torch
+
+        accelerator = _make_accelerator(cfg, self.output_dir)
+        device = accelerator.device
+        weight_dtype = self._weight_dtype(torch)
+        self.stage("loading_model", f"loading {self.family.name} ({cfg.model_flavour or cfg.pretrained_model_name_or_path})")
+        family = self.family.trainer()(cfg, self.family, self.home / "cache" / "models")
+        family.load(device, weight_dtype, self.events.log)
+
+        latents, texts = self._fill_caches(family, datasets, plan)
+
+        model = family.trainable()
+        adapter = None
+        if cfg.model_type == "lora":
+            adapter = self.registry.adapters.get(cfg.lora_type).apply(model, cfg, list(family.lora_targets))
+            params = adapter.params
+        else:
+            model.requires_grad_(True)
+            params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
+            model.enable_gradient_checkpointing()
+        model.train()
+
+        from simpletuner_core.data.sampler import BucketBatchSampler
+
+        sampler = BucketBatchSampler(plan.samples, datasets, cfg.train_batch_size, seed,
+                                     num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+        ga = cfg.gradient_accumulation_steps
+        steps_per_epoch = len(sampler) // ga
+        require(steps_per_epoch > 0, "gradient_accumulation_steps",
+                f"an epoch has {len(sampler)} micro-batches, fewer than gradient_accumulation_steps ({ga}); "
+                "lower --gradient_accumulation_steps or --train_batch_size, or add images/repeats")
+        total = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch
+
+        optimizer = self.registry.optimizers.get(cfg.optimizer).factory(params, cfg)
+        scheduler = self.registry.schedulers.get(cfg.lr_scheduler).factory(optimizer, cfg, total)
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        if adapter is not None and adapter.checkpoint_module is not None:
+            accelerator.register_for_checkpointing(adapter.checkpoint_module)
+        ema = _Ema(params, cfg.ema_decay) if cfg.use_ema else None
+        if ema is not None:
+            accelerator.register_for_checkpointing(ema)
+        if cfg.report_to != "none":
+            accelerator.init_trackers(cfg.tracker_project_name,
+                                      config={k: v for k, v in unstructure(cfg).items()
+                                              if isinstance(v, (int, float, str, bool))})
+
+        global_step, epoch, step_in_epoch = 0, 0, 0
+        if manifest:
+            accelerator.load_state(str(resume_dir))
+            global_step, epoch, step_in_epoch = manifest["step"], manifest["epoch"], manifest["step_in_epoch"]
+            self.stage("resumed", f"resumed from {resume_dir.name} at step {global_step}")
+
+        state = _LoopState(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                           family=family, adapter=adapter, ema=ema, params=params, seed=seed, total=total,
+                           steps_per_epoch=steps_per_epoch, global_step=global_step, epoch=epoch,
+                           step_in_epoch=step_in_epoch)
+        self.stage("training", f"training {total} steps ({steps_per_epoch} per epoch), seed {seed}")
+        with _signals(self.control):
+            status = self._loop(state, sampler, plan.samples, latents, texts)
+        if status == "cancelled":
+            self.events.emit("job.cancelled", step=state.global_step)
+        elif status == "stopped":
+            path = self._checkpoint(state)
+            self.events.emit("job.stopped", step=state.global_step, checkpoint=str(path))
+        else:
+            if self._validation_due(state, final=True):
+                self._validate(state)
+            self.stage("saving", f"writing final weights to {self.output_dir}")
+            unwrapped = accelerator.unwrap_model(model)
+            fmt = self.registry.lora_formats.get(cfg.lora_format)
+            written = family.save_final(unwrapped, self.output_dir, adapter, fmt)
+            if ema is not None:
+                ema.copy_to(params)
+                family.save_final(unwrapped, self.output_dir / "ema", adapter, fmt)
+            self.events.emit("job.completed", step=state.global_step, output_dir=str(self.output_dir),
+                             files=written)
+        if cfg.report_to != "none":
+            accelerator.end_training()
+        return TrainResult(status, state.global_step, str(self.output_dir), list(self.losses))
+
+    def _weight_dtype(self, torch: Any) -> Any:
+        name = _DTYPES.get(self.cfg.base_model_precision, "float32")
+        return getattr(torch, name)
+
+    def _check_resume(self, manifest: dict[str, Any]) -> None:
+        from simpletuner_core.config.errors import ConfigError, ConfigInvalid
+
+        ours = config_hash(self.cfg)
+        if manifest.get("config_hash") != ours:
+            saved = manifest.get("config", {})
+            now = unstructure(self.cfg)
+            diff = [f"{k}: checkpoint={saved.get(k)!r} now={now.get(k)!r}" for k in sorted(now)
+                    if k in saved and saved.get(k) != now.get(k) and k not in
+                    ("resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpointing_steps",
+                     "checkpoints_total_limit", "validation_steps", "report_to", "webhook_config")]
+            if diff:
+                raise ConfigInvalid([ConfigError("resume_from_checkpoint",
+                                                 "checkpoint was trained with a different config: " + "; ".join(diff))])
+
+    # -- caches ---------------------------------------------------------------------------------------------
+    def _fill_caches(self, family: Any, datasets: list[Any], plan: Any) -> tuple[Any, Any]:
+        from simpletuner_core.data.cache import LatentCache, TextEmbedCache
+
+        vae_dirs, text_dir = cache_dirs(self.cfg, datasets, self.home)
+        by_id = {d.id: d for d in datasets}
+        backends = {d.id: self.registry.data_backends.get(d.type) for d in datasets}
+
+        def read(sample: Any) -> bytes:
+            return backends[sample.dataset_id].read_bytes(by_id[sample.dataset_id], sample.path)
+
+        latent_caches: dict[str, Any] = {}
+        self.stage("caching_latents", f"encoding {len(plan.samples)} images")
+        for ds_id, directory in vae_dirs.items():
+            cache = LatentCache(directory, family.encoder_id("vae"))
+            mine = [s for s in plan.samples if s.dataset_id == ds_id]
+            stats = cache.ensure(mine, read, family.encode_images, batch_size=max(1, self.cfg.train_batch_size * 2))
+            self.events.log(f"latent cache {ds_id}: {stats.encoded} encoded, {stats.reused} reused")
+            latent_caches[ds_id] = cache
+        self.stage("caching_text_embeds", "encoding captions")
+        text_cache = TextEmbedCache(text_dir, family.encoder_id("text"))
+        captions = sorted({s.caption for s in plan.samples} | {""})
+        batch = next((d.write_batch_size for d in datasets if d.dataset_type == "text_embeds"), 64)
+        stats = text_cache.ensure(captions, family.encode_prompts, batch_size=batch)
+        self.events.log(f"text-embed cache: {stats.encoded} encoded, {stats.reused} reused")
+        return latent_caches, text_cache
+
+    # -- loop -------------------------------------------------------------------------------------------------
+    def _loop(self, st: _LoopState, sampler: Any, samples: list[Any], latents: dict[str, Any],
+              texts: Any) -> str:
+        import torch
+
+        cfg = self.cfg
+        ga = cfg.gradient_accumulation_steps
+        device = st.accelerator.device
+        drop = cfg.caption_dropout_probability
+
+        def collate(batch: list[int], micro_index: int) -> tuple[Any, dict[str, Any]]:
+            rng = random.Random(_micro_seed(st.seed, micro_index))
+            lat = torch.stack([latents[samples[i].dataset_id].load(samples[i]) for i in batch])
+            caps = ["" if drop and rng.random() < drop else samples[i].caption for i in batch]
+            embeds = [texts.load(c) for c in caps]
+            text = {k: torch.stack([e[k] for e in embeds]) for k in embeds[0]}
+            return lat.to(device), {k: v.to(device) for k, v in text.items()}
+
+        pool = ThreadPoolExecutor(max_workers=1) if cfg.dataloader_prefetch else None
+        timer = _Rate()
+        try:
+            while st.global_step < st.total:
+                batches = sampler.batches(st.epoch)
+                usable = batches[: st.steps_per_epoch * ga]
+                start = st.step_in_epoch * ga
+                pending = None
+                for pos in range(start, len(usable), ga):
+                    group = usable[pos:pos + ga]
+                    base_micro = st.epoch * st.steps_per_epoch * ga + pos
+                    total_loss = 0.0
+                    for k, batch in enumerate(group):
+                        micro = base_micro + k
+                        if pending is not None:
+                            lat, text = pending.result()
+                        else:
+                            lat, text = collate(batch, micro)
+                        pending = None
+                        if pool is not None:
+                            nxt = pos + k + 1
+                            if nxt < len(usable):
+                                pending = pool.submit(collate, usable[nxt], micro + 1)
+                        torch.manual_seed(_micro_seed(st.seed, micro))
+                        sync = k == len(group) - 1
+                        ctx = contextlib.nullcontext() if sync else st.accelerator.no_sync(st.model)
+                        with ctx:
+                            loss = st.family.loss(st.model, lat, text)
+                            st.accelerator.backward(loss / ga)
+                        total_loss += float(loss.detach()) / ga
+                    if cfg.max_grad_norm > 0:
+                        st.accelerator.clip_grad_norm_(st.params, cfg.max_grad_norm)
+                    st.optimizer.step()
+                    st.scheduler.step()
+                    st.optimizer.zero_grad(set_to_none=True)
+                    if st.ema is not None:
+                        st.ema.update(st.params)
+                    st.global_step += 1
+                    st.step_in_epoch += 1
+                    self.losses.append(total_loss)
+                    self._report(st, total_loss, timer.tick())
+                    outcome = self._after_sync(st)
+                    if outcome:
+                        if pending is not None:
+                            pending.cancel()
+                        return outcome
+                    if st.global_step >= st.total:
+                        return "completed"
+                st.epoch += 1
+                st.step_in_epoch = 0
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        return "completed"
+
+    def _report(self, st: _LoopState, loss: float, rate: float) -> None:
+        lr = float(st.scheduler.get_last_lr()[0])
+        remaining = st.total - st.global_step
+        self.events.emit("training.status", step=st.global_step, total=st.total, epoch=st.epoch + 1,
+                         percent=round(100.0 * st.global_step / st.total, 2), loss=loss, lr=lr,
+                         rate=round(rate, 3), eta_seconds=round(remaining / rate, 1) if rate > 0 else None)
+        if self.cfg.report_to != "none":
+            st.accelerator.log({"train_loss": loss, "lr": lr}, step=st.global_step)
+
+    def _after_sync(self, st: _LoopState) -> str | None:
+        cmd = self.control.take()
+        if cmd["cancel"]:
+            return "cancelled"
+        cfg = self.cfg
+        due = cfg.checkpointing_steps and st.global_step % cfg.checkpointing_steps == 0
+        if (due or cmd["checkpoint"]) and st.global_step < st.total:
+            self._checkpoint(st)
+        if cmd["validate"] or (self._validation_due(st) and st.global_step < st.total):
+            self._validate(st, forced=cmd["validate"])
+        if cmd["stop"]:
+            return "stopped"
+        return None
+
+    def _checkpoint(self, st: _LoopState) -> Path:
+        manifest = {"epoch": st.epoch, "step_in_epoch": st.step_in_epoch, "seed": st.seed,
+                    "config_hash": config_hash(self.cfg), "config": unstructure(self.cfg),
+                    "adapter": st.adapter.hyperparameters if st.adapter is not None else None,
+                    "job_id": self.job_id, "created_at": time.time()}
+        path = save_checkpoint(self.output_dir, st.global_step,
+                               lambda tmp: st.accelerator.save_state(str(tmp)), manifest,
+                               keep=self.cfg.checkpoints_total_limit)
+        self.events.emit("checkpoint.saved", step=st.global_step, path=str(path))
+        return path
+
+    def _validation_due(self, st: _LoopState, final: bool = False) -> bool:
+        cfg = self.cfg
+        if cfg.validation_disable or not cfg.validation_prompt:
+            return False
+        if final:
+            return True
+        return bool(cfg.validation_steps) and st.global_step % cfg.validation_steps == 0
+
+    def _validate(self, st: _LoopState, forced: bool = False) -> None:
+        import base64
+        import io
+
+        cfg = self.cfg
+        if not cfg.validation_prompt or cfg.validation_disable:
+            self.events.log("validation requested but no validation_prompt is set", level="warning")
+            return
+        self.events.emit("validation.started", step=st.global_step, forced=forced)
+        model = st.accelerator.unwrap_model(st.model)
+        model.eval()
+        try:
+            method = self.registry.validation_methods.get(cfg.validation_method)
+            images = method.run(st.family, model, cfg, st.global_step)
+        finally:
+            model.train()
+        out_dir = self.output_dir / "validation"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(images):
+            path = out_dir / f"step-{st.global_step:06d}-{index}.png"
+            image.save(path)
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            self.events.emit("validation.image", step=st.global_step, prompt=cfg.validation_prompt,
+                             path=str(path), validation_type="final" if st.global_step >= st.total else "scheduled",
+                             resolution=list(image.size),
+                             images=[{"src": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+                                      "mime_type": "image/png"}])
+
+
+@attrs.define
+class _LoopState:
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    family: Any
+    adapter: Any
+    ema: Any
+    params: list[Any]
+    seed: int
+    total: int
+    steps_per_epoch: int
+    global_step: int
+    epoch: int
+    step_in_epoch: int
+
+
+class _Rate:
+    """Steps per second, smoothed, excluding the first step (compile/warm-up)."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.rate = 0.0
+
+    def tick(self) -> float:
+        now = time.perf_counter()
+        if self.last is not None:
+            inst = 1.0 / max(now - self.last, 1e-9)
+            self.rate = inst if self.rate == 0 else 0.9 * self.rate + 0.1 * inst
+        self.last = now
+        return self.rate
+
+
+class _Ema:
+    """Exponential moving average of the trained parameters (checkpointed through accelerate)."""
+
+    def __init__(self, params: list[Any], decay: float) -> None:
+        self.decay = decay
+        self.shadow = [p.detach().clone().float() for p in params]
+
+    def update(self, params: list[Any]) -> None:
+        import torch
+
+        with torch.no_grad():
+            torch._foreach_lerp_(self.shadow, [p.detach().float() for p in params], 1.0 - self.decay)
+
+    def copy_to(self, params: list[Any]) -> None:
+        import torch
+
+        with torch.no_grad():
+            for p, s in zip(params, self.shadow, strict=True):
+                p.copy_(s.to(p.dtype))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay = state["decay"]
+        self.shadow = [t.clone() for t in state["shadow"]]
+
+
+@contextlib.contextmanager
+def _signals(control: Control) -> Any:
+    """SIGINT/SIGTERM ask for a graceful stop (finish the step, checkpoint, exit); a second one cancels."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        with control.lock:
+            if control.stop:
+                control.cancel = True
+            control.stop = True
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def plan_only(cfg: Any, home: Path, registry: Any | None = None) -> Any:
+    """The preflight plan without loading a model (CLI ``--dry-run`` and ``config validate``)."""
+    from simpletuner_core.plugins import get_registry
+
+    reg = registry or get_registry()
+    return make_plan(cfg, home, reg, reg.family(cfg.model_family).size_multiple, cfg.seed or 0)[1]
+

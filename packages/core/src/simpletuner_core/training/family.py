@@ -1,0 +1,41 @@
+"""The contract between the generic engine and a model family's trainer class.
+
+The engine owns the loop, optimizers, checkpoints and events; the family owns loading weights, encoding data
+and computing the loss. A family plugin's ``ModelFamily.trainer()`` returns a class implementing this protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class FamilyTrainer(Protocol):
+    #: Default module names for LoRA targets.
+    lora_targets: list[str]
+
+    def __init__(self, config: Any, family: Any, cache_dir: Path) -> None: ...
+
+    def load(self, device: Any, weight_dtype: Any, log: Any) -> None:
+        """Load tokenizer, encoders, VAE and the trainable transformer (local dir or hub id)."""
+
+    def encoder_id(self, kind: str) -> str:
+        """A string identifying the encoder (``vae`` or ``text``) and its dtype, for content-addressed caches."""
+
+    def encode_images(self, pixels: Any) -> Any:
+        """(B,3,H,W) in [-1,1] → latents (B,C,h,w) ready for the loss."""
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, Any]:
+        """Batched text features, each tensor with the batch dim first."""
+
+    def trainable(self) -> Any:
+        """The module whose weights (or adapters) train."""
+
+    def loss(self, model: Any, latents: Any, text: dict[str, Any]) -> Any:
+        """Scalar training loss for one micro-batch; uses torch's global RNG (seeded per micro-step)."""
+
+    def save_final(self, model: Any, output_dir: Path, adapter: Any, lora_format: Any) -> list[str]:
+        """Write final weights in diffusers layout; returns the files/directories written."""
+
+    def validation_images(self, model: Any, config: Any) -> list[Any]:
+        """Render ``validation_prompt`` with the current weights; returns PIL images."""

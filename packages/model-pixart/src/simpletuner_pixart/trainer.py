@@ -1,0 +1,184 @@
+"""PixArt Sigma training: DDPM ε or v-prediction with learned-sigma output, T5 text features."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+class ModelLoadError(RuntimeError):
+    """Weights could not be loaded; the message says what to do."""
+
+
+def _source(cfg: Any, family: Any, cache_dir: Path) -> str:
+    if cfg.pretrained_model_name_or_path:
+        return cfg.pretrained_model_name_or_path
+    flavour = family.flavours[cfg.model_flavour or family.default_flavour]
+    if flavour.build is not None:
+        return str(flavour.build(cache_dir))
+    return flavour.hub_id
+
+
+def _identity(source: str) -> str:
+    """Stable id of the weights for cache keys: local dirs by their files' sizes and times, hub ids by name."""
+    path = Path(source)
+    if not path.is_dir():
+        return source
+    parts = []
+    for sub in ("vae", "text_encoder", "tokenizer"):
+        for f in sorted((path / sub).glob("*")) if (path / sub).is_dir() else []:
+            stat = f.stat()
+            parts.append(f"{sub}/{f.name}:{stat.st_size}:{int(stat.st_mtime)}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+def load_component(cls: Any, source: str, subfolder: str, **kwargs: Any) -> Any:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+    try:
+        return cls.from_pretrained(source, subfolder=subfolder, local_files_only=offline, **kwargs)
+    except (OSError, ValueError) as exc:
+        local = Path(source).expanduser()
+        if local.exists():
+            raise ModelLoadError(f"{local} is not a complete diffusers directory: cannot load {subfolder!r} "
+                                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
+        raise ModelLoadError(
+            f"cannot load {source!r} ({subfolder}) from the Hugging Face Hub and it is not in the local cache: "
+            f"{str(exc).splitlines()[0]}. Download it once with network access (`huggingface-cli download "
+            f"{source}`, after `huggingface-cli login` for gated repos), set HF_ENDPOINT for a mirror, or set "
+            f"--pretrained_model_name_or_path to a local diffusers directory."
+        ) from exc
+
+
+class PixArtSigmaTrainer:
+    lora_targets = LORA_TARGETS
+
+    def __init__(self, config: Any, family: Any, cache_dir: Path) -> None:
+        self.cfg = config
+        self.family = family
+        self.source = _source(config, family, Path(cache_dir))
+
+    def load(self, device: Any, weight_dtype: Any, log: Any) -> None:
+        from diffusers import AutoencoderKL, DDPMScheduler, PixArtTransformer2DModel
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        self.device = device
+        self.weight_dtype = weight_dtype
+        self.tokenizer = load_component(AutoTokenizer, self.source, "tokenizer")
+        self.text_encoder = load_component(T5EncoderModel, self.source, "text_encoder", torch_dtype=weight_dtype)
+        self.vae = load_component(AutoencoderKL, self.source, "vae", torch_dtype=weight_dtype)
+        self.transformer = load_component(PixArtTransformer2DModel, self.source, "transformer")
+        self.noise_scheduler = load_component(DDPMScheduler, self.source, "scheduler")
+        for module in (self.text_encoder, self.vae):
+            module.requires_grad_(False).eval().to(device)
+        if self.cfg.model_type == "lora":
+            self.transformer.to(device, dtype=weight_dtype)
+        else:
+            self.transformer.to(device, dtype=torch.float32)
+        self.prediction_type = self.cfg.prediction_type or self.noise_scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ModelLoadError(f"prediction_type {self.prediction_type!r} is not supported by PixArt training")
+        self.noise_scheduler.register_to_config(prediction_type=self.prediction_type)
+        limit = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 100_000 else 300
+        self.max_length = self.cfg.tokenizer_max_length or min(300, limit)
+        self.alphas = self.noise_scheduler.alphas_cumprod.to(device)
+        log(f"loaded PixArt Sigma from {self.source}: "
+            f"{sum(p.numel() for p in self.transformer.parameters()) / 1e6:.2f}M transformer params, "
+            f"prediction_type={self.prediction_type}")
+
+    def encoder_id(self, kind: str) -> str:
+        extra = f"len{self.max_length}" if kind == "text" else ""
+        return f"pixart:{kind}:{_identity(self.source)}:{self.weight_dtype}:{extra}"
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.device, dtype=self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.sample()
+        return (latents * self.vae.config.scaling_factor).float()
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,
+                                add_special_tokens=True, return_tensors="pt")
+        mask = tokens.attention_mask.to(self.device)
+        embeds = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
+        return {"prompt_embeds": embeds.float(), "prompt_attention_mask": mask}
+
+    def trainable(self) -> Any:
+        return self.transformer
+
+    def loss(self, model: Any, latents: torch.Tensor, text: dict[str, torch.Tensor]) -> torch.Tensor:
+        bsz = latents.shape[0]
+        noise = torch.randn_like(latents)
+        if self.cfg.noise_offset:
+            noise = noise + self.cfg.noise_offset * torch.randn(bsz, latents.shape[1], 1, 1, device=latents.device)
+        steps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, steps)
+        dtype = next(model.parameters()).dtype
+        pred = model(noisy.to(dtype), encoder_hidden_states=text["prompt_embeds"].to(dtype),
+                     encoder_attention_mask=text["prompt_attention_mask"], timestep=steps,
+                     added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
+        if pred.shape[1] == 2 * latents.shape[1]:  # learned sigma: the variance half is not trained here
+            pred = pred.chunk(2, dim=1)[0]
+        if self.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, steps)
+        else:
+            target = noise
+        return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+    def _pipeline(self, model: Any) -> Any:
+        from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline
+
+        scheduler = DPMSolverMultistepScheduler.from_config(self.noise_scheduler.config)
+        return PixArtSigmaPipeline(tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae,
+                                   transformer=model, scheduler=scheduler)
+
+    def save_final(self, model: Any, output_dir: Path, adapter: Any, lora_format: Any) -> list[str]:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if adapter is None:
+            self._pipeline(model).save_pretrained(output_dir)
+            return [str(output_dir / "model_index.json"), str(output_dir / "transformer")]
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}
+        if adapter.kind == "standard":
+            state = lora_format.convert(state, self.family.name)
+            name = "pytorch_lora_weights.safetensors"
+        else:
+            name = "pytorch_lycoris_weights.safetensors"
+        meta = {"format": lora_format.name if adapter.kind == "standard" else "lycoris",
+                "model_family": self.family.name, "adapter": json.dumps(adapter.hyperparameters, default=str)}
+        save_file(state, str(output_dir / name), metadata=meta)
+        return [str(output_dir / name)]
+
+    @torch.no_grad()
+    def validation_images(self, model: Any, config: Any) -> list[Any]:
+        from simpletuner_core.config.rules import parse_resolution
+
+        if config.validation_resolution:
+            sizes = parse_resolution(config.validation_resolution)
+        else:
+            edge = int(model.config.sample_size) * 8
+            sizes = [(edge, edge)]
+        pipe = self._pipeline(model)
+        pipe.set_progress_bar_config(disable=True)
+        seed = config.validation_seed if config.validation_seed is not None else (config.seed or 0)
+        images = []
+        for width, height in sizes:
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+            out = pipe(config.validation_prompt, negative_prompt=config.validation_negative_prompt or "",
+                       num_inference_steps=config.validation_num_inference_steps,
+                       guidance_scale=config.validation_guidance, height=height, width=width,
+                       generator=generator, use_resolution_binning=False, max_sequence_length=self.max_length,
+                       clean_caption=False)
+            images.extend(out.images)
+        return images

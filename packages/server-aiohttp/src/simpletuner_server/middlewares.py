@@ -1,0 +1,77 @@
+"""Cross-cutting HTTP behaviour: JSON errors, body-size limit, security headers.
+
+API clients parse JSON, so no error (404, 405, 413, 500) may ever come back as aiohttp's HTML/text page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from simpletuner_server.keys import SETTINGS_KEY
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS: dict[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+_DROPPED_HEADERS = {hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING}
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The one error shape every client can rely on: ``{"error": {"status", "message"}}``."""
+    return web.json_response(
+        {"error": {"status": status, "message": message}}, status=status, headers=headers
+    )
+
+
+def _message(exc: web.HTTPException) -> str:
+    """The handler's own text when it gave one, else the bare reason phrase (not ``"404: Not Found"``)."""
+    text = exc.text or ""
+    return exc.reason if not text or text == f"{exc.status}: {exc.reason}" else text
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn raised HTTP errors and unexpected exceptions into JSON; keep headers such as ``Allow``."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k not in _DROPPED_HEADERS}
+        return json_error(exc.status, _message(exc), headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return json_error(500, "Internal Server Error")
+
+
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Reject a declared oversize body before routing; chunked bodies hit ``client_max_size`` on read."""
+    limit = request.app[SETTINGS_KEY].max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+    return await handler(request)
+
+
+async def _security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Applied on every prepared response, including error responses built by the middleware."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def setup_middlewares(app: web.Application) -> None:
+    """Error handling outermost so it also shapes errors raised by the other middlewares."""
+    app.middlewares.append(error_middleware)
+    app.middlewares.append(body_limit_middleware)
+    app.on_response_prepare.append(_security_headers)

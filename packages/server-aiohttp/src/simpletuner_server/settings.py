@@ -1,0 +1,79 @@
+"""Server settings: one frozen value built from defaults and the environment.
+
+Kept free of aiohttp so the CLI plugin can read defaults without importing the web stack.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8001
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def parse_port(value: str | int) -> int:
+    """A TCP port (0 lets the OS pick); the error names the bad value so env typos are obvious."""
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"port must be an integer between 0 and 65535, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer between 0 and 65535, got {value!r}")
+    return port
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$SIMPLETUNER_HOME`` or ``~/.simpletuner``: where jobs and server state will live."""
+    env = os.environ if environ is None else environ
+    raw = env.get("SIMPLETUNER_HOME") or "~/.simpletuner"
+    return Path(raw).expanduser()
+
+
+def default_host(environ: Mapping[str, str] | None = None) -> str:
+    """``$SIMPLETUNER_HOST`` or loopback: the server is local-only unless asked otherwise."""
+    env = os.environ if environ is None else environ
+    return env.get("SIMPLETUNER_HOST") or DEFAULT_HOST
+
+
+def default_port(environ: Mapping[str, str] | None = None) -> int:
+    """``$SIMPLETUNER_PORT`` or 8001; raises ValueError for a malformed value instead of guessing."""
+    env = os.environ if environ is None else environ
+    raw = env.get("SIMPLETUNER_PORT")
+    return DEFAULT_PORT if not raw else parse_port(raw)
+
+
+def _valid_port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    parse_port(value)
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+@attrs.frozen
+class ServerSettings:
+    """Everything ``create_app`` needs; frozen so handlers can share it without locking."""
+
+    host: str = DEFAULT_HOST
+    port: int = attrs.field(default=DEFAULT_PORT, validator=_valid_port)
+    home: Path = attrs.field(factory=default_home, converter=lambda v: Path(v).expanduser())
+    #: Largest accepted request body; larger uploads get a JSON 413 before any handler reads them.
+    max_body_bytes: int = attrs.field(default=DEFAULT_MAX_BODY_BYTES, validator=_positive)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
+        """Defaults, then ``SIMPLETUNER_HOST``/``_PORT``/``_HOME``, then ``overrides`` (skipping the env)."""
+        defaults: dict[str, Callable[[Mapping[str, str] | None], Any]] = {
+            "host": default_host,
+            "port": default_port,
+            "home": default_home,
+        }
+        values = {key: read(environ) for key, read in defaults.items() if key not in overrides}
+        return cls(**values, **overrides)
