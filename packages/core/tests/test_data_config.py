@@ -12,7 +12,7 @@ import pytest
 from simpletuner_core import hookspecs
 from simpletuner_core.builtins import data as builtin_data
 from simpletuner_core.config.errors import ConfigError, ConfigInvalid
-from simpletuner_core.data.config import DatasetConfig, load_dataloader, parse_dataloader
+from simpletuner_core.data.config import DatasetConfig, dump_dataloader, load_dataloader, parse_dataloader
 from simpletuner_core.plugins.registry import Registry
 
 TUTORIAL_PIXART: list[dict[str, Any]] = [
@@ -187,3 +187,12 @@ def test_load_dataloader_file_errors(tmp_path: Path, registry: Registry) -> None
     good = tmp_path / "multidatabackend.json"
     good.write_text(json.dumps(TUTORIAL_KONTEXT))
     assert [d.id for d in load_dataloader(good, registry)] == [d["id"] for d in TUTORIAL_KONTEXT]
+
+
+def test_dump_round_trips_and_stays_short(registry: Registry) -> None:
+    datasets = parse_dataloader(TUTORIAL_KONTEXT, registry)
+    dumped = dump_dataloader(datasets)
+    assert parse_dataloader(json.loads(json.dumps(dumped)), registry) == datasets
+    assert dumped[2] == {"id": "kontext-text-embeds", "dataset_type": "text_embeds", "default": True,
+                         "cache_dir": "/data/cache/text/kontext"}
+    assert len({hash(d) for d in datasets}) == 3

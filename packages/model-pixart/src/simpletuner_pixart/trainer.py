@@ -79,10 +79,10 @@ class PixArtSigmaTrainer:
         self.noise_scheduler = load_component(DDPMScheduler, self.source, "scheduler")
         for module in (self.text_encoder, self.vae):
             module.requires_grad_(False).eval().to(device)
-        if self.cfg.model_type == "lora":
-            self.transformer.to(device, dtype=weight_dtype)
-        else:
-            self.transformer.to(device, dtype=torch.float32)
+        lora = self.cfg.model_type == "lora"
+        self.transformer.to(device)
+        if lora and weight_dtype != torch.float32:  # full fine-tunes keep fp32 master weights
+            self.transformer.to(dtype=weight_dtype)
         self.prediction_type = self.cfg.prediction_type or self.noise_scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ModelLoadError(f"prediction_type {self.prediction_type!r} is not supported by PixArt training")
@@ -101,7 +101,7 @@ class PixArtSigmaTrainer:
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(self.device, dtype=self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.sample()
+        latents = self.vae.encode(pixels).latent_dist.mode()  # deterministic: caches are content-addressed
         return (latents * self.vae.config.scaling_factor).float()
 
     @torch.no_grad()

@@ -29,7 +29,7 @@ class AdapterHandle:
 
 
 def _apply_lora(module: Any, cfg: Any, targets: list[str]) -> AdapterHandle:
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
     alpha = cfg.lora_alpha if cfg.lora_alpha is not None else cfg.lora_rank
@@ -37,13 +37,14 @@ def _apply_lora(module: Any, cfg: Any, targets: list[str]) -> AdapterHandle:
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=alpha, lora_dropout=cfg.lora_dropout,
                       init_lora_weights=True, target_modules=wanted)
     module.requires_grad_(False)
-    module.add_adapter(lora, adapter_name="default")
+    # inject_adapter_in_model works on any nn.Module (not every diffusers model has the PEFT mixin).
+    inject_adapter_in_model(lora, module, adapter_name="default")
     params = [p for n, p in module.named_parameters() if p.requires_grad]
     for p in params:  # adapters train in fp32 whatever the base precision
         p.data = p.data.float()
     hyper = {"lora_type": "standard", "rank": cfg.lora_rank, "alpha": alpha, "dropout": cfg.lora_dropout,
              "target_modules": sorted(wanted)}
-    return AdapterHandle("standard", params, hyper, lambda: get_peft_model_state_dict(module))
+    return AdapterHandle("standard", params, hyper, lambda: get_peft_model_state_dict(module, adapter_name="default"))
 
 
 _LYCORIS_DEFAULTS = {"algo": "lokr", "multiplier": 1.0, "linear_dim": 16, "linear_alpha": 1, "factor": 16}

@@ -140,6 +140,14 @@ def read_image_size(data: bytes) -> Size:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def _why_unreadable(exc: Exception) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):  # its message embeds a BytesIO repr: useless and unstable
+        return "not a recognised image format"
+    return str(exc) or type(exc).__name__
+
+
 def is_image(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
@@ -231,7 +239,7 @@ class _Builder:
         try:
             size = read_image_size(backend.read_bytes(ds, path))
         except Exception as exc:  # PIL raises many types for corrupt files
-            return f"unreadable image: {exc}", None
+            return f"unreadable image: {_why_unreadable(exc)}", None
         rel = os.path.relpath(path, root) if root and os.path.isabs(path) else path
         result = plan_image(size, ds, size_multiple=self.size_multiple, seed=self.seed,
                             key=f"{ds.id}/{rel}", default_resolution=self.defaults[0],

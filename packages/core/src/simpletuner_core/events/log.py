@@ -23,7 +23,7 @@ class JsonlEventLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._last_id = max((e.id for e in self.read()), default=0)
+        self._last_id = max((e.id for e in read_events(self.path)), default=0)
         self._repair_tail()
         self._fh = open(self.path, "a", encoding="utf-8")
 
@@ -54,23 +54,28 @@ class JsonlEventLog:
             os.fsync(self._fh.fileno())
 
     def read(self, after_id: int = 0) -> list[Event]:
-        if not self.path.exists():
-            return []
-        out: list[Event] = []
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break  # torn write
-                try:
-                    event = Event.from_dict(json.loads(line))
-                except (ValueError, KeyError):
-                    continue
-                if event.id > after_id:
-                    out.append(event)
-        return out
+        return read_events(self.path, after_id)
 
     def close(self) -> None:
         with self._lock:
             if not self._fh.closed:
                 self._fh.flush()
                 self._fh.close()
+
+
+def read_events(path: Path, after_id: int = 0) -> list[Event]:
+    """Events with id > ``after_id``; readers never need a writer handle."""
+    if not Path(path).exists():
+        return []
+    out: list[Event] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # torn write
+            try:
+                event = Event.from_dict(json.loads(line))
+            except (ValueError, KeyError):
+                continue
+            if event.id > after_id:
+                out.append(event)
+    return out

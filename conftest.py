@@ -1,0 +1,85 @@
+"""Shared fixtures: one tiny PixArt pipeline and one demo dataset per test session (per xdist worker)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("SIMPLETUNER_PROGRESS", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_pixart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from simpletuner_pixart.tiny import ensure_tiny_pipeline
+
+    return ensure_tiny_pipeline(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def demo_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from simpletuner_core.demo_data import write_demo_dataset
+
+    directory = tmp_path_factory.mktemp("demo") / "images"
+    write_demo_dataset(directory, count=12, size=64)
+    return directory
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    state = tmp_path / "home"
+    state.mkdir()
+    monkeypatch.setenv("SIMPLETUNER_HOME", str(state))
+    return state
+
+
+def write_dataloader(home: Path, images: Path, **image_overrides: Any) -> Path:
+    path = home / "config" / "multidatabackend.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = {"id": "toy", "type": "local", "dataset_type": "image", "instance_data_dir": str(images),
+             "caption_strategy": "textfile", "resolution": 64, "resolution_type": "pixel_area", "crop": True,
+             "crop_style": "center", "crop_aspect": "square", "cache_dir_vae": str(home / "cache" / "vae"),
+             **image_overrides}
+    text = {"id": "toy-text", "type": "local", "dataset_type": "text_embeds", "default": True,
+            "cache_dir": str(home / "cache" / "text")}
+    path.write_text(json.dumps([image, text]))
+    return path
+
+
+def tiny_config(home: Path, tiny_dir: Path, images: Path, **overrides: Any) -> dict[str, Any]:
+    """A wire-format config for the tiny PixArt model on the demo set."""
+    dataloader = write_dataloader(home, images)
+    return {
+        "--model_family": "pixart_sigma", "--model_flavour": "tiny",
+        "--pretrained_model_name_or_path": str(tiny_dir), "--model_type": "full",
+        "--output_dir": str(home / "output"), "--data_backend_config": str(dataloader),
+        "--train_batch_size": 4, "--learning_rate": 1e-3, "--max_train_steps": 30, "--seed": 7,
+        "--checkpointing_steps": 0, "--report_to": "none",
+        **{k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()},
+    }
+
+
+@pytest.fixture
+def tiny_cfg(home: Path, tiny_pixart_dir: Path, demo_images: Path) -> Any:
+    def make(**overrides: Any) -> dict[str, Any]:
+        return tiny_config(home, tiny_pixart_dir, demo_images, **overrides)
+
+    return make

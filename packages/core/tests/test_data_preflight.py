@@ -1,0 +1,168 @@
+"""Preflight on real files: discovery, captions, filters, buckets, impossible plans, and no torch import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import pytest
+from PIL import Image
+
+from simpletuner_core import hookspecs
+from simpletuner_core.builtins import data as builtin_data
+from simpletuner_core.data.config import DatasetConfig
+from simpletuner_core.data.preflight import Plan, build_plan, read_image_size
+from simpletuner_core.demo_data import write_demo_dataset
+from simpletuner_core.plugins.registry import Registry
+
+
+@pytest.fixture
+def registry() -> Registry:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(builtin_data, name="simpletuner_core.builtins.data")
+    return Registry(pm)
+
+
+def image(path: Path, size: tuple[int, int], caption: str | None = "a thing", colour: str = "red") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    if caption is not None:
+        path.with_suffix(".txt").write_text(caption)
+    return path
+
+
+def ds(**kw: Any) -> DatasetConfig:
+    base: dict[str, Any] = {"id": "demo", "instance_data_dir": "images", "resolution": 64,
+                            "resolution_type": "pixel", "crop": True}
+    return DatasetConfig(**{**base, **kw})
+
+
+def plan_for(tmp_path: Path, registry: Registry, datasets: list[DatasetConfig], **kw: Any) -> Plan:
+    kw.setdefault("train_batch_size", 1)
+    return build_plan(datasets, base_dir=tmp_path, registry=registry, **kw)
+
+
+def test_found_and_filtered_with_reasons(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=4)
+    image(tmp_path / "images" / "tiny.png", (16, 16))
+    image(tmp_path / "images" / "sub" / "uncaptioned.png", (64, 64), caption=None)
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"not really a jpeg")
+    (tmp_path / "images" / "broken.txt").write_text("a broken file")
+    (tmp_path / "images" / "notes.md").write_text("ignored: not an image")
+
+    plan = plan_for(tmp_path, registry, [ds(minimum_image_size=32)])
+    reasons = {Path(f.path).name: f.reason for f in plan.filtered}
+    assert set(reasons) == {"tiny.png", "uncaptioned.png", "broken.jpg"}
+    assert reasons["tiny.png"].startswith("smaller than minimum_image_size 32 (pixel)")
+    assert reasons["uncaptioned.png"].startswith("no caption")
+    assert reasons["broken.jpg"].startswith("unreadable image:")
+    [summary] = plan.datasets
+    assert (summary.found, summary.usable, summary.filtered) == (7, 4, 3)
+    assert plan.ok and plan.buckets == {"64x64": 4}
+    sample = plan.samples[0]
+    assert sample.caption == "a red square on a blue background"
+    assert Path(sample.path).is_absolute() and sample.original_size == (64, 64)
+    json.dumps(plan.to_dict())
+
+
+def test_bucket_counts_include_repeats(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=3)
+    image(tmp_path / "wide" / "w1.png", (128, 64))
+    image(tmp_path / "wide" / "w2.png", (128, 64))
+    datasets = [ds(repeats=2), ds(id="wide", instance_data_dir="wide", crop_aspect="preserve", repeats=1)]
+    plan = plan_for(tmp_path, registry, datasets, train_batch_size=2)
+    assert plan.buckets == {"64x64": 9, "128x64": 4}
+    assert len(plan.samples) == 5  # repeats are the sampler's job
+    text = plan.render()
+    assert "64x64: 9" in text and "128x64: 4" in text
+
+
+def test_impossible_plan_names_the_knob(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=3)
+    plan = plan_for(tmp_path, registry, [ds()], train_batch_size=4)
+    assert not plan.ok
+    [err] = plan.errors
+    assert err.path == "train_batch_size"
+    assert "bucket 64x64 of dataset 'demo' holds 3 images" in err.message
+    assert "train_batch_size (4) × gradient_accumulation_steps (1) × processes (1) = 4" in err.message
+    assert "--train_batch_size" in err.message and "repeats" in err.message
+    assert len(plan.filtered) == 3 and "fewer than train_batch_size (4)" in plan.filtered[0].reason
+    assert "train_batch_size" in plan.render()
+    # the knobs named really fix it
+    assert plan_for(tmp_path, registry, [ds(repeats=1)], train_batch_size=4).ok
+    assert plan_for(tmp_path, registry, [ds()], train_batch_size=3).ok
+
+
+def test_accumulation_and_processes_count(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=4)
+    plan = plan_for(tmp_path, registry, [ds()], train_batch_size=2, gradient_accumulation_steps=3)
+    assert [e.path for e in plan.errors] == ["train_batch_size"]
+    assert "gradient_accumulation_steps (3)" in plan.errors[0].message
+    plan = plan_for(tmp_path, registry, [ds()], train_batch_size=2, processes=3)
+    assert not plan.ok and "processes (3)" in plan.errors[0].message
+
+
+def test_small_bucket_dropped_but_plan_ok(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=4)
+    image(tmp_path / "images" / "wide.png", (128, 64))
+    plan = plan_for(tmp_path, registry, [ds(crop_aspect="preserve")], train_batch_size=2)
+    assert plan.ok and plan.buckets == {"64x64": 4}
+    [dropped] = plan.filtered
+    assert "bucket 128x64" in dropped.reason
+    assert "bucket 128x64 of dataset 'demo'" in plan.render()
+
+
+def test_missing_directory_is_a_plan_error(tmp_path: Path, registry: Registry) -> None:
+    plan = plan_for(tmp_path, registry, [ds(instance_data_dir="nowhere")])
+    assert [e.path for e in plan.errors] == ["[0].instance_data_dir"]
+    assert "nowhere" in plan.errors[0].message
+
+
+def test_text_embeds_and_conditioning_are_reported(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=2)
+    write_demo_dataset(tmp_path / "refs", count=3)
+    datasets = [ds(conditioning_data=["refs"]), ds(id="refs", dataset_type="conditioning", instance_data_dir="refs"),
+                DatasetConfig(id="text", dataset_type="text_embeds", default=True)]
+    plan = plan_for(tmp_path, registry, datasets)
+    assert plan.ok
+    summaries = {d.id: d for d in plan.datasets}
+    assert summaries["refs"].found == 3 and summaries["text"].found == 0
+    assert {s.dataset_id for s in plan.samples} == {"demo"}
+    assert "text (text_embeds)" in plan.render()
+
+
+def test_filename_and_instanceprompt_captions(tmp_path: Path, registry: Registry) -> None:
+    image(tmp_path / "a" / "red_fox-in_snow (2).png", (64, 64), caption=None)
+    image(tmp_path / "a" / "blue-car_003.png", (64, 64), caption=None)
+    plan = plan_for(tmp_path, registry, [ds(instance_data_dir="a", caption_strategy="filename")])
+    assert sorted(s.caption for s in plan.samples) == ["blue car", "red fox in snow"]
+    plan = plan_for(tmp_path, registry, [ds(instance_data_dir=str(tmp_path / "a"), caption_strategy="instanceprompt",
+                                            instance_prompt="sks dog")])
+    assert {s.caption for s in plan.samples} == {"sks dog"}
+
+
+def test_exif_rotation_swaps_size(tmp_path: Path, registry: Registry) -> None:
+    path = tmp_path / "images" / "rotated.jpg"
+    path.parent.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display
+    Image.new("RGB", (128, 64), "blue").save(path, exif=exif)
+    path.with_suffix(".txt").write_text("a rotated photo")
+    assert read_image_size(path.read_bytes()) == (64, 128)
+    plan = plan_for(tmp_path, registry, [ds(crop_aspect="preserve")])
+    [sample] = plan.samples
+    assert sample.original_size == (64, 128) and sample.plan.target_size == (64, 128)
+
+
+def test_preflight_does_not_import_torch() -> None:
+    code = ("import sys, simpletuner_core.data.preflight, simpletuner_core.data.sampler, "
+            "simpletuner_core.data.config, simpletuner_core.data.cache, simpletuner_core.data.images, "
+            "simpletuner_core.builtins.data, simpletuner_core.demo_data; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,90 @@
+"""Bucket batch sampler: deterministic, single-bucket batches, repeats, probabilities and replica slices."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from simpletuner_core.data.buckets import ImagePlan
+from simpletuner_core.data.config import DatasetConfig
+from simpletuner_core.data.preflight import Sample
+from simpletuner_core.data.sampler import BucketBatchSampler
+
+
+def sample(dataset_id: str, i: int, size: tuple[int, int]) -> Sample:
+    plan = ImagePlan(resize_to=size, crop_box=(0, 0, *size), target_size=size)
+    return Sample(dataset_id, f"/data/{dataset_id}/{i}.png", f"caption {i}", size, plan, i)
+
+
+def make(**datasets: dict[str, Any]) -> tuple[list[Sample], list[DatasetConfig]]:
+    """``name={"square": n, "wide": m, ...config}`` → samples in 64x64 and 128x64 buckets, and configs."""
+    samples: list[Sample] = []
+    configs = []
+    for name, spec in datasets.items():
+        spec = dict(spec)
+        square, wide = spec.pop("square", 0), spec.pop("wide", 0)
+        samples += [sample(name, i, (64, 64)) for i in range(square)]
+        samples += [sample(name, square + i, (128, 64)) for i in range(wide)]
+        configs.append(DatasetConfig(id=name, instance_data_dir=name, **spec))
+    return samples, configs
+
+
+def test_deterministic_per_seed_and_epoch() -> None:
+    samples, configs = make(a={"square": 20, "wide": 12}, b={"square": 9})
+    s1 = BucketBatchSampler(samples, configs, batch_size=4, seed=7)
+    s2 = BucketBatchSampler(samples, configs, batch_size=4, seed=7)
+    assert s1.batches(0) == s2.batches(0)
+    assert s1.batches(0) != s1.batches(1)
+    assert s1.batches(0) != BucketBatchSampler(samples, configs, batch_size=4, seed=8).batches(0)
+    assert len(s1) == len(s1.batches(0)) == len(s1.batches(5)) == 5 + 3 + 2
+
+
+def test_every_batch_is_one_bucket_of_one_dataset() -> None:
+    samples, configs = make(a={"square": 21, "wide": 13}, b={"square": 10, "wide": 6})
+    sampler = BucketBatchSampler(samples, configs, batch_size=3, seed=0)
+    for epoch in range(3):
+        batches = sampler.batches(epoch)
+        assert batches and all(len(b) == 3 for b in batches)
+        for batch in batches:
+            assert len({samples[i].plan.target_size for i in batch}) == 1
+            assert len({samples[i].dataset_id for i in batch}) == 1
+        seen = Counter(i for b in batches for i in b)
+        assert max(seen.values()) == 1  # no repeats configured: each image at most once
+
+
+def test_repeats_double_the_count() -> None:
+    samples, configs = make(a={"square": 8})
+    once = BucketBatchSampler(samples, configs, batch_size=2, seed=0)
+    samples2, configs2 = make(a={"square": 8, "repeats": 1})
+    twice = BucketBatchSampler(samples2, configs2, batch_size=2, seed=0)
+    assert len(twice) == 2 * len(once) == 8
+    seen = Counter(i for b in twice.batches(0) for i in b)
+    assert set(seen.values()) == {2} and len(seen) == 8
+
+
+def test_probability_zero_dataset_is_excluded() -> None:
+    samples, configs = make(a={"square": 8}, b={"square": 8, "probability": 0.0})
+    sampler = BucketBatchSampler(samples, configs, batch_size=2, seed=0)
+    used = {samples[i].dataset_id for b in sampler.batches(0) for i in b}
+    assert used == {"a"} and len(sampler) == 4
+
+
+def test_probability_weights_the_interleaving() -> None:
+    samples, configs = make(a={"square": 400, "probability": 1.0}, b={"square": 400, "probability": 0.1})
+    batches = BucketBatchSampler(samples, configs, batch_size=4, seed=3).batches(0)
+    first_half = Counter(samples[b[0]].dataset_id for b in batches[: len(batches) // 2])
+    assert first_half["a"] > 3 * first_half["b"]  # the likelier dataset is drawn first
+    assert len(batches) == 200  # but every batch of the epoch is still used
+
+
+def test_replicas_take_disjoint_slices() -> None:
+    samples, configs = make(a={"square": 30, "wide": 14}, b={"square": 17})
+    replicas = [BucketBatchSampler(samples, configs, batch_size=2, seed=1, num_replicas=3, rank=r) for r in range(3)]
+    per_rank = [r.batches(4) for r in replicas]
+    assert len({len(r) for r in replicas}) == 1 and len(per_rank[0]) == len(replicas[0])
+    for step in zip(*per_rank, strict=True):
+        flat = [i for batch in step for i in batch]
+        assert len(flat) == len(set(flat)) == 6
+        assert len({samples[i].plan.target_size for i in flat}) == 1  # one shape across the global batch
+    everything = [i for rank in per_rank for b in rank for i in b]
+    assert len(everything) == len(set(everything))

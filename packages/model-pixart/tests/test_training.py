@@ -1,0 +1,239 @@
+"""Real training on the tiny PixArt model: loss goes down, outputs load back, events tell the story."""
+
+from __future__ import annotations
+
+import base64
+import io
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from simpletuner_core.cli.jobs_local import run_job
+from simpletuner_core.config import ConfigInvalid, validate
+from simpletuner_core.events.log import read_events
+from simpletuner_core.plugins import get_registry
+
+
+def train(raw: dict[str, Any], home: Path) -> tuple[int, Any, list[Any]]:
+    code, result = run_job(validate(raw), home, get_registry(), job_id="job")
+    return code, result, read_events(home / "jobs" / "job" / "events.jsonl")
+
+
+def of_type(events: list[Any], kind: str) -> list[Any]:
+    return [e for e in events if e.type == kind]
+
+
+def dropped(losses: list[float], window: int = 8) -> float:
+    return statistics.fmean(losses[:window]) / statistics.fmean(losses[-window:])
+
+
+def test_full_finetune_learns_and_loads_back(home: Path, tiny_cfg: Any) -> None:
+    code, result, events = train(tiny_cfg(max_train_steps=40), home)
+    assert code == 0 and result.status == "completed" and result.global_step == 40
+    assert dropped(result.losses) > 1.5, result.losses
+    kinds = [e.type for e in events]
+    assert kinds[0] == "job.started" and kinds[-1] == "job.completed"
+    assert kinds.index("job.plan") < kinds.index("training.status")
+    ids = [e.id for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    status = of_type(events, "training.status")
+    assert [e.data["step"] for e in status] == list(range(1, 41))
+    last = status[-1].data
+    assert last["total"] == 40 and last["percent"] == 100.0 and last["eta_seconds"] == 0.0
+    from diffusers import PixArtSigmaPipeline
+
+    pipe = PixArtSigmaPipeline.from_pretrained(str(home / "output"))
+    image = pipe("a red square", num_inference_steps=2, height=64, width=64, use_resolution_binning=False,
+                 max_sequence_length=16, clean_caption=False).images[0]
+    assert image.size == (64, 64)
+
+
+def test_lora_trains_only_adapter_and_exports_diffusers_keys(home: Path, tiny_cfg: Any,
+                                                             tiny_pixart_dir: Path) -> None:
+    code, result, _ = train(tiny_cfg(model_type="lora", lora_rank=8, learning_rate=1e-2, max_train_steps=40),
+                            home)
+    assert code == 0
+    assert dropped(result.losses) > 1.2, result.losses
+    from diffusers import PixArtTransformer2DModel
+    from safetensors.torch import load_file
+
+    weights = home / "output" / "pytorch_lora_weights.safetensors"
+    state = load_file(str(weights))
+    assert state and all(k.startswith("transformer.") and (".lora_A." in k or ".lora_B." in k) for k in state)
+    assert not (home / "output" / "transformer").exists()  # base weights are not re-exported
+    import torch
+
+    base = PixArtTransformer2DModel.from_pretrained(str(tiny_pixart_dir), subfolder="transformer")
+    tuned = PixArtTransformer2DModel.from_pretrained(str(tiny_pixart_dir), subfolder="transformer")
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    inject_adapter_in_model(LoraConfig(r=8, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"]),
+                            tuned, adapter_name="default")
+    set_peft_model_state_dict(tuned, {k.removeprefix("transformer."): v for k, v in state.items()},
+                              adapter_name="default")
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(1))
+    kwargs = {"encoder_hidden_states": text, "timestep": torch.tensor([500]),
+              "added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+    with torch.no_grad():
+        assert not torch.allclose(base(x, **kwargs).sample, tuned(x, **kwargs).sample)
+
+
+def test_lora_leaves_base_weights_unchanged(tiny_pixart_dir: Path, tiny_cfg: Any, home: Path) -> None:
+    import torch
+
+    from simpletuner_pixart.trainer import PixArtSigmaTrainer
+
+    cfg = validate(tiny_cfg(model_type="lora", lora_rank=4, learning_rate=1e-2))
+    registry = get_registry()
+    trainer = PixArtSigmaTrainer(cfg, registry.family("pixart"), home)
+    trainer.load(torch.device("cpu"), torch.float32, lambda _msg: None)
+    model = trainer.trainable()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapter = registry.adapters.get("standard").apply(model, cfg, trainer.lora_targets)
+    assert adapter.params and all(p.requires_grad for p in adapter.params)
+    opt = torch.optim.AdamW(adapter.params, lr=1e-2)
+    latents = torch.randn(2, 4, 8, 8)
+    text = trainer.encode_prompts(["a red square", "a blue circle"])
+    for _ in range(3):
+        trainer.loss(model, latents, text).backward()
+        opt.step()
+        opt.zero_grad()
+    after = model.state_dict()
+    base_keys = [k for k in after if "lora_" not in k]
+    for key in base_keys:
+        original = key.replace(".base_layer", "")
+        assert torch.equal(after[key], before[original]), key
+    assert any(not torch.equal(after[k], torch.zeros_like(after[k])) for k in after if "lora_B" in k)
+
+
+def test_v_prediction_trains(home: Path, tiny_cfg: Any) -> None:
+    code, result, _ = train(tiny_cfg(prediction_type="v_prediction", max_train_steps=30), home)
+    assert code == 0 and dropped(result.losses, 6) > 1.2
+
+
+def test_validation_events_carry_decodable_pngs(home: Path, tiny_cfg: Any) -> None:
+    raw = tiny_cfg(max_train_steps=10, validation_prompt="a red square", validation_steps=5,
+                   validation_num_inference_steps=2, validation_resolution="64x64")
+    code, _, events = train(raw, home)
+    assert code == 0
+    images = of_type(events, "validation.image")
+    assert [e.data["step"] for e in images] == [5, 10]
+    assert images[-1].data["validation_type"] == "final"
+    src = images[0].data["images"][0]["src"]
+    assert src.startswith("data:image/png;base64,")
+    png = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+    assert png.size == (64, 64)
+    assert Path(images[0].data["path"]).exists()
+
+
+def test_checkpoints_retention_and_manifest(home: Path, tiny_cfg: Any) -> None:
+    from simpletuner_core.training.checkpoint import list_checkpoints, read_manifest, resolve_resume
+
+    code, _, events = train(tiny_cfg(max_train_steps=20, checkpointing_steps=5, checkpoints_total_limit=2), home)
+    assert code == 0
+    assert [e.data["step"] for e in of_type(events, "checkpoint.saved")] == [5, 10, 15]
+    kept = list_checkpoints(home / "output")
+    assert [step for step, _ in kept] == [10, 15]
+    manifest = read_manifest(kept[-1][1])
+    assert manifest["step"] == 15 and manifest["seed"] == 7 and manifest["config"]["learning_rate"] == 1e-3
+    # an incomplete (manifest-less) newer checkpoint is never "latest"
+    (home / "output" / "checkpoint-99").mkdir()
+    assert resolve_resume("latest", home / "output") == kept[-1][1]
+
+
+def test_resume_with_changed_config_is_refused_with_a_diff(home: Path, tiny_cfg: Any) -> None:
+    assert train(tiny_cfg(max_train_steps=10, checkpointing_steps=5), home)[0] == 0
+    raw = tiny_cfg(max_train_steps=20, checkpointing_steps=5, resume_from_checkpoint="latest", learning_rate=5e-4)
+    code, _, events = run_job(validate(raw), home, get_registry(), job_id="again"), None, None
+    assert code[0] == 2
+    failed = of_type(read_events(home / "jobs" / "again" / "events.jsonl"), "job.failed")
+    assert "learning_rate: checkpoint=0.001 now=0.0005" in failed[0].data["reason"]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adamw_bf16", "optimi-adamw", "optimi-lion", "prodigy"])
+def test_each_optimizer_trains(home: Path, tiny_cfg: Any, optimizer: str) -> None:
+    lr = {"prodigy": 1.0, "optimi-lion": 3e-4}.get(optimizer, 1e-3)
+    code, result, _ = train(tiny_cfg(optimizer=optimizer, learning_rate=lr, max_train_steps=12), home)
+    assert code == 0 and all(loss == loss for loss in result.losses)
+    assert statistics.fmean(result.losses[-4:]) < statistics.fmean(result.losses[:4])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "constant_with_warmup", "linear", "cosine",
+                                      "cosine_with_restarts", "polynomial"])
+def test_schedules_shape_the_learning_rate(home: Path, tiny_cfg: Any, schedule: str) -> None:
+    code, _, events = train(tiny_cfg(lr_scheduler=schedule, lr_warmup_steps=4, max_train_steps=12), home)
+    assert code == 0
+    lrs = [e.data["lr"] for e in of_type(events, "training.status")]
+    if schedule == "constant":
+        assert len(set(lrs)) == 1
+    else:
+        assert lrs[0] < lrs[3]  # warming up
+    if schedule in ("linear", "cosine", "polynomial"):
+        assert lrs[-1] < max(lrs)
+
+
+def test_epochs_gradient_accumulation_and_ema(home: Path, tiny_cfg: Any) -> None:
+    raw = tiny_cfg(max_train_steps=0, num_train_epochs=2, train_batch_size=2, gradient_accumulation_steps=2,
+                   use_ema=True, ema_decay=0.9)
+    code, result, events = train(raw, home)
+    assert code == 0
+    # 12 images, one 64x64 bucket: 6 micro-batches of 2 → 3 optimizer steps per epoch
+    assert result.global_step == 6
+    assert {e.data["epoch"] for e in of_type(events, "training.status")} == {1, 2}
+    from diffusers import PixArtTransformer2DModel
+
+    main = PixArtTransformer2DModel.from_pretrained(str(home / "output"), subfolder="transformer")
+    ema = PixArtTransformer2DModel.from_pretrained(str(home / "output" / "ema"), subfolder="transformer")
+    import torch
+
+    assert any(not torch.equal(a, b) for a, b in zip(main.parameters(), ema.parameters(), strict=True))
+
+
+def test_preflight_rejection_names_the_knob(home: Path, tiny_cfg: Any) -> None:
+    code, result, events = train(tiny_cfg(train_batch_size=16), home)
+    assert code == 2 and result is None
+    reason = of_type(events, "job.failed")[0].data["reason"]
+    assert "--train_batch_size" in reason
+    assert not of_type(events, "training.status")
+
+
+def test_unreachable_hub_id_says_what_to_do(home: Path, tiny_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    raw = tiny_cfg(pretrained_model_name_or_path="example-org/not-cached-pixart", max_train_steps=2)
+    code, _, events = train(raw, home)
+    assert code == 1
+    reason = of_type(events, "job.failed")[0].data["reason"]
+    assert "huggingface-cli download example-org/not-cached-pixart" in reason
+    assert "local diffusers directory" in reason
+
+
+def test_incomplete_local_directory_is_named(home: Path, tiny_cfg: Any, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    (broken / "transformer").mkdir(parents=True)
+    code, _, events = train(tiny_cfg(pretrained_model_name_or_path=str(broken), max_train_steps=2), home)
+    assert code == 1
+    assert "is not a complete diffusers directory" in of_type(events, "job.failed")[0].data["reason"]
+
+
+def test_tiny_flavour_builds_offline_into_the_state_dir(home: Path, tiny_cfg: Any) -> None:
+    raw = tiny_cfg(max_train_steps=2)
+    del raw["--pretrained_model_name_or_path"]
+    code, _, _ = train(raw, home)
+    assert code == 0
+    assert (home / "cache" / "models" / "pixart-sigma-tiny-v1" / "model_index.json").exists()
+
+
+def test_config_rules_reach_the_trainer(home: Path, tiny_cfg: Any) -> None:
+    with pytest.raises(ConfigInvalid) as info:
+        validate(tiny_cfg(clip_skip=2))
+    assert info.value.errors[0].path == "clip_skip"
+
+
+@pytest.mark.gpu
+def test_bf16_mixed_precision_on_cuda(home: Path, tiny_cfg: Any) -> None:
+    code, result, _ = train(tiny_cfg(mixed_precision="bf16", max_train_steps=30), home)
+    assert code == 0 and dropped(result.losses, 6) > 1.2
