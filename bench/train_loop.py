@@ -435,6 +435,15 @@ def startup_ours(prep: Prepared, home: Path, tag: str, root: Path) -> StartupRes
     return StartupResult(f"ours ({tag})", first - t0, ended - t0, _peak_rss_mib(rss_file), stages, load.cores())
 
 
+def startup_ours_cold(prep: Prepared, root: Path, tag: str) -> StartupResult:
+    """:func:`startup_ours` in a fresh SIMPLETUNER_HOME: preflight, VAE and T5 caches are built from nothing."""
+    cold_home = root / f"cold-home-{tag}"
+    cold_home.mkdir()
+    cold = Prepared(prep.config, prep.model_dir, prep.images_dir,
+                    write_dataloader(cold_home, prep.config, prep.images_dir), prep.transformer_params)
+    return startup_ours(cold, cold_home, f"cold-{tag}", root)
+
+
 def _first_stamp(events: list[dict[str, Any]], kind: str) -> float:
     return min(float(e["timestamp"]) for e in events if e["type"] == kind)
 
@@ -556,8 +565,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: small config, one round, few steps")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--configs", default="small,big", help="comma-separated: small, big")
-    p.add_argument("--rounds", type=int, default=2, help="[ours, hand] pairs per config")
-    p.add_argument("--steps-small", type=int, default=80)
+    p.add_argument("--rounds", type=int, default=3, help="[ours, hand] pairs per config")
+    p.add_argument("--steps-small", type=int, default=100)
     p.add_argument("--steps-big", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5, help="steps skipped at the start of every run")
     p.add_argument("--retries", type=int, default=2,
@@ -651,14 +660,20 @@ def main(argv: list[str] | None = None) -> int:
             samples: dict[str, list[StartupResult]] = {"ours (cold cache)": [], "ours (warm cache)": [],
                                                        "hand": []}
             for rnd in range(args.startup_rounds):
-                cold_home = root / f"cold-home-{rnd}"
-                cold_home.mkdir()
-                cold_prep = Prepared(prep.config, prep.model_dir, prep.images_dir,
-                                     write_dataloader(cold_home, prep.config, prep.images_dir),
-                                     prep.transformer_params)
-                samples["ours (cold cache)"].append(startup_ours(cold_prep, cold_home, f"cold-{rnd}", root))
-                samples["hand"].append(startup_hand(prep, root, str(rnd)))
-                samples["ours (warm cache)"].append(startup_ours(prep, home, f"warm-{rnd}", root))
+                measure = {
+                    "ours (cold cache)": lambda tag: startup_ours_cold(prep, root, tag),
+                    "hand": lambda tag: startup_hand(prep, root, tag),
+                    "ours (warm cache)": lambda tag: startup_ours(prep, home, f"warm-{tag}", root),
+                }
+                for label, run in measure.items():
+                    for attempt in range(args.retries + 1):
+                        result = run(f"{rnd}-{attempt}")
+                        if result.other_load_cores <= BUSY_LIMIT:
+                            break
+                        if attempt < args.retries:
+                            print(f"  {label}: other processes used {result.other_load_cores:.2f} cores, "
+                                  "measuring again", flush=True)
+                    samples[label].append(result)
                 print(f"  start-up round {rnd + 1}/{args.startup_rounds}: " + ", ".join(
                     f"{k} {v[-1].first_step_s:.2f} s" for k, v in samples.items()), flush=True)
             runs = {k: _median_startups(v) for k, v in samples.items()}

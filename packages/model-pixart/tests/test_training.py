@@ -148,8 +148,8 @@ def test_checkpoints_retention_and_manifest(home: Path, tiny_cfg: Any) -> None:
 def test_resume_with_changed_config_is_refused_with_a_diff(home: Path, tiny_cfg: Any) -> None:
     assert train(tiny_cfg(max_train_steps=10, checkpointing_steps=5), home)[0] == 0
     raw = tiny_cfg(max_train_steps=20, checkpointing_steps=5, resume_from_checkpoint="latest", learning_rate=5e-4)
-    code, _, events = run_job(validate(raw), home, get_registry(), job_id="again"), None, None
-    assert code[0] == 2
+    code, _ = run_job(validate(raw), home, get_registry(), job_id="again")
+    assert code == 2
     failed = of_type(read_events(home / "jobs" / "again" / "events.jsonl"), "job.failed")
     assert "learning_rate: checkpoint=0.001 now=0.0005" in failed[0].data["reason"]
 

@@ -18,7 +18,7 @@ WORDS = ("a", "an", "the", "photo", "of", "on", "with", "and", "background", "re
          "stripe", "stripes", "dot", "small", "large", "test", "shot", "studio", "portrait", "<token>")
 
 
-def _tokenizer():  # noqa: ANN202 - transformers type
+def _tokenizer():
     from transformers import T5Tokenizer
 
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
@@ -29,9 +29,14 @@ def _tokenizer():  # noqa: ANN202 - transformers type
     return tok
 
 
-def build_tiny_pipeline():  # noqa: ANN201 - diffusers type
+def build_tiny_pipeline():
     import torch
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        DPMSolverMultistepScheduler,
+        PixArtSigmaPipeline,
+        PixArtTransformer2DModel,
+    )
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(0)

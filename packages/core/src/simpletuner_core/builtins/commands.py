@@ -24,7 +24,7 @@ def _add_home(p: argparse.ArgumentParser) -> None:
 
 
 def _load_raw(args: argparse.Namespace, home: Path) -> dict[str, Any]:
-    from simpletuner_core.cli.main import UsageError
+    from simpletuner_core.cli import UsageError
     from simpletuner_core.config.environments import EnvironmentError_, load_environment
 
     if bool(args.env) == bool(args.config):
@@ -51,7 +51,7 @@ def _load_raw(args: argparse.Namespace, home: Path) -> dict[str, Any]:
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
-    from simpletuner_core.cli.main import UsageError
+    from simpletuner_core.cli import UsageError
 
     out = {}
     for pair in pairs:
@@ -63,7 +63,7 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def _validated(args: argparse.Namespace, home: Path) -> Any:
-    from simpletuner_core.cli.main import UsageError
+    from simpletuner_core.cli import UsageError
     from simpletuner_core.config import ConfigInvalid, validate
     from simpletuner_core.config.model import strip_dashes
 
@@ -96,7 +96,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _config_validate(args: argparse.Namespace) -> int:
-    from simpletuner_core.cli.main import UsageError
+    from simpletuner_core.cli import UsageError
     from simpletuner_core.config.errors import ConfigInvalid
     from simpletuner_core.training.data_setup import PreflightRejected
     from simpletuner_core.training.engine import plan_only

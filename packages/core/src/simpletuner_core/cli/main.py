@@ -10,9 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-
-class UsageError(Exception):
-    """Bad input: printed as one line, exit code 2."""
+from simpletuner_core.cli import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +46,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"simpletuner {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

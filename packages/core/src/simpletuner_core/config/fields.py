@@ -22,7 +22,7 @@ class CoreConfig:
     model_family: str | None = f(None, "Model family (see `simpletuner models list`), e.g. pixart_sigma.")
     model_flavour: str | None = f(None, "Flavour of the family: a known hub id, or `tiny` built offline.")
     model_type: str = f("full", "Train every weight (`full`) or an adapter (`lora`).", ("full", "lora"))
-    lora_type: str = f("standard", "Adapter kind when model_type=lora.", ("standard", "lycoris"))
+    lora_type: str = f("standard", "Adapter kind when model_type=lora (standard = peft LoRA, lycoris).")
     pretrained_model_name_or_path: str | None = f(None, "Hub id or local diffusers directory; default: flavour.")
     prediction_type: str | None = f(None, "Override the family's target.", (None, "epsilon", "v_prediction"))
     tokenizer_max_length: int | None = f(None, "Text token limit; default: the family's.")

@@ -67,7 +67,7 @@ def _family(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError
         yield ConfigError("model_flavour", "set model_flavour or pretrained_model_name_or_path")
     if cfg.model_type not in fam.model_types:
         yield ConfigError("model_type", f"{fam.name} supports model_type {', '.join(fam.model_types)}")
-    if cfg.model_type == "lora" and cfg.lora_type not in fam.adapter_types:
+    if cfg.model_type == "lora" and cfg.lora_type in registry.adapters and cfg.lora_type not in fam.adapter_types:
         yield ConfigError("lora_type", f"{fam.name} supports lora_type {', '.join(fam.adapter_types)}")
     if "clip_skip" not in fam.features and cfg.clip_skip:
         yield ConfigError("clip_skip", f"{fam.name} has no CLIP text encoder, so clip_skip cannot apply; remove it")
@@ -101,13 +101,14 @@ def _components(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigE
         yield ConfigError("base_model_precision", f"unknown precision {cfg.base_model_precision!r} "
                           f"(known: {', '.join(known)})", suggest(cfg.base_model_precision, known))
     if cfg.model_type == "lora" and cfg.lora_type not in registry.adapters:
-        yield ConfigError("lora_type", f"unknown lora_type {cfg.lora_type!r}", suggest(cfg.lora_type,
-                                                                                       registry.adapters.names()))
-    if cfg.model_type == "full":
+        known = registry.adapters.names()
+        yield ConfigError("lora_type", f"unknown lora_type {cfg.lora_type!r} (known: {', '.join(known)})",
+                          suggest(cfg.lora_type, known))
+    if cfg.model_type == "full":  # a saved config lists every key; only non-default adapter values are a mistake
+        defaults = {a.name: a.default for a in attrs.fields(type(cfg))}
         for key in sorted(provided & {*ADAPTER_KEYS, "lora_type"}):
-            if key == "lora_type" and cfg.lora_type == "standard":
-                continue
-            yield ConfigError(key, "only applies with model_type=lora")
+            if getattr(cfg, key) != defaults[key]:
+                yield ConfigError(key, "only applies with model_type=lora")
 
 
 def _misc(cfg: Any) -> Iterable[ConfigError]:
@@ -166,8 +167,19 @@ def validate(raw: Mapping[str, Any], registry: Any | None = None) -> Any:
         registry = get_registry()
     if not isinstance(raw, Mapping):
         raise ConfigInvalid([ConfigError("config", f"expected a JSON object, got {type(raw).__name__}")])
+    data = apply_family_defaults(raw, registry)
     provided = set(strip_dashes(raw))
-    cfg = structure(apply_family_defaults(raw, registry), registry)
+    try:
+        cfg = structure(data, registry)
+    except ConfigInvalid as exc:
+        # Report the rules too, judged without the broken keys, so the user sees every problem in one go.
+        broken = {e.path.split(".")[0] for e in exc.errors}
+        try:
+            rest = structure({k: v for k, v in data.items() if k not in broken}, registry)
+        except ConfigInvalid:
+            raise exc from None
+        extra = [e for e in check(rest, registry, provided - broken) if e.path not in broken]
+        raise ConfigInvalid([*exc.errors, *extra]) from None
     errors = check(cfg, registry, provided)
     if errors:
         raise ConfigInvalid(errors)

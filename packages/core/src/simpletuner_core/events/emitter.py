@@ -1,6 +1,6 @@
 """The one interface the trainer uses to publish events: ``emitter.emit(type, **data)``.
 
-The first sink that stores (the job's log) assigns ids; every other sink sees the stored event. A failing sink is
+The store (the job's log) assigns ids; every other sink sees the stored event. A failing sink is
 reported once as a ``log`` event and never stops training.
 """
 
@@ -34,8 +34,8 @@ class EventEmitter:
     def add_sink(self, sink: EventSink) -> None:
         self.sinks.append(sink)
 
-    def emit(self, type: str, level: str = "info", **data: Any) -> Event:
-        event = self.store.append(Event(type=type, job_id=self.job_id, data=data, level=level))
+    def emit(self, event_type: str, level: str = "info", **data: Any) -> Event:
+        event = self.store.append(Event(type=event_type, job_id=self.job_id, data=data, level=level))
         for index, sink in enumerate(self.sinks):
             try:
                 sink.emit(event)

@@ -125,7 +125,7 @@ class Registry:
         for hook_name, (attr, record_type, kind) in _KINDS.items():
             table: Table[Any] = Table(kind, record_type)
             impls = getattr(self.pm.hook, hook_name).get_hookimpls()
-            plugins = [impl.plugin for impl in reversed(impls)]  # registration order
+            plugins = [impl.plugin for impl in impls]  # registration order
             for plugin in plugins:
                 owner = self.pm.get_name(plugin) or repr(plugin)
 

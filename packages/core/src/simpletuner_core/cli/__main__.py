@@ -1,0 +1,5 @@
+import sys
+
+from simpletuner_core.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,205 @@
+"""The config model: wire format, typed structure, rules with paths and did-you-mean, migrations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from simpletuner_core import hookimpl
+from simpletuner_core import records as r
+from simpletuner_core.config import ConfigInvalid, field_docs, structure, to_wire, validate
+from simpletuner_core.config.migrations import CURRENT_VERSION, migrate
+from simpletuner_core.plugins import get_plugin_manager, get_registry, reset_plugin_manager
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SIMPLETUNER_LOAD_PLUGINS", "pixart")
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
+
+
+def base(**extra: Any) -> dict[str, Any]:
+    return {"--model_family": "pixart_sigma", "--model_flavour": "tiny", "--model_type": "full",
+            "--output_dir": "/tmp/out", "--data_backend_config": "x.json", "--max_train_steps": 10, **extra}
+
+
+def errors_of(raw: dict[str, Any]) -> dict[str, Any]:
+    with pytest.raises(ConfigInvalid) as info:
+        validate(raw)
+    return {e.path: e for e in info.value.errors}
+
+
+# The tutorial's PixArt example: the form fields of the fast path plus the PUT body of step 3.
+TUTORIAL_PIXART = {
+    "--model_family": "pixart_sigma", "--model_type": "full", "--model_flavour": "900M-1024-v0.6",
+    "--pretrained_model_name_or_path": "terminusresearch/pixart-900m-1024-ft-v0.6",
+    "--output_dir": "/workspace/output/pixart900m", "--data_backend_config": "pixart-api-demo/multidatabackend.json",
+    "--train_batch_size": 2, "--gradient_accumulation_steps": 2, "--learning_rate": 0.0001,
+    "--optimizer": "adamw_bf16", "--lr_scheduler": "cosine", "--lr_warmup_steps": 500, "--max_train_steps": 1800,
+    "--num_train_epochs": 0, "--validation_prompt": "a studio portrait of <token> wearing a leather jacket",
+    "--validation_guidance": 3.8, "--validation_resolution": "1024x1024", "--validation_num_inference_steps": 28,
+    "--cache_dir_vae": "/data/cache/vae/pixart", "--seed": 1337, "--resume_from_checkpoint": "latest",
+    "--base_model_precision": "bf16", "--dataloader_prefetch": True, "--report_to": "none",
+    "--checkpoints_total_limit": 4, "--validation_seed": 12345,
+    "--webhook_config": '[{"webhook_type":"raw","callback_url":"https://example.com/simpletuner",'
+                        '"log_level":"info","ssl_no_verify":false}]',
+    "--webhook_reporting_interval": 10, "--validation_method": "pipeline",
+}
+
+# The Kontext example's keys (the family arrives with the flux issue; here only key acceptance is checked).
+TUTORIAL_KONTEXT_KEYS = {
+    "--lora_type": "lycoris", "--optimizer": "optimi-lion", "--base_model_precision": "int8-quanto",
+    "--report_to": "wandb", "--lora_rank": 16, "--lora_dropout": 0.05,
+    "--conditioning_multidataset_sampling": "combined", "--clip_skip": 2,
+}
+
+
+def test_tutorial_pixart_example_is_valid_and_means_what_it_says() -> None:
+    cfg = validate(TUTORIAL_PIXART)
+    assert cfg.model_family == "pixart_sigma" and cfg.model_flavour == "900M-1024-v0.6"
+    assert cfg.train_batch_size == 2 and cfg.gradient_accumulation_steps == 2
+    assert cfg.learning_rate == 1e-4 and cfg.lr_warmup_steps == 500 and cfg.max_train_steps == 1800
+    assert cfg.validation_resolution == "1024x1024" and cfg.validation_guidance == 3.8
+    assert cfg.resume_from_checkpoint == "latest" and cfg.checkpoints_total_limit == 4
+    assert cfg.dataloader_prefetch is True and cfg.seed == 1337
+
+
+def test_tutorial_form_strings_are_coerced() -> None:
+    form = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in TUTORIAL_PIXART.items()}
+    cfg = validate(form)
+    assert cfg.max_train_steps == 1800 and cfg.num_train_epochs == 0 and cfg.learning_rate == 1e-4
+    assert cfg.dataloader_prefetch is True and cfg.validation_guidance == 3.8
+
+
+def test_tutorial_kontext_keys_are_all_known() -> None:
+    cfg = structure(base(**TUTORIAL_KONTEXT_KEYS, **{"--model_type": "lora"}))
+    assert cfg.lora_type == "lycoris" and cfg.clip_skip == 2 and cfg.conditioning_multidataset_sampling == "combined"
+
+
+def test_pixart_alias_is_the_same_family() -> None:
+    assert validate(base(**{"--model_family": "pixart"})).model_family == "pixart"
+    assert get_registry().family("pixart").name == "pixart_sigma"
+
+
+def test_unknown_key_gets_did_you_mean() -> None:
+    errs = errors_of(base(**{"--learnig_rate": 1e-4, "--totally_new": 1}))
+    assert errs["learnig_rate"].did_you_mean == "learning_rate"
+    assert errs["learnig_rate"].message == "unknown config key"
+    assert errs["totally_new"].did_you_mean is None
+
+
+def test_every_error_is_reported_at_once_with_its_path() -> None:
+    errs = errors_of(base(**{"--train_batch_size": "two", "--use_ema": "maybe", "--seed": 1.5,
+                             "--optimizer": "adamw9"}))
+    assert "expected an integer" in errs["train_batch_size"].message
+    assert "true/false" in errs["use_ema"].message
+    assert "seed" in errs
+
+
+def test_exactly_one_of_epochs_and_steps() -> None:
+    assert "max_train_steps" in errors_of(base(**{"--num_train_epochs": 2}))
+    assert "max_train_steps" in errors_of(base(**{"--max_train_steps": 0}))
+    assert validate(base(**{"--max_train_steps": 0, "--num_train_epochs": 3})).num_train_epochs == 3
+    assert "num_train_epochs" in errors_of(base(**{"--num_train_epochs": -1}))
+
+
+def test_family_flavour_and_types_are_checked() -> None:
+    errs = errors_of(base(**{"--model_family": "pixrt"}))
+    assert errs["model_family"].did_you_mean == "pixart"
+    errs = errors_of(base(**{"--model_flavour": "900M-1024-v06"}))
+    assert errs["model_flavour"].did_you_mean == "900M-1024-v0.6"
+    assert "model_type" in errors_of(base(**{"--model_type": "dora"}))
+    assert errors_of(base(**{"--model_type": "lora", "--lora_type": "lokr"}))["lora_type"].message == (
+        "unknown lora_type 'lokr' (known: lycoris, standard)")
+    assert "model_family" in errors_of({k: v for k, v in base().items() if k != "--model_family"})
+
+
+def test_adapter_keys_only_with_lora() -> None:
+    errs = errors_of(base(**{"--lora_rank": 8, "--lora_type": "lycoris"}))
+    assert errs["lora_rank"].message == "only applies with model_type=lora"
+    assert "lora_type" in errs
+    assert validate(base(**{"--model_type": "lora", "--lora_rank": 8})).lora_rank == 8
+
+
+def test_components_come_from_the_registries() -> None:
+    errs = errors_of(base(**{"--optimizer": "adamw9", "--lr_scheduler": "cosin", "--base_model_precision": "int8"}))
+    assert errs["optimizer"].did_you_mean in {"adamw", "adamw8bit"}
+    assert errs["lr_scheduler"].did_you_mean == "cosine"
+    assert "no_change" in errs["base_model_precision"].message
+
+
+def test_unavailable_optimizer_says_which_package() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        assert validate(base(**{"--optimizer": "adamw8bit"})).optimizer == "adamw8bit"
+    else:
+        assert "pip install bitsandbytes" in errors_of(base(**{"--optimizer": "adamw8bit"}))["optimizer"].message
+
+
+def test_clip_skip_rejected_where_it_cannot_apply() -> None:
+    assert "no CLIP text encoder" in errors_of(base(**{"--clip_skip": 2}))["clip_skip"].message
+
+
+def test_numeric_and_format_rules() -> None:
+    errs = errors_of(base(**{"--train_batch_size": 0, "--lora_dropout": 1.5, "--validation_resolution": "big",
+                             "--learning_rate": 0}))
+    assert {"train_batch_size", "validation_resolution", "learning_rate"} <= set(errs)
+
+
+def test_required_paths() -> None:
+    raw = {k: v for k, v in base().items() if k not in ("--output_dir", "--data_backend_config")}
+    errs = errors_of(raw)
+    assert errs["output_dir"].message == "required" and errs["data_backend_config"].message == "required"
+
+
+def test_non_object_config() -> None:
+    with pytest.raises(ConfigInvalid, match="expected a JSON object"):
+        validate(["--model_family"])  # type: ignore[arg-type]
+
+
+def test_empty_form_value_unsets_an_optional_key() -> None:
+    assert validate(base(**{"--seed": "", "--validation_prompt": ""})).seed is None
+
+
+def test_migrations_bring_old_configs_forward() -> None:
+    old = {"model_family": "pixart_sigma", "lora_type": "Standard", "optimizer": "AdamW", "__active_tab__": "model"}
+    new = migrate(old)
+    assert new["config_version"] == CURRENT_VERSION and new["lora_type"] == "standard"
+    assert new["optimizer"] == "adamw" and "__active_tab__" not in new
+    assert old["lora_type"] == "Standard"  # pure: input untouched
+    assert validate({**base(), "--optimizer": "AdamW"}).optimizer == "adamw"  # no version = version 0
+
+
+def test_newer_config_version_is_refused() -> None:
+    assert "newer than this release" in errors_of(base(**{"--config_version": CURRENT_VERSION + 1}))[
+        "config_version"].message
+
+
+def test_plugin_contributed_fields() -> None:
+    class Fields:
+        @hookimpl
+        def register_config_fields(self, register: Any) -> None:
+            register(r.ConfigField("pixart_extra_scale", float, 1.0, "demo", family="pixart_sigma"))
+            register(r.ConfigField("other_family_knob", int, 3, "demo", family="someone_else"))
+
+    get_plugin_manager().register(Fields(), name="fields")
+    get_registry().refresh()
+    cfg = validate(base(**{"--pixart_extra_scale": "2.5"}))
+    assert cfg.pixart_extra_scale == 2.5 and cfg.other_family_knob == 3
+    assert errors_of(base(**{"--other_family_knob": 4}))["other_family_knob"].message.startswith("applies only")
+    assert any(d["name"] == "pixart_extra_scale" for d in field_docs())
+
+
+def test_round_trip_to_wire() -> None:
+    cfg = validate(base())
+    assert validate(to_wire(cfg)) == cfg
+    assert all(key.startswith("--") for key in to_wire(cfg))
+
+
+def test_field_docs_cover_every_core_key() -> None:
+    docs = {d["name"]: d for d in field_docs()}
+    assert docs["learning_rate"]["help"] and docs["model_type"]["choices"] == ["full", "lora"]

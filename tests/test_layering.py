@@ -1,0 +1,80 @@
+"""Arrows that must never exist (DESIGN §6), checked in fresh interpreters and in the source."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fresh(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
+def imported_modules(package_dir: Path) -> set[str]:
+    names: set[str] = set()
+    for path in package_dir.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+    return names
+
+
+def top_level(names: set[str]) -> set[str]:
+    return {n.split(".")[0] for n in names}
+
+
+def test_minimal_core_and_server_import_without_torch() -> None:
+    code = ("import sys, simpletuner_core, simpletuner_server\n"
+            "from simpletuner_core.plugins import get_registry\n"
+            "from simpletuner_server import create_app\n"
+            "from simpletuner_server.settings import ServerSettings\n"
+            "get_registry(); create_app(ServerSettings())\n"
+            "import simpletuner_core.config, simpletuner_core.data.preflight, simpletuner_core.events\n"
+            "sys.exit('torch imported' if 'torch' in sys.modules else 0)")
+    out = fresh(code)
+    assert out.returncode == 0, out.stderr
+
+
+def test_minimal_cli_non_training_commands_do_not_import_torch() -> None:
+    code = ("import sys, io, contextlib\nfrom simpletuner_core.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['plugins']); main(['models', 'list'])\n"
+            "sys.exit('torch imported' if 'torch' in sys.modules else 0)")
+    out = fresh(code)
+    assert out.returncode == 0, out.stderr
+
+
+def test_core_never_imports_plugins_server_or_webhooks() -> None:
+    used = top_level(imported_modules(ROOT / "packages/core/src"))
+    assert not used & {"simpletuner_pixart", "simpletuner_flux", "simpletuner_server", "simpletuner_webhooks"}
+
+
+def test_server_and_webhooks_never_import_torch_modules() -> None:
+    for package in ("server-aiohttp", "webhooks"):
+        used = imported_modules(ROOT / "packages" / package / "src")
+        assert not {n for n in used if n.startswith("simpletuner_core.training")}, package
+        assert not top_level(used) & {"torch", "diffusers", "transformers", "accelerate", "peft"}, package
+
+
+def test_model_packages_do_not_import_each_other() -> None:
+    assert "simpletuner_flux" not in top_level(imported_modules(ROOT / "packages/model-pixart/src"))
+    assert "simpletuner_pixart" not in top_level(imported_modules(ROOT / "packages/model-flux/src"))
+
+
+@pytest.mark.parametrize("module", ["simpletuner_pixart.plugin", "simpletuner_flux.plugin",
+                                    "simpletuner_webhooks.plugin", "simpletuner_server.plugin"])
+def test_plugin_entry_modules_are_light(module: str) -> None:
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        pytest.skip(f"{module} not installed in this session")
+    out = fresh(f"import sys, {module}; sys.exit('heavy: ' + ','.join(m for m in ('torch', 'diffusers', "
+                f"'transformers') if m in sys.modules) if 'torch' in sys.modules else 0)")
+    assert out.returncode == 0, out.stderr or out.stdout
