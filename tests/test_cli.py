@@ -88,3 +88,36 @@ def test_impossible_plan_is_refused_before_any_model_loads(tmp_path: Path) -> No
     out = run(tmp_path, "config", "validate", "--config", str(config))
     assert out.returncode == 2 and "--train_batch_size" in out.stderr
     assert not (tmp_path / "cache" / "models").exists()  # nothing was built or loaded
+
+
+def test_sigterm_stops_gracefully_with_a_resumable_checkpoint(tmp_path: Path, tiny_pixart_dir: Path,
+                                                              demo_images: Path) -> None:
+    import signal
+    import time
+
+    from simpletuner_core.events.log import read_events
+    from simpletuner_core.training.checkpoint import resolve_resume
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import tiny_config
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(tiny_config(tmp_path, tiny_pixart_dir, demo_images, max_train_steps=100000,
+                                             checkpointing_steps=0)))
+    env = {**os.environ, "SIMPLETUNER_HOME": str(tmp_path), "SIMPLETUNER_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "simpletuner_core.cli", "train", "--config", str(config)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        logs = list((tmp_path / "jobs").glob("*/events.jsonl"))
+        if logs and any(e.type == "training.status" for e in read_events(logs[0])):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    events = read_events(logs[0])
+    stopped = [e for e in events if e.type == "job.stopped"]
+    assert stopped and "stopped at step" in out
+    checkpoint = resolve_resume("latest", tmp_path / "output")
+    assert checkpoint is not None and str(checkpoint) == stopped[0].data["checkpoint"]

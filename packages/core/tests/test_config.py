@@ -203,3 +203,12 @@ def test_round_trip_to_wire() -> None:
 def test_field_docs_cover_every_core_key() -> None:
     docs = {d["name"]: d for d in field_docs()}
     assert docs["learning_rate"]["help"] and docs["model_type"]["choices"] == ["full", "lora"]
+
+
+def test_docs_config_reference_is_generated_from_the_model() -> None:
+    from pathlib import Path
+
+    from simpletuner_core.config.reference import render_markdown
+
+    docs = Path(__file__).resolve().parents[3] / "docs" / "config-reference.md"
+    assert docs.read_text() == render_markdown(), "regenerate: simpletuner config reference > docs/config-reference.md"

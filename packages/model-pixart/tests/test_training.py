@@ -237,3 +237,45 @@ def test_config_rules_reach_the_trainer(home: Path, tiny_cfg: Any) -> None:
 def test_bf16_mixed_precision_on_cuda(home: Path, tiny_cfg: Any) -> None:
     code, result, _ = train(tiny_cfg(mixed_precision="bf16", max_train_steps=30), home)
     assert code == 0 and dropped(result.losses, 6) > 1.2
+
+
+def test_tensorboard_tracker_writes_event_files(home: Path, tiny_cfg: Any) -> None:
+    code, _, _ = train(tiny_cfg(max_train_steps=4, report_to="tensorboard"), home)
+    assert code == 0
+    assert list((home / "output" / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_lycoris_adapter_trains_and_exports(home: Path, tiny_cfg: Any, tmp_path: Path) -> None:
+    import json
+
+    lycoris = tmp_path / "lycoris.json"
+    lycoris.write_text(json.dumps({"algo": "locon", "linear_dim": 4, "linear_alpha": 1}))
+    code, result, _ = train(tiny_cfg(model_type="lora", lora_type="lycoris", lycoris_config=str(lycoris),
+                                     learning_rate=1e-2, max_train_steps=30), home)
+    assert code == 0 and dropped(result.losses, 6) > 1.2
+    from safetensors import safe_open
+
+    with safe_open(str(home / "output" / "pytorch_lycoris_weights.safetensors"), "pt") as fh:
+        assert fh.keys() and '"algo": "locon"' in fh.metadata()["adapter"]
+
+
+def test_prefetch_and_gradient_checkpointing_do_not_change_the_numbers(home: Path, tiny_cfg: Any,
+                                                                       tmp_path: Path) -> None:
+    _, plain, _ = train(tiny_cfg(max_train_steps=8), home)
+    other = tmp_path / "other"
+    other.mkdir()
+    raw = tiny_cfg(max_train_steps=8, dataloader_prefetch=True, gradient_checkpointing=True,
+                   output_dir=str(other / "out"))
+    code, tuned = run_job(validate(raw), other, get_registry(), job_id="j2")
+    assert code == 0
+    assert tuned.losses == pytest.approx(plain.losses, rel=1e-5)
+
+
+def test_unknown_tracker_package_is_named() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    with pytest.raises(ConfigInvalid, match="pip install wandb"):
+        validate({"--model_family": "pixart", "--model_flavour": "tiny", "--output_dir": "/x",
+                  "--data_backend_config": "/x.json", "--max_train_steps": 1, "--report_to": "wandb"})

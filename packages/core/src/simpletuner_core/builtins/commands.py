@@ -95,6 +95,15 @@ def _train(args: argparse.Namespace) -> int:
     return code
 
 
+def _config(args: argparse.Namespace) -> int:
+    if args.action == "reference":
+        from simpletuner_core.config.reference import render_markdown
+
+        print(render_markdown(), end="")
+        return 0
+    return _config_validate(args)
+
+
 def _config_validate(args: argparse.Namespace) -> int:
     from simpletuner_core.cli import UsageError
     from simpletuner_core.config.errors import ConfigInvalid
@@ -177,11 +186,12 @@ def register_cli_commands(register: Callable[[CliCommand], None]) -> None:
                         _train))
 
     def config_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("action", choices=["validate"], help="validate: config rules + dataset preflight plan")
+        p.add_argument("action", choices=["validate", "reference"],
+                       help="validate: config rules + dataset preflight plan; reference: print every key (markdown)")
         _add_source(p)
 
-    register(CliCommand("config", "Check a configuration without loading a model.", config_args,
-                        _config_validate))
+    register(CliCommand("config", "Check a configuration without loading a model, or list every key.",
+                        config_args, _config))
     register(CliCommand("plugins", "List installed plugins and the hooks they implement.", _noop, _plugins))
 
     def models_args(p: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -96,6 +97,11 @@ def _components(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigE
         reason = registry.optimizers.get(cfg.optimizer).unavailable()
         if reason:
             yield ConfigError("optimizer", f"optimizer {cfg.optimizer!r} {reason}")
+    tracker = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
+               "comet": ("comet_ml", "comet-ml")}.get(cfg.report_to)
+    if tracker and importlib.util.find_spec(tracker[0]) is None:
+        yield ConfigError("report_to", f"report_to={cfg.report_to} needs the `{tracker[1]}` package "
+                          f"(pip install {tracker[1]}), or use report_to=none")
     if cfg.base_model_precision not in PLAIN_PRECISIONS and cfg.base_model_precision not in registry.quantizers:
         known = [*PLAIN_PRECISIONS, *registry.quantizers.names()]
         yield ConfigError("base_model_precision", f"unknown precision {cfg.base_model_precision!r} "

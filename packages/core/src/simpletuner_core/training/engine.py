@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import signal
 import threading
@@ -76,6 +77,8 @@ def _make_accelerator(cfg: Any, output_dir: Path) -> Any:
     if mp == "auto":
         mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
     log_with = None if cfg.report_to == "none" else cfg.report_to
+    if cfg.report_to in ("wandb", "all") and not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")  # never block or fail a run on a missing login
     AcceleratorState._reset_state(True)  # the state is a process-wide singleton (notebooks, tests)
     return Accelerator(cpu=not cuda, mixed_precision=mp, log_with=log_with,
                        project_config=ProjectConfiguration(project_dir=str(output_dir),
