@@ -83,3 +83,34 @@ def tiny_cfg(home: Path, tiny_pixart_dir: Path, demo_images: Path) -> Any:
         return tiny_config(home, tiny_pixart_dir, demo_images, **overrides)
 
     return make
+
+
+@pytest.fixture
+def isolated_plugins(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Call with env switches (e.g. ``SIMPLETUNER_LOAD_PLUGINS="pixart"``); the manager is rebuilt, then reset."""
+    from simpletuner_core.plugins import reset_plugin_manager
+
+    def use(**switches: str) -> None:
+        for name in ("SIMPLETUNER_DISABLE_PLUGIN_AUTOLOAD", "SIMPLETUNER_LOAD_PLUGINS"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in switches.items():
+            monkeypatch.setenv(name, value)
+        reset_plugin_manager()
+
+    yield use
+    reset_plugin_manager()
+
+
+@pytest.fixture(scope="session")
+def data_registry() -> Any:
+    """A registry holding only core's data plugin, built through the real plugin machinery."""
+    import pluggy
+
+    from simpletuner_core import hookspecs
+    from simpletuner_core.builtins import data as builtin_data
+    from simpletuner_core.plugins.registry import Registry
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(builtin_data, name="simpletuner_core.builtins.data")
+    return Registry(pm)

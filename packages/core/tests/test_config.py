@@ -10,15 +10,12 @@ from simpletuner_core import hookimpl
 from simpletuner_core import records as r
 from simpletuner_core.config import ConfigInvalid, field_docs, structure, to_wire, validate
 from simpletuner_core.config.migrations import CURRENT_VERSION, migrate
-from simpletuner_core.plugins import get_plugin_manager, get_registry, reset_plugin_manager
+from simpletuner_core.plugins import get_plugin_manager, get_registry
 
 
 @pytest.fixture(autouse=True)
-def fresh(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("SIMPLETUNER_LOAD_PLUGINS", "pixart")
-    reset_plugin_manager()
-    yield
-    reset_plugin_manager()
+def fresh(isolated_plugins: Any) -> None:
+    isolated_plugins(SIMPLETUNER_LOAD_PLUGINS="pixart")
 
 
 def base(**extra: Any) -> dict[str, Any]:

@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pluggy
 import pytest
 import torch
 from PIL import Image
 
-from simpletuner_core import hookspecs
-from simpletuner_core.builtins import data as builtin_data
 from simpletuner_core.data.cache import LatentCache, TextEmbedCache, content_key
 from simpletuner_core.data.config import DatasetConfig
 from simpletuner_core.data.images import load_pixels
@@ -21,11 +18,8 @@ from simpletuner_core.plugins.registry import Registry
 
 
 @pytest.fixture(scope="module")
-def registry() -> Registry:
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    pm.register(builtin_data, name="simpletuner_core.builtins.data")
-    return Registry(pm)
+def registry(data_registry: Registry) -> Registry:
+    return data_registry
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pluggy
 import pytest
 
-from simpletuner_core import hookspecs
-from simpletuner_core.builtins import data as builtin_data
 from simpletuner_core.config.errors import ConfigError, ConfigInvalid
 from simpletuner_core.data.config import DatasetConfig, dump_dataloader, load_dataloader, parse_dataloader
 from simpletuner_core.plugins.registry import Registry
@@ -40,12 +37,8 @@ TUTORIAL_KONTEXT: list[dict[str, Any]] = [
 
 
 @pytest.fixture
-def registry() -> Registry:
-    """A registry holding only core's data plugin, through the real plugin manager machinery."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    pm.register(builtin_data, name="simpletuner_core.builtins.data")
-    return Registry(pm)
+def registry(data_registry: Registry) -> Registry:
+    return data_registry
 
 
 def errors_of(raw: Any, registry: Registry) -> list[ConfigError]:

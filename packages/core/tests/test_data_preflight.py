@@ -8,12 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pluggy
 import pytest
 from PIL import Image
 
-from simpletuner_core import hookspecs
-from simpletuner_core.builtins import data as builtin_data
 from simpletuner_core.data.config import DatasetConfig
 from simpletuner_core.data.preflight import Plan, build_plan, read_image_size
 from simpletuner_core.demo_data import write_demo_dataset
@@ -21,11 +18,8 @@ from simpletuner_core.plugins.registry import Registry
 
 
 @pytest.fixture
-def registry() -> Registry:
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    pm.register(builtin_data, name="simpletuner_core.builtins.data")
-    return Registry(pm)
+def registry(data_registry: Registry) -> Registry:
+    return data_registry
 
 
 def image(path: Path, size: tuple[int, int], caption: str | None = "a thing", colour: str = "red") -> Path:

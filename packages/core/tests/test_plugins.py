@@ -12,7 +12,7 @@ import pytest
 
 from simpletuner_core import hookimpl, hookspecs
 from simpletuner_core import records as r
-from simpletuner_core.plugins import RegistryError, get_plugin_manager, get_registry, reset_plugin_manager
+from simpletuner_core.plugins import RegistryError, get_plugin_manager, get_registry
 from simpletuner_core.plugins.manager import DEFAULT_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -20,11 +20,8 @@ HOOK_NAMES = sorted(n for n, f in inspect.getmembers(hookspecs, inspect.isfuncti
 
 
 @pytest.fixture(autouse=True)
-def fresh(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("SIMPLETUNER_DISABLE_PLUGIN_AUTOLOAD", "1")
-    reset_plugin_manager()
-    yield
-    reset_plugin_manager()
+def fresh(isolated_plugins: Any) -> None:
+    isolated_plugins(SIMPLETUNER_DISABLE_PLUGIN_AUTOLOAD="1")
 
 
 def _noop(*_a: Any, **_k: Any) -> Any:

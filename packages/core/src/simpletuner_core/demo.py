@@ -72,7 +72,7 @@ def run_demo(home: Path, steps: int = 150) -> int:
 
     from diffusers import PixArtSigmaPipeline
 
-    pipe = PixArtSigmaPipeline.from_pretrained(str(output))
+    pipe = PixArtSigmaPipeline.from_pretrained(str(output))  # the real load path a user would take
     pipe.set_progress_bar_config(disable=True)
     image = pipe("a red square on a blue background", num_inference_steps=8, height=64, width=64,
                  use_resolution_binning=False, max_sequence_length=16, clean_caption=False).images[0]

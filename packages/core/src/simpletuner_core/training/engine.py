@@ -66,6 +66,15 @@ def _micro_seed(seed: int, micro_index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{micro_index}".encode()).digest()[:7], "big")
 
 
+def _quiet_library_progress_bars() -> None:
+    """Our progress bar and events report loading; the libraries' per-file bars are noise in logs."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _make_accelerator(cfg: Any, output_dir: Path) -> Any:
     import torch
     from accelerate import Accelerator
@@ -124,6 +133,7 @@ class Trainer:
         device = accelerator.device
         weight_dtype = self._weight_dtype(torch)
         self.stage("loading_model", f"loading {self.family.name} ({cfg.model_flavour or cfg.pretrained_model_name_or_path})")
+        _quiet_library_progress_bars()
         family = self.family.trainer()(cfg, self.family, self.home / "cache" / "models")
         family.load(device, weight_dtype, self.events.log)
 
