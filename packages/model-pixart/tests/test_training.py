@@ -279,3 +279,11 @@ def test_unknown_tracker_package_is_named() -> None:
     with pytest.raises(ConfigInvalid, match="pip install wandb"):
         validate({"--model_family": "pixart", "--model_flavour": "tiny", "--output_dir": "/x",
                   "--data_backend_config": "/x.json", "--max_train_steps": 1, "--report_to": "wandb"})
+
+
+def test_bf16_frozen_parts_with_fp32_training_validate(home: Path, tiny_cfg: Any) -> None:
+    raw = tiny_cfg(max_train_steps=4, base_model_precision="bf16", validation_prompt="a red square",
+                   validation_num_inference_steps=2)
+    code, result, events = train(raw, home)
+    assert code == 0 and of_type(events, "validation.image")
+    assert all(loss == loss for loss in result.losses)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -173,12 +174,16 @@ class PixArtSigmaTrainer:
         pipe.set_progress_bar_config(disable=True)
         seed = config.validation_seed if config.validation_seed is not None else (config.seed or 0)
         images = []
+        mixed = self.weight_dtype != next(model.parameters()).dtype
+        # Frozen parts may be bf16/fp16 while the trained transformer is fp32: autocast bridges the dtypes.
+        cast = torch.autocast(self.device.type, dtype=self.weight_dtype) if mixed else contextlib.nullcontext()
         for width, height in sizes:
             generator = torch.Generator(device="cpu").manual_seed(seed)
-            out = pipe(config.validation_prompt, negative_prompt=config.validation_negative_prompt or "",
-                       num_inference_steps=config.validation_num_inference_steps,
-                       guidance_scale=config.validation_guidance, height=height, width=width,
-                       generator=generator, use_resolution_binning=False, max_sequence_length=self.max_length,
-                       clean_caption=False)
+            with cast:
+                out = pipe(config.validation_prompt, negative_prompt=config.validation_negative_prompt or "",
+                           num_inference_steps=config.validation_num_inference_steps,
+                           guidance_scale=config.validation_guidance, height=height, width=width,
+                           generator=generator, use_resolution_binning=False,
+                           max_sequence_length=self.max_length, clean_caption=False)
             images.extend(out.images)
         return images

@@ -51,6 +51,9 @@ def run_job(cfg: Any, home: Path, registry: Any, job_id: str | None = None) -> t
     except (ConfigInvalid, CheckpointError) as exc:
         emitter.emit("job.failed", level="error", reason=str(exc), resumable=False)
         return 2, None
+    except KeyboardInterrupt:
+        emitter.emit("job.cancelled", level="warning", step=None, reason="interrupted before training started")
+        raise
     except Exception as exc:
         emitter.emit("job.failed", level="error", reason=f"{type(exc).__name__}: {exc}", resumable=True,
                      traceback=traceback.format_exc(limit=20))
