@@ -16,7 +16,7 @@ of ``simpletuner train --config FILE`` and of a hand-written script doing the sa
 
 Usage::
 
-    python bench/train_loop.py            # full run, a few minutes on two cores
+    python bench/train_loop.py            # full run, about a minute on two quiet cores
     python bench/train_loop.py --quick    # smoke run: small config only, few steps
     python bench/train_loop.py --json results.json
 
@@ -485,6 +485,12 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -495,7 +501,7 @@ def versions() -> dict[str, str]:
         pass
     return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
             "transformers": transformers.__version__, "accelerate": accelerate.__version__, "cpu": cpu,
-            "cores": str(os.cpu_count()), "torch_threads": str(torch.get_num_threads())}
+            "cores": str(os.cpu_count()), "torch_threads": str(torch.get_num_threads()), "commit": commit}
 
 
 def table(rows: list[list[str]]) -> str:
@@ -616,6 +622,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "startup_rounds", "retries")},
                                "configs": {}}
     print(f"bench workspace: {root}", flush=True)
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()  # per-file load/save bars; nothing inside a timed step
+    transformers.utils.logging.disable_progress_bar()
     try:
         prepared: dict[str, Prepared] = {}
         for cfg in configs:
@@ -692,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     v = results["versions"]
-    print(f"\n{v['cpu']} ({v['cores']} cores, {v['torch_threads']} torch threads); python {v['python']}, "
+    print(f"\ncommit {v['commit']}; {v['cpu']} ({v['cores']} cores, {v['torch_threads']} torch threads); "
+          f"python {v['python']}, "
           f"torch {v['torch']}, diffusers {v['diffusers']}, transformers {v['transformers']}, "
           f"accelerate {v['accelerate']}; batch {BATCH}, fp32, AdamW, cached latents + text embeds\n")
     print(report(results))

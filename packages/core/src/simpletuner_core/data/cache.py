@@ -160,9 +160,13 @@ class TextEmbedCache:
         self.encoder_id = encoder_id
         self.memory = memory
         self._loaded: dict[str, dict[str, torch.Tensor]] = {}
+        self._keys: dict[str, str] = {}  # caption -> key: hashing on every lookup showed up in step profiles
 
     def key(self, caption: str) -> str:
-        return content_key(_TEXT_FORMAT, self.encoder_id, caption)
+        k = self._keys.get(caption)
+        if k is None:
+            k = self._keys[caption] = content_key(_TEXT_FORMAT, self.encoder_id, caption)
+        return k
 
     def path(self, key: str) -> Path:
         return _entry_path(self.cache_dir, key)
