@@ -287,3 +287,28 @@ def test_bf16_frozen_parts_with_fp32_training_validate(home: Path, tiny_cfg: Any
     code, result, events = train(raw, home)
     assert code == 0 and of_type(events, "validation.image")
     assert all(loss == loss for loss in result.losses)
+
+
+def test_commands_apply_after_the_next_gradient_sync(home: Path, tiny_cfg: Any) -> None:
+    from simpletuner_core.events import EventEmitter, JsonlEventLog
+    from simpletuner_core.training.control import Control
+    from simpletuner_core.training.engine import Trainer
+
+    raw = tiny_cfg(max_train_steps=6, gradient_accumulation_steps=2, train_batch_size=2,
+                   validation_prompt="a red square", validation_steps=0, validation_num_inference_steps=2)
+    control = Control(validate=True, checkpoint=True)
+    log = JsonlEventLog(home / "events.jsonl")
+    result = Trainer(validate(raw), job_id="c", home=home, emitter=EventEmitter("c", log),
+                     control=control).run()
+    log.close()
+    events = read_events(home / "events.jsonl")
+    assert result.status == "completed"
+    assert [e.data["step"] for e in of_type(events, "checkpoint.saved")] == [1]  # one-shot, after step 1
+    assert [e.data["step"] for e in of_type(events, "validation.started")] == [1, 6]  # forced, then final
+    stop = Control(stop=True)
+    log = JsonlEventLog(home / "events2.jsonl")
+    stopped = Trainer(validate(raw | {"--output_dir": str(home / "out2")}), job_id="d", home=home,
+                      emitter=EventEmitter("d", log), control=stop).run()
+    log.close()
+    assert stopped.status == "stopped" and stopped.global_step == 1
+    assert (home / "out2" / "checkpoint-1" / "manifest.json").exists()

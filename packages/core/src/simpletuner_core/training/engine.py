@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import random
-import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,26 +22,12 @@ import attrs
 from simpletuner_core.config.model import unstructure
 from simpletuner_core.events.emitter import EventEmitter
 from simpletuner_core.training.checkpoint import resolve_resume, save_checkpoint
+from simpletuner_core.training.control import Control, signals_to
 from simpletuner_core.training.data_setup import cache_dirs, make_plan, require
+from simpletuner_core.training.ema import Ema
+from simpletuner_core.training.validation import publish_images
 
 _DTYPES = {"no_change": "float32", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-@attrs.define
-class Control:
-    """Commands for a running trainer, applied after the next gradient sync."""
-
-    stop: bool = False  # finish the step, checkpoint, exit
-    cancel: bool = False  # exit now without saving
-    validate: bool = False
-    checkpoint: bool = False
-    lock: threading.Lock = attrs.field(factory=threading.Lock)
-
-    def take(self) -> dict[str, bool]:
-        with self.lock:
-            out = {"stop": self.stop, "cancel": self.cancel, "validate": self.validate, "checkpoint": self.checkpoint}
-            self.validate = self.checkpoint = False
-            return out
 
 
 @attrs.frozen
@@ -175,7 +159,7 @@ class Trainer:
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         if adapter is not None and adapter.checkpoint_module is not None:
             accelerator.register_for_checkpointing(adapter.checkpoint_module)
-        ema = _Ema(params, cfg.ema_decay) if cfg.use_ema else None
+        ema = Ema(params, cfg.ema_decay) if cfg.use_ema else None
         if ema is not None:
             accelerator.register_for_checkpointing(ema)
         if cfg.report_to != "none":
@@ -194,7 +178,7 @@ class Trainer:
                            steps_per_epoch=steps_per_epoch, global_step=global_step, epoch=epoch,
                            step_in_epoch=step_in_epoch)
         self.stage("training", f"training {total} steps ({steps_per_epoch} per epoch), seed {seed}")
-        with _signals(self.control):
+        with signals_to(self.control):
             status = self._loop(state, sampler, plan.samples, latents, texts)
         if status == "cancelled":
             self.events.emit("job.cancelled", step=state.global_step)
@@ -379,9 +363,6 @@ class Trainer:
         return bool(cfg.validation_steps) and st.global_step % cfg.validation_steps == 0
 
     def _validate(self, st: _LoopState, forced: bool = False) -> None:
-        import base64
-        import io
-
         cfg = self.cfg
         if not cfg.validation_prompt or cfg.validation_disable:
             self.events.log("validation requested but no validation_prompt is set", level="warning")
@@ -394,18 +375,8 @@ class Trainer:
             images = method.run(st.family, model, cfg, st.global_step)
         finally:
             model.train()
-        out_dir = self.output_dir / "validation"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for index, image in enumerate(images):
-            path = out_dir / f"step-{st.global_step:06d}-{index}.png"
-            image.save(path)
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            self.events.emit("validation.image", step=st.global_step, prompt=cfg.validation_prompt,
-                             path=str(path), validation_type="final" if st.global_step >= st.total else "scheduled",
-                             resolution=list(image.size),
-                             images=[{"src": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
-                                      "mime_type": "image/png"}])
+        publish_images(self.events, images, self.output_dir, step=st.global_step, prompt=cfg.validation_prompt,
+                       final=st.global_step >= st.total)
 
 
 @attrs.define
@@ -440,55 +411,6 @@ class _Rate:
             self.rate = inst if self.rate == 0 else 0.9 * self.rate + 0.1 * inst
         self.last = now
         return self.rate
-
-
-class _Ema:
-    """Exponential moving average of the trained parameters (checkpointed through accelerate)."""
-
-    def __init__(self, params: list[Any], decay: float) -> None:
-        self.decay = decay
-        self.shadow = [p.detach().clone().float() for p in params]
-
-    def update(self, params: list[Any]) -> None:
-        import torch
-
-        with torch.no_grad():
-            torch._foreach_lerp_(self.shadow, [p.detach().float() for p in params], 1.0 - self.decay)
-
-    def copy_to(self, params: list[Any]) -> None:
-        import torch
-
-        with torch.no_grad():
-            for p, s in zip(params, self.shadow, strict=True):
-                p.copy_(s.to(p.dtype))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.decay = state["decay"]
-        self.shadow = [t.clone() for t in state["shadow"]]
-
-
-@contextlib.contextmanager
-def _signals(control: Control) -> Any:
-    """SIGINT/SIGTERM ask for a graceful stop (finish the step, checkpoint, exit); a second one cancels."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        with control.lock:
-            if control.stop:
-                control.cancel = True
-            control.stop = True
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def plan_only(cfg: Any, home: Path, registry: Any | None = None) -> Any:
