@@ -48,3 +48,19 @@ def test_explicit_paths(tmp_path: Path) -> None:
     assert resolve_resume("checkpoint-3", tmp_path) == tmp_path / "checkpoint-3"
     with pytest.raises(CheckpointError, match="not a complete checkpoint"):
         resolve_resume(str(tmp_path / "nowhere"), tmp_path)
+
+
+def test_retention_keeps_the_new_checkpoint_when_an_old_run_left_higher_steps(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 300, write_state, {})  # an earlier run in the same output_dir
+    new = save_checkpoint(tmp_path, 150, write_state, {}, keep=1)
+    assert new.exists() and [s for s, _ in list_checkpoints(tmp_path)] == [150]
+    assert resolve_resume("latest", tmp_path) == new
+
+
+def test_rewriting_a_step_swaps_atomically(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path, 5, write_state, {"run": 1})
+    save_checkpoint(tmp_path, 5, write_state, {"run": 2})
+    from simpletuner_core.training.checkpoint import read_manifest
+
+    assert read_manifest(tmp_path / "checkpoint-5")["run"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-5"]

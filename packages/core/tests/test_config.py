@@ -209,3 +209,37 @@ def test_docs_config_reference_is_generated_from_the_model() -> None:
 
     docs = Path(__file__).resolve().parents[3] / "docs" / "config-reference.md"
     assert docs.read_text() == render_markdown(), "regenerate: simpletuner config reference > docs/config-reference.md"
+
+
+def test_non_finite_numbers_betas_and_resolution_multiples() -> None:
+    errs = errors_of(base(**{"--learning_rate": "nan", "--max_grad_norm": "inf", "--adam_beta1": 1.5,
+                             "--validation_resolution": "100x64"}))
+    assert "finite" in errs["learning_rate"].message and "finite" in errs["max_grad_norm"].message
+    assert errs["adam_beta1"].message == "must be in [0, 1)"
+    assert "100x64 is not a multiple of 16" in errs["validation_resolution"].message
+
+
+def test_missing_lycoris_config_file_is_caught_before_training(tmp_path: Any) -> None:
+    errs = errors_of(base(**{"--model_type": "lora", "--lora_type": "lycoris",
+                             "--lycoris_config": str(tmp_path / "nope.json")}))
+    assert errs["lycoris_config"].message.startswith("file not found")
+
+
+def test_plugin_field_choices_are_enforced() -> None:
+    class Fields:
+        @hookimpl
+        def register_config_fields(self, register: Any) -> None:
+            register(r.ConfigField("toy_mode", str, "a", "demo", choices=("a", "b")))
+
+    get_plugin_manager().register(Fields(), name="fields")
+    get_registry().refresh()
+    assert errors_of(base(**{"--toy_mode": "bogus"}))["toy_mode"].message == "must be one of a, b; got 'bogus'"
+
+
+def test_accepted_but_inert_keys_are_flagged() -> None:
+    from simpletuner_core.config import warnings_for
+
+    cfg = validate(base(**{"--push_to_hub": "true", "--hub_model_id": "me/model"}))
+    notes = warnings_for(cfg)
+    assert any(n.startswith("push_to_hub is accepted but has no effect yet") for n in notes)
+    assert warnings_for(validate(base())) == []

@@ -72,3 +72,8 @@ def test_dataloader_path_resolution(tmp_path: Path) -> None:
     (tmp_path / "config" / "multidatabackend-once.json").write_text("[]")
     assert envs.resolve_dataloader_path("config/multidatabackend-once.json", tmp_path).exists()
     assert envs.resolve_dataloader_path("/abs/path.json", tmp_path) == Path("/abs/path.json")
+
+
+def test_a_trailing_newline_is_not_a_valid_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="invalid environment name"):
+        envs.create_environment("evil\n", model_family="pixart_sigma", home=tmp_path)

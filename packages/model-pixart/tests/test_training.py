@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ from simpletuner_core.cli.jobs_local import run_job
 from simpletuner_core.config import ConfigInvalid, validate
 from simpletuner_core.events.log import read_events
 from simpletuner_core.plugins import get_registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from conftest import write_dataloader
 
 
 def train(raw: dict[str, Any], home: Path) -> tuple[int, Any, list[Any]]:
@@ -176,7 +180,7 @@ def test_schedules_shape_the_learning_rate(home: Path, tiny_cfg: Any, schedule: 
         assert lrs[-1] < max(lrs)
 
 
-def test_epochs_gradient_accumulation_and_ema(home: Path, tiny_cfg: Any) -> None:
+def test_epochs_gradient_accumulation_and_ema(home: Path, tiny_cfg: Any, tiny_pixart_dir: Path) -> None:
     raw = tiny_cfg(max_train_steps=0, num_train_epochs=2, train_batch_size=2, gradient_accumulation_steps=2,
                    use_ema=True, ema_decay=0.9)
     code, result, events = train(raw, home)
@@ -188,9 +192,14 @@ def test_epochs_gradient_accumulation_and_ema(home: Path, tiny_cfg: Any) -> None
 
     main = PixArtTransformer2DModel.from_pretrained(str(home / "output"), subfolder="transformer")
     ema = PixArtTransformer2DModel.from_pretrained(str(home / "output" / "ema"), subfolder="transformer")
+    start = PixArtTransformer2DModel.from_pretrained(str(tiny_pixart_dir), subfolder="transformer")
     import torch
 
-    assert any(not torch.equal(a, b) for a, b in zip(main.parameters(), ema.parameters(), strict=True))
+    pairs = list(zip(main.parameters(), ema.parameters(), start.parameters(), strict=True))
+    assert any(not torch.equal(m, e) for m, e, _ in pairs)  # EMA is not the trained weights...
+    assert any(not torch.equal(e, s) for _, e, s in pairs)  # ...nor the starting weights: it was updated
+    # and it lags behind: closer to the start than the trained weights are
+    assert sum(float((e - s).norm()) for _, e, s in pairs) < sum(float((m - s).norm()) for m, _, s in pairs)
 
 
 def test_preflight_rejection_names_the_knob(home: Path, tiny_cfg: Any) -> None:
@@ -312,3 +321,33 @@ def test_commands_apply_after_the_next_gradient_sync(home: Path, tiny_cfg: Any) 
     log.close()
     assert stopped.status == "stopped" and stopped.global_step == 1
     assert (home / "out2" / "checkpoint-1" / "manifest.json").exists()
+
+
+def test_resume_refuses_a_changed_dataset(home: Path, tiny_cfg: Any, tmp_path: Path, demo_images: Path) -> None:
+    import shutil
+
+    images = tmp_path / "imgs"
+    shutil.copytree(demo_images, images)
+    raw = tiny_cfg(max_train_steps=6, checkpointing_steps=3, train_batch_size=2)
+    write_dataloader(home, images)
+    assert train(raw, home)[0] == 0
+    (images / "extra.png").write_bytes((images / "demo_000.png").read_bytes())
+    (images / "extra.txt").write_text("a new caption")
+    code, _ = run_job(validate(raw | {"--resume_from_checkpoint": "latest", "--max_train_steps": 9}), home,
+                      get_registry(), job_id="again")
+    assert code == 2
+    reason = of_type(read_events(home / "jobs" / "again" / "events.jsonl"), "job.failed")[0].data["reason"]
+    assert "the dataset changed since the checkpoint" in reason
+
+
+def test_multi_process_launch_is_refused_clearly(home: Path, tiny_cfg: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, events = train(tiny_cfg(max_train_steps=2), home)
+    assert code == 2 and "trains in one process" in of_type(events, "job.failed")[0].data["reason"]
+
+
+def test_unusable_webhook_config_fails_the_job_with_a_reason(home: Path, tiny_cfg: Any) -> None:
+    code, _, events = train(tiny_cfg(max_train_steps=2, webhook_config='[{"webhook_type": "raw", '
+                                     '"callback_url": "ftp://example.invalid/x"}]'), home)
+    assert code == 2 and of_type(events, "job.failed")[0].data["reason"].startswith("event sinks:")

@@ -64,16 +64,19 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
 
 def _validated(args: argparse.Namespace, home: Path) -> Any:
     from simpletuner_core.cli import UsageError
-    from simpletuner_core.config import ConfigInvalid, validate
+    from simpletuner_core.config import ConfigInvalid, validate, warnings_for
     from simpletuner_core.config.model import strip_dashes
 
     raw = {**strip_dashes(_load_raw(args, home)), **_overrides(getattr(args, "set", []) or [])}
     try:
-        return validate(raw)
+        cfg = validate(raw)
     except ConfigInvalid as exc:
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
         raise UsageError(f"invalid configuration ({len(exc.errors)} error(s))") from None
+    for note in warnings_for(cfg):
+        print(f"  warning: {note}", file=sys.stderr)
+    return cfg
 
 
 def _add_source(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from simpletuner_core.config import warnings_for
 from simpletuner_core.config.errors import ConfigInvalid
 from simpletuner_core.events.emitter import EventEmitter
 from simpletuner_core.events.log import JsonlEventLog
@@ -19,15 +20,12 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def open_emitter(cfg: Any, job_id: str, home: Path, registry: Any) -> tuple[EventEmitter, Path]:
-    job_dir = home / "jobs" / job_id
-    job_dir.mkdir(parents=True, exist_ok=True)
-    emitter = EventEmitter(job_id, JsonlEventLog(job_dir / "events.jsonl"))
+def add_sinks(emitter: EventEmitter, cfg: Any, job_dir: Path, registry: Any) -> None:
+    """Every registered event sink whose factory wants this job (the console bar, webhooks, ...)."""
     for spec in registry.event_sinks.values():
         sink = spec.factory(cfg, job_dir)
         if sink is not None:
             emitter.add_sink(sink)
-    return emitter, job_dir
 
 
 def run_job(cfg: Any, home: Path, registry: Any, job_id: str | None = None) -> tuple[int, Any]:
@@ -37,9 +35,19 @@ def run_job(cfg: Any, home: Path, registry: Any, job_id: str | None = None) -> t
     from simpletuner_core.training.engine import Trainer, config_hash
 
     job_id = job_id or new_job_id()
-    emitter, job_dir = open_emitter(cfg, job_id, home, registry)
+    job_dir = home / "jobs" / job_id
+    job_dir.mkdir(parents=True, exist_ok=True)
+    emitter = EventEmitter(job_id, JsonlEventLog(job_dir / "events.jsonl"))
+    try:
+        add_sinks(emitter, cfg, job_dir, registry)
+    except (ValueError, OSError) as exc:  # e.g. a webhook_config the sink cannot use
+        emitter.emit("job.failed", level="error", reason=f"event sinks: {exc}", resumable=False)
+        emitter.close()
+        return 2, None
     (job_dir / "config.json").write_text(json.dumps({f"--{k}": v for k, v in _plain(cfg).items()}, indent=2))
     emitter.emit("job.started", pid=os.getpid(), config_hash=config_hash(cfg), job_dir=str(job_dir))
+    for note in warnings_for(cfg):
+        emitter.log(note, level="warning")
     try:
         result = Trainer(cfg, job_id=job_id, home=home, emitter=emitter, registry=registry).run()
         return 0, result
@@ -52,7 +60,7 @@ def run_job(cfg: Any, home: Path, registry: Any, job_id: str | None = None) -> t
         emitter.emit("job.failed", level="error", reason=str(exc), resumable=False)
         return 2, None
     except KeyboardInterrupt:
-        emitter.emit("job.cancelled", level="warning", step=None, reason="interrupted before training started")
+        emitter.emit("job.cancelled", level="warning", step=None, reason="interrupted")
         raise
     except Exception as exc:
         emitter.emit("job.failed", level="error", reason=f"{type(exc).__name__}: {exc}", resumable=True,

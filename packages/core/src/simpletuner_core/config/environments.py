@@ -135,7 +135,7 @@ def list_environments(home: Path | None = None) -> list[str]:
     root = paths.config_root(home)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / CONFIG_FILE).is_file() and paths.NAME_RE.match(p.name))
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG_FILE).is_file() and paths.NAME_RE.fullmatch(p.name))
 
 
 def delete_environment(name: str, home: Path | None = None) -> None:

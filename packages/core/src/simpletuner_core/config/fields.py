@@ -81,7 +81,7 @@ class CoreConfig:
     validation_prompt: str | None = f(None, "Prompt rendered at each validation.")
     validation_negative_prompt: str | None = f(None, "Negative prompt for validation.")
     validation_guidance: float = f(4.5, "Classifier-free guidance scale for validation.")
-    validation_resolution: str | None = f(None, "WxH or a single edge, e.g. 1024x1024; default: dataset resolution.")
+    validation_resolution: str | None = f(None, "WxH or a single edge, e.g. 1024x1024; default: the model's native size.")
     validation_num_inference_steps: int = f(20, "Sampler steps for validation.")
     validation_seed: int | None = f(None, "Seed for validation images; default: seed.")
     validation_disable: bool = f(False, "Never run validation.")

@@ -7,6 +7,7 @@ value as a string, so scalar hooks accept ``"1e-4"``, ``"true"``, ``"0"``; they 
 from __future__ import annotations
 
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -58,14 +59,17 @@ def _int(value: Any, _: type) -> int:
 def _float(value: Any, _: type) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
+    out: float | None = None
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+        out = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value.strip())
+            out = float(value.strip())
         except ValueError:
-            pass
-    raise ValueError(f"expected a number, got {value!r}")
+            out = None
+    if out is None or not math.isfinite(out):  # nan/inf would only fail (or silently poison) training later
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return out
 
 
 def _str(value: Any, _: type) -> str:
@@ -90,12 +94,12 @@ CONVERTER = make_converter()
 
 
 @functools.lru_cache(maxsize=8)
-def _config_class(plugin_fields: tuple[tuple[str, Any, Any, str], ...]) -> type:
+def _config_class(plugin_fields: tuple[tuple[str, Any, Any, str, tuple[Any, ...]], ...]) -> type:
     if not plugin_fields:
         return CoreConfig
     these = {
-        name: attrs.field(default=default, metadata={"help": help_, "choices": ()}, type=typ)
-        for name, typ, default, help_ in plugin_fields
+        name: attrs.field(default=default, metadata={"help": help_, "choices": choices}, type=typ)
+        for name, typ, default, help_, choices in plugin_fields
     }
     return attrs.make_class("TrainConfig", these, bases=(CoreConfig,), frozen=True, kw_only=True)
 
@@ -108,7 +112,7 @@ def config_class(registry: Any | None = None) -> type:
         registry = get_registry()
     core = {a.name for a in attrs.fields(CoreConfig)}
     extra = tuple(
-        (cf.name, cf.type | None, cf.default, cf.help)
+        (cf.name, cf.type | None, cf.default, cf.help, tuple(cf.choices))
         for cf in registry.config_fields.values()
         if cf.name not in core
     )

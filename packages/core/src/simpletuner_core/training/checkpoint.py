@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,16 +55,27 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints, oldest written first (by manifest time, then step).
+
+    Ordering by write time, not step number, matters when an output directory holds checkpoints of an earlier
+    run with higher step numbers: retention must never delete the checkpoint that was just written.
+    """
     root = Path(output_dir)
     if not root.is_dir():
         return []
     found = []
     for child in root.iterdir():
         match = _NAME.match(child.name)
-        if match and child.is_dir() and read_manifest(child) is not None:
-            found.append((int(match.group(1)), child))
-    return sorted(found)
+        manifest = read_manifest(child) if match and child.is_dir() else None
+        if manifest is not None:
+            found.append((float(manifest.get("created_at", 0.0)), int(match.group(1)), child))
+    return [(step, path) for _, step, path in sorted(found)]
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Manifest first, so a half-deleted checkpoint is never taken for a complete one."""
+    (Path(path) / MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def resolve_resume(value: str | None, output_dir: Path) -> Path | None:
@@ -93,18 +105,23 @@ def save_checkpoint(output_dir: Path, step: int, write_state: Callable[[Path], N
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write_state(tmp)
-    body = {**manifest, "format": MANIFEST_FORMAT, "step": step, "complete": True}
+    body = {"created_at": time.time(), **manifest, "format": MANIFEST_FORMAT, "step": step, "complete": True}
     with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
         json.dump(body, fh, indent=2, default=str)
     _fsync_tree(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # same step written again (e.g. a rerun): move the old one aside before the swap
+        stale = root / f".checkpoint-{step}.old-{os.getpid()}"
+        os.replace(final, stale)
+        os.replace(tmp, final)
+        remove_checkpoint(stale)
+    else:
+        os.replace(tmp, final)
     _fsync_dir(root)
     if keep:
         for _, old in list_checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".checkpoint-*.tmp-*"):
+            if old != final:
+                remove_checkpoint(old)
+    for stale in [*root.glob(".checkpoint-*.tmp-*"), *root.glob(".checkpoint-*.old-*")]:
         if stale != tmp:
             shutil.rmtree(stale, ignore_errors=True)
     return final

@@ -27,6 +27,7 @@ from simpletuner_core.training.data_setup import cache_dirs, make_plan, require
 from simpletuner_core.training.ema import Ema
 from simpletuner_core.training.validation import publish_images
 
+TEXT_CACHE_MEMORY_BYTES = 2 * 2**30
 _DTYPES = {"no_change": "float32", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -38,12 +39,26 @@ class TrainResult:
     losses: list[float]
 
 
+#: Keys that may change between a checkpoint and its resume: schedule length, cadence, reporting, and paths
+#: (moving an output or dataloader file is fine; what the data *is* is checked by the plan fingerprint).
+RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpointing_steps",
+                     "checkpoints_total_limit", "validation_steps", "validation_prompt", "validation_disable",
+                     "report_to", "webhook_config", "webhook_reporting_interval", "tracker_run_name",
+                     "tracker_project_name", "output_dir", "data_backend_config", "cache_dir_vae", "cache_dir_text",
+                     "pretrained_model_name_or_path", "dataloader_prefetch")
+
+
 def config_hash(cfg: Any) -> str:
-    data = unstructure(cfg)
-    for volatile in ("resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpointing_steps",
-                     "checkpoints_total_limit", "validation_steps", "report_to", "webhook_config"):
-        data.pop(volatile, None)
+    data = {k: v for k, v in unstructure(cfg).items() if k not in RESUME_MAY_CHANGE}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan_fingerprint(plan: Any, processes: int) -> str:
+    """What the sampler's order depends on: every sample's identity and bucket, the datasets' weights, processes."""
+    rows = [f"{s.dataset_id}|{s.path}|{s.plan.target_size}" for s in plan.samples]
+    weights = [f"{d.id}:{d.repeats}:{d.probability}" for d in plan.datasets]
+    body = "\n".join([*rows, *weights, f"processes={processes}"])
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def _micro_seed(seed: int, micro_index: int) -> int:
@@ -113,11 +128,17 @@ class Trainer:
         seed = int(manifest["seed"]) if manifest else (cfg.seed if cfg.seed is not None else random.randrange(2**31))
         self.stage("preflight", "planning the dataset")
         processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate/torchrun launches
-        datasets, plan = make_plan(cfg, self.home, self.registry, self.family.size_multiple, seed, processes)
+        require(processes == 1, "num_processes",
+                f"this release trains in one process (WORLD_SIZE={processes}); multi-process launches arrive "
+                "with the job runner. Start the trainer once, without accelerate launch/torchrun")
+        # Crops are keyed by the config's seed (0 when unset), not the drawn training seed: caches stay reusable.
+        crop_seed = cfg.seed if cfg.seed is not None else 0
+        datasets, plan = make_plan(cfg, self.home, self.registry, self.family.size_multiple, crop_seed, processes)
+        fingerprint = plan_fingerprint(plan, processes)
         self.events.emit("job.plan", plan=plan.to_dict())
         self.events.log(plan.render())
         if manifest:
-            self._check_resume(manifest)
+            self._check_resume(manifest, fingerprint)
 
         import torch
 
@@ -163,9 +184,11 @@ class Trainer:
         if ema is not None:
             accelerator.register_for_checkpointing(ema)
         if cfg.report_to != "none":
+            run_name = cfg.tracker_run_name or self.job_id
             accelerator.init_trackers(cfg.tracker_project_name,
                                       config={k: v for k, v in unstructure(cfg).items()
-                                              if isinstance(v, (int, float, str, bool))})
+                                              if isinstance(v, (int, float, str, bool))},
+                                      init_kwargs={"wandb": {"name": run_name}})
 
         global_step, epoch, step_in_epoch = 0, 0, 0
         if manifest:
@@ -176,14 +199,15 @@ class Trainer:
         state = _LoopState(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                            family=family, adapter=adapter, ema=ema, params=params, seed=seed, total=total,
                            steps_per_epoch=steps_per_epoch, global_step=global_step, epoch=epoch,
-                           step_in_epoch=step_in_epoch)
+                           step_in_epoch=step_in_epoch, fingerprint=fingerprint)
         self.stage("training", f"training {total} steps ({steps_per_epoch} per epoch), seed {seed}")
         with signals_to(self.control):
             status = self._loop(state, sampler, plan.samples, latents, texts)
         if status == "cancelled":
             self.events.emit("job.cancelled", step=state.global_step)
         elif status == "stopped":
-            path = self._checkpoint(state)
+            path = (self.output_dir / f"checkpoint-{state.global_step}" if state.last_checkpoint == state.global_step
+                    else self._checkpoint(state))
             self.events.emit("job.stopped", step=state.global_step, checkpoint=str(path))
         else:
             if self._validation_due(state, final=True):
@@ -205,20 +229,21 @@ class Trainer:
         name = _DTYPES.get(self.cfg.base_model_precision, "float32")
         return getattr(torch, name)
 
-    def _check_resume(self, manifest: dict[str, Any]) -> None:
+    def _check_resume(self, manifest: dict[str, Any], fingerprint: str) -> None:
         from simpletuner_core.config.errors import ConfigError, ConfigInvalid
 
-        ours = config_hash(self.cfg)
-        if manifest.get("config_hash") != ours:
+        if manifest.get("config_hash") != config_hash(self.cfg):
             saved = manifest.get("config", {})
             now = unstructure(self.cfg)
             diff = [f"{k}: checkpoint={saved.get(k)!r} now={now.get(k)!r}" for k in sorted(now)
-                    if k in saved and saved.get(k) != now.get(k) and k not in
-                    ("resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpointing_steps",
-                     "checkpoints_total_limit", "validation_steps", "report_to", "webhook_config")]
-            if diff:
-                raise ConfigInvalid([ConfigError("resume_from_checkpoint",
-                                                 "checkpoint was trained with a different config: " + "; ".join(diff))])
+                    if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k)]
+            raise ConfigInvalid([ConfigError("resume_from_checkpoint", "checkpoint was trained with a different "
+                                             "config: " + ("; ".join(diff) or "unknown difference"))])
+        if manifest.get("plan_fingerprint") not in (None, fingerprint):
+            raise ConfigInvalid([ConfigError(
+                "resume_from_checkpoint", "the dataset changed since the checkpoint (images added, removed or "
+                "re-bucketed, or repeats/probability edited), so the saved position would replay a different "
+                "order; restore the dataset, or start a new run without resume_from_checkpoint")])
 
     # -- caches ---------------------------------------------------------------------------------------------
     def _fill_caches(self, family: Any, datasets: list[Any], plan: Any) -> tuple[Any, Any]:
@@ -245,6 +270,12 @@ class Trainer:
         batch = next((d.write_batch_size for d in datasets if d.dataset_type == "text_embeds"), 64)
         stats = text_cache.ensure(captions, family.encode_prompts, batch_size=batch)
         self.events.log(f"text-embed cache: {stats.encoded} encoded, {stats.reused} reused")
+        one = text_cache.load("")
+        footprint = len(captions) * sum(t.numel() * t.element_size() for t in one.values())
+        if footprint > TEXT_CACHE_MEMORY_BYTES:  # real T5 embeds are ~5 MB per caption: read them from disk
+            text_cache.memory = False
+            text_cache._loaded.clear()
+            self.events.log(f"text embeds ({footprint / 2**30:.1f} GiB) stay on disk, read per batch")
         return latent_caches, text_cache
 
     # -- loop -------------------------------------------------------------------------------------------------
@@ -345,12 +376,14 @@ class Trainer:
 
     def _checkpoint(self, st: _LoopState) -> Path:
         manifest = {"epoch": st.epoch, "step_in_epoch": st.step_in_epoch, "seed": st.seed,
+                    "plan_fingerprint": st.fingerprint,
                     "config_hash": config_hash(self.cfg), "config": unstructure(self.cfg),
                     "adapter": st.adapter.hyperparameters if st.adapter is not None else None,
-                    "job_id": self.job_id, "created_at": time.time()}
+                    "job_id": self.job_id}
         path = save_checkpoint(self.output_dir, st.global_step,
                                lambda tmp: st.accelerator.save_state(str(tmp)), manifest,
                                keep=self.cfg.checkpoints_total_limit)
+        st.last_checkpoint = st.global_step
         self.events.emit("checkpoint.saved", step=st.global_step, path=str(path))
         return path
 
@@ -395,6 +428,8 @@ class _LoopState:
     global_step: int
     epoch: int
     step_in_epoch: int
+    fingerprint: str = ""
+    last_checkpoint: int = -1
 
 
 class _Rate:
