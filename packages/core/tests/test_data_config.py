@@ -189,3 +189,16 @@ def test_dump_round_trips_and_stays_short(registry: Registry) -> None:
     assert dumped[2] == {"id": "kontext-text-embeds", "dataset_type": "text_embeds", "default": True,
                          "cache_dir": "/data/cache/text/kontext"}
     assert len({hash(d) for d in datasets}) == 3
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "/abs", "a/b", "ok\n", "..", "a..b", ".hidden", "", " x", "a\\b",
+                                 "x" * 129])
+def test_id_must_be_a_safe_directory_name(registry: Registry, bad: str) -> None:
+    errs = by_path(errors_of([{"id": bad, "instance_data_dir": "x"}], registry))
+    assert "[0].id" in errs and "cache directory" in errs["[0].id"].message
+
+
+def test_ordinary_ids_are_accepted(registry: Registry) -> None:
+    ids = ["pixart-camera", "v1.2_final", "A", "x" * 128]
+    parsed = parse_dataloader([{"id": i, "instance_data_dir": "x"} for i in ids], registry)
+    assert [d.id for d in parsed] == ids

@@ -13,6 +13,7 @@ from PIL import Image
 
 from simpletuner_core.data.config import DatasetConfig
 from simpletuner_core.data.preflight import Plan, build_plan, read_image_size
+from simpletuner_core.data.sampler import BucketBatchSampler
 from simpletuner_core.demo_data import write_demo_dataset
 from simpletuner_core.plugins.registry import Registry
 
@@ -83,7 +84,7 @@ def test_impossible_plan_names_the_knob(tmp_path: Path, registry: Registry) -> N
     [err] = plan.errors
     assert err.path == "train_batch_size"
     assert "bucket 64x64 of dataset 'demo' holds 3 images" in err.message
-    assert "train_batch_size (4) × gradient_accumulation_steps (1) × processes (1) = 4" in err.message
+    assert "train_batch_size (4) × processes (1) = 4" in err.message
     assert "--train_batch_size" in err.message and "repeats" in err.message
     assert len(plan.filtered) == 3 and "fewer than train_batch_size (4)" in plan.filtered[0].reason
     assert "train_batch_size" in plan.render()
@@ -92,13 +93,38 @@ def test_impossible_plan_names_the_knob(tmp_path: Path, registry: Registry) -> N
     assert plan_for(tmp_path, registry, [ds()], train_batch_size=3).ok
 
 
-def test_accumulation_and_processes_count(tmp_path: Path, registry: Registry) -> None:
+def test_accumulation_counts_micro_batches_not_samples(tmp_path: Path, registry: Registry) -> None:
+    # two buckets of 7: 14 samples ≥ 4 × 3, but only 1 + 1 whole micro-batches of 4 < 3 for one optimizer step
+    write_demo_dataset(tmp_path / "images", count=7)
+    for i in range(7):
+        image(tmp_path / "images" / f"wide{i}.png", (128, 64))
+    dataset = ds(crop_aspect="preserve")
+    plan = plan_for(tmp_path, registry, [dataset], train_batch_size=4, gradient_accumulation_steps=3)
+    assert plan.buckets == {"64x64": 7, "128x64": 7} and plan.micro_batches_per_epoch == 2
+    [err] = plan.errors
+    assert err.path == "gradient_accumulation_steps"
+    assert "2 micro-batches per process, fewer than gradient_accumulation_steps (3)" in err.message
+    assert "train_batch_size (4) × processes (1) = 4" in err.message
+    assert all(k in err.message for k in ("--gradient_accumulation_steps", "--train_batch_size", "repeats"))
+    assert plan.to_dict()["micro_batches_per_epoch"] == 2 and "Micro-batches per epoch: 2" in plan.render()
+    # the knobs named really fix it, and the count is what the sampler yields
+    assert plan_for(tmp_path, registry, [dataset], train_batch_size=4, gradient_accumulation_steps=2).ok
+    fixed = plan_for(tmp_path, registry, [ds(crop_aspect="preserve", repeats=1)], train_batch_size=4,
+                     gradient_accumulation_steps=3)
+    assert fixed.ok and fixed.micro_batches_per_epoch == 6
+    assert len(BucketBatchSampler(fixed.samples, [ds(crop_aspect="preserve", repeats=1)], 4, seed=0)) == 6
+
+
+def test_processes_and_probability_count(tmp_path: Path, registry: Registry) -> None:
     write_demo_dataset(tmp_path / "images", count=4)
-    plan = plan_for(tmp_path, registry, [ds()], train_batch_size=2, gradient_accumulation_steps=3)
-    assert [e.path for e in plan.errors] == ["train_batch_size"]
-    assert "gradient_accumulation_steps (3)" in plan.errors[0].message
     plan = plan_for(tmp_path, registry, [ds()], train_batch_size=2, processes=3)
-    assert not plan.ok and "processes (3)" in plan.errors[0].message
+    assert [e.path for e in plan.errors] == ["train_batch_size"] and "processes (3)" in plan.errors[0].message
+    write_demo_dataset(tmp_path / "more", count=8)
+    datasets = [ds(), ds(id="more", instance_data_dir="more", probability=0.5)]
+    plan = plan_for(tmp_path, registry, datasets, train_batch_size=2, processes=2)
+    assert plan.ok and plan.micro_batches_per_epoch == 1 + 1  # 4 // 4, then half of 8 // 4
+    assert len(BucketBatchSampler(plan.samples, datasets, 2, seed=0, num_replicas=2)) == 2
+    assert "before probability" in plan.render()
 
 
 def test_small_bucket_dropped_but_plan_ok(tmp_path: Path, registry: Registry) -> None:

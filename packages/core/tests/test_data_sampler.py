@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from simpletuner_core.data.buckets import ImagePlan
+import pytest
+
+from simpletuner_core.data.buckets import ImagePlan, micro_batches
 from simpletuner_core.data.config import DatasetConfig
 from simpletuner_core.data.preflight import Sample
 from simpletuner_core.data.sampler import BucketBatchSampler
@@ -69,12 +71,46 @@ def test_probability_zero_dataset_is_excluded() -> None:
     assert used == {"a"} and len(sampler) == 4
 
 
-def test_probability_weights_the_interleaving() -> None:
-    samples, configs = make(a={"square": 400, "probability": 1.0}, b={"square": 400, "probability": 0.1})
-    batches = BucketBatchSampler(samples, configs, batch_size=4, seed=3).batches(0)
-    first_half = Counter(samples[b[0]].dataset_id for b in batches[: len(batches) // 2])
-    assert first_half["a"] > 3 * first_half["b"]  # the likelier dataset is drawn first
-    assert len(batches) == 200  # but every batch of the epoch is still used
+def test_probability_is_the_share_of_batches_per_epoch() -> None:
+    samples, configs = make(a={"square": 80, "wide": 80}, b={"square": 80, "wide": 80, "probability": 0.25})
+    sampler = BucketBatchSampler(samples, configs, batch_size=4, seed=3)
+    assert len(sampler) == 40 + 10
+    subsets = []
+    for epoch in range(4):
+        batches = sampler.batches(epoch)
+        assert len(batches) == len(sampler)
+        per_dataset = Counter(samples[b[0]].dataset_id for b in batches)
+        assert per_dataset == {"a": 40, "b": 10}  # a quarter of b's 40 batches
+        used = frozenset(i for b in batches for i in b if samples[i].dataset_id == "b")
+        assert len(used) == 40  # still whole batches of distinct images
+        subsets.append(used)
+        first_half = Counter(samples[b[0]].dataset_id for b in batches[:25])
+        assert first_half["b"] >= 1  # b is mixed in, not pushed to the end of the epoch
+    assert len(set(subsets)) == 4  # each epoch draws a different subset
+
+
+def test_small_probability_still_contributes_a_batch() -> None:
+    samples, configs = make(a={"square": 8}, b={"square": 8, "probability": 0.1})
+    sampler = BucketBatchSampler(samples, configs, batch_size=4, seed=0)
+    assert len(sampler) == 3 and Counter(samples[b[0]].dataset_id for b in sampler.batches(0)) == {"a": 2, "b": 1}
+
+
+@pytest.mark.parametrize(("replicas", "repeats", "probability"), [(1, 0, 1.0), (2, 1, 0.5), (3, 2, 0.3)])
+def test_len_matches_every_epoch_and_the_shared_count(replicas: int, repeats: int, probability: float) -> None:
+    samples, configs = make(a={"square": 23, "wide": 11, "repeats": repeats, "probability": probability},
+                            b={"square": 14})
+    sampler = BucketBatchSampler(samples, configs, batch_size=2, seed=5, num_replicas=replicas)
+    expected = micro_batches([23, 11], repeats, probability, 2 * replicas) + micro_batches([14], 0, 1.0, 2 * replicas)
+    assert len(sampler) == expected
+    assert all(len(sampler.batches(epoch)) == expected for epoch in range(5))
+
+
+def test_micro_batches_arithmetic() -> None:
+    assert micro_batches([7, 7], 0, 1.0, 4) == 2  # remainders are dropped per bucket
+    assert micro_batches([7, 7], 1, 1.0, 4) == 6
+    assert micro_batches([40], 0, 0.25, 4) == 3  # 10 × 0.25 = 2.5 rounds half up
+    assert micro_batches([3], 0, 1.0, 4) == micro_batches([8], 0, 0.0, 4) == 0
+    assert micro_batches([8], 0, 0.01, 4) == 1
 
 
 def test_replicas_take_disjoint_slices() -> None:

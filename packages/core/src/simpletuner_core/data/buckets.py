@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -60,6 +61,21 @@ class ImagePlan:
 
 def bucket_name(size: Size) -> str:
     return f"{size[0]}x{size[1]}"
+
+
+def micro_batches(bucket_counts: Iterable[int], repeats: int, probability: float, global_batch: int) -> int:
+    """Global batches one dataset contributes per epoch (= micro-batches per process).
+
+    A batch holds ``global_batch`` samples of one bucket; each bucket's incomplete remainder is dropped. Of the
+    ``full`` batches a dataset can form, an epoch uses ``full × probability`` rounded half up, at least 1 (all at
+    1.0, none at 0). The sampler and the preflight both count with this function, so they always agree.
+    """
+    if global_batch < 1:
+        raise ValueError(f"global_batch must be at least 1, got {global_batch}")
+    full = sum(n * (1 + repeats) // global_batch for n in bucket_counts)
+    if full == 0 or probability <= 0:
+        return 0
+    return full if probability >= 1 else max(1, math.floor(full * probability + 0.5))
 
 
 def resolve_resolution(

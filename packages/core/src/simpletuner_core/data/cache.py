@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from simpletuner_core.data.preflight import Sample
 
-_LATENT_FORMAT = "latent-v1"
+_LATENT_FORMAT = "latent-v2"  # v2: high-bit-depth images are scaled, not clipped
 _TEXT_FORMAT = "text-v1"
 Progress = Callable[[int, int], None]
 
@@ -203,6 +203,12 @@ class TextEmbedCache:
             if progress is not None:
                 progress(done, len(missing))
         return CacheStats(encoded=len(missing), reused=len(captions) - len(missing), total=len(captions))
+
+    def keep_in_memory(self, keep: bool) -> None:
+        """Large text features (real T5: ~5 MB per caption) are better read from disk per batch."""
+        self.memory = keep
+        if not keep:
+            self._loaded.clear()
 
     def load(self, caption: str) -> dict[str, torch.Tensor]:
         """The embeddings of one caption (no batch dimension)."""

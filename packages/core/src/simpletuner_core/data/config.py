@@ -7,6 +7,7 @@ Parsing uses the same cattrs converter as the training config so both speak one 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ CROP_ASPECTS = ("square", "preserve")
 METADATA_BACKENDS = ("discovery",)
 CONDITIONING_TYPES = ("reference_strict", "reference_loose")
 _UNSUPPORTED_METADATA = ("json", "parquet")
+#: Ids name cache directories (``cache/vae/<id>``): one safe path component, never ``..``.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @attrs.frozen(kw_only=True)
@@ -115,8 +118,11 @@ def _registered(errors: list[ConfigError], path: str, value: str, table: Any, ki
 def _check_dataset(i: int, ds: DatasetConfig, registry: Any) -> list[ConfigError]:
     p = f"[{i}]"
     errors: list[ConfigError] = []
-    if not ds.id.strip():
-        errors.append(ConfigError(f"{p}.id", "id must be a non-empty string"))
+    if not ID_PATTERN.fullmatch(ds.id) or ".." in ds.id:
+        errors.append(ConfigError(
+            f"{p}.id", f"id {ds.id!r} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or "
+            "digit, without '..' (it names the dataset's cache directory)",
+        ))
     _choice(errors, f"{p}.dataset_type", ds.dataset_type, DATASET_TYPES)
     _choice(errors, f"{p}.resolution_type", ds.resolution_type, RESOLUTION_TYPES)
     _choice(errors, f"{p}.crop_style", ds.crop_style, CROP_STYLES)

@@ -15,10 +15,36 @@ if TYPE_CHECKING:
     from simpletuner_core.data.preflight import Sample
 
 
-def _rgb(img: Any) -> Any:
-    """RGB, with transparent areas composited onto white (dropping alpha would expose arbitrary colours)."""
+def _eight_bit(img: Any) -> Any:
+    """High-bit-depth greyscale as 8-bit ``L``: PIL's ``convert`` clips these values at 255 (mid-grey → white).
+
+    ``I;16*`` keeps the top 8 bits. ``I`` holding 0..65535 is how PIL decodes some 16-bit files, so it is scaled
+    like ``I;16``; wider ``I`` values are scaled from the non-negative int32 range. ``F`` is read as [0, 1] when its
+    maximum is at most 1, else as 0..255 (clipped).
+    """
+    import numpy as np
     from PIL import Image
 
+    if img.mode.startswith("I;16"):
+        out = np.asarray(img).astype(np.uint16) >> 8
+    elif img.mode == "I":
+        values = np.clip(np.asarray(img, dtype=np.int64), 0, None)
+        out = values >> (8 if values.max(initial=0) <= 0xFFFF else 23)
+    elif img.mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        out = np.clip(np.rint(values * scale), 0, 255)
+    else:
+        return img
+    return Image.fromarray(out.astype(np.uint8))
+
+
+def _rgb(img: Any) -> Any:
+    """RGB (CMYK, palette, greyscale of any depth), transparent areas composited onto white (dropping alpha would
+    expose arbitrary colours)."""
+    from PIL import Image
+
+    img = _eight_bit(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -20,6 +20,7 @@ from simpletuner_core.data.buckets import (
     ImagePlan,
     Size,
     bucket_name,
+    micro_batches,
     plan_image,
     resolution_problem,
     resolve_resolution,
@@ -71,8 +72,10 @@ class Plan:
 
     samples: list[Sample] = attrs.field(factory=list)
     filtered: list[Filtered] = attrs.field(factory=list)
-    #: ``"WxH"`` → samples per epoch in that bucket, repeats included.
+    #: ``"WxH"`` → samples per epoch in that bucket, repeats included (before ``probability`` thins them).
     buckets: dict[str, int] = attrs.field(factory=dict)
+    #: Micro-batches each process gets per epoch: what the sampler yields (probability and repeats applied).
+    micro_batches_per_epoch: int = 0
     datasets: list[DatasetSummary] = attrs.field(factory=list)
     errors: list[ConfigError] = attrs.field(factory=list)
     warnings: list[str] = attrs.field(factory=list)
@@ -87,6 +90,7 @@ class Plan:
             "samples": [attrs.asdict(s) for s in self.samples],
             "filtered": [attrs.asdict(f) for f in self.filtered],
             "buckets": dict(self.buckets),
+            "micro_batches_per_epoch": self.micro_batches_per_epoch,
             "datasets": [attrs.asdict(d) for d in self.datasets],
             "errors": [e.to_dict() for e in self.errors],
             "warnings": list(self.warnings),
@@ -104,10 +108,12 @@ class Plan:
                 f"repeats {d.repeats}, probability {d.probability:g}{extra}"
             )
         total = sum(self.buckets.values())
-        lines.append(f"Buckets ({total} samples per epoch, repeats included):")
+        thinned = any(0 < d.probability < 1 for d in self.datasets if d.dataset_type == "image")
+        lines.append(f"Buckets ({total} samples per epoch, repeats included{', before probability' * thinned}):")
         lines.extend(f"  {name}: {count}" for name, count in self.buckets.items())
         if not self.buckets:
             lines.append("  (none)")
+        lines.append(f"Micro-batches per epoch: {self.micro_batches_per_epoch} per process")
         if self.filtered:
             lines.append(f"Filtered ({len(self.filtered)}):")
             groups: dict[str, list[str]] = defaultdict(list)
@@ -286,6 +292,7 @@ def build_plan(
     by_id = {ds.id: ds for ds in datasets}
     need_batch = train_batch_size * processes
     groups = _drop_small_buckets(plan, by_id, need_batch, train_batch_size, processes)
+    plan.micro_batches_per_epoch = _micro_batches_per_epoch(plan.samples, by_id, need_batch)
     found_images = sum(n for k, n in b.found.items() if by_id[k].dataset_type == "image")
     _check_enough(plan, by_id, groups, found_images, train_batch_size, gradient_accumulation_steps, processes)
     _summarise(plan, datasets, b.found)
@@ -325,17 +332,34 @@ def _drop_small_buckets(plan: Plan, by_id: dict[str, DatasetConfig], need: int, 
     return {key: len(members) for key, members in groups.items()}
 
 
+def _micro_batches_per_epoch(samples: list[Sample], by_id: dict[str, DatasetConfig], global_batch: int) -> int:
+    """What :class:`~simpletuner_core.data.sampler.BucketBatchSampler` yields per process per epoch."""
+    counts: dict[str, Counter[Size]] = defaultdict(Counter)
+    for s in samples:
+        counts[s.dataset_id][s.plan.target_size] += 1
+    return sum(micro_batches(c.values(), by_id[k].repeats, by_id[k].probability, global_batch)
+               for k, c in counts.items())
+
+
 def _check_enough(plan: Plan, by_id: dict[str, DatasetConfig], groups: dict[tuple[str, Size], int],
                   found: int, batch: int, accumulation: int, processes: int) -> None:
-    need = batch * accumulation * processes
-    have = sum(plan.buckets.values())
-    if have >= need and have > 0:
+    micro, need = plan.micro_batches_per_epoch, batch * processes
+    if micro >= accumulation:
         return
-    if have == 0 and plan.errors:  # a missing directory or bad resolution already explains the empty plan
+    if micro > 0:
+        plan.errors.append(ConfigError("gradient_accumulation_steps", (
+            f"an epoch forms {micro} micro-batch{'es' if micro != 1 else ''} per process, fewer than "
+            f"gradient_accumulation_steps ({accumulation}) needed for one optimizer step (one micro-batch per "
+            f"process takes train_batch_size ({batch}) × processes ({processes}) = {need} samples of one bucket of "
+            "one dataset; each bucket's remainder is dropped). Lower --gradient_accumulation_steps or "
+            "--train_batch_size, add images, or raise the dataset's repeats."
+        )))
         return
-    knobs = (f"train_batch_size ({batch}) × gradient_accumulation_steps ({accumulation}) × processes "
-             f"({processes}) = {need}. Lower --train_batch_size or --gradient_accumulation_steps, add images, "
-             "or raise the dataset's repeats.")
+    if plan.errors:  # a missing directory or bad resolution already explains the empty plan
+        return
+    knobs = (f"one micro-batch per process needs train_batch_size ({batch}) × processes ({processes}) = {need} "
+             "samples of one bucket of one dataset. Lower --train_batch_size, add images, or raise the dataset's "
+             "repeats.")
     active = {k: n for k, n in groups.items() if by_id[k[0]].probability > 0}
     if not active:
         lead = (f"no usable images: {found} found in image datasets, {len(plan.filtered)} filtered "
@@ -347,7 +371,7 @@ def _check_enough(plan: Plan, by_id: dict[str, DatasetConfig], groups: dict[tupl
         if per_epoch != n:
             lead += f" ({per_epoch} per epoch with repeats)"
         if len(active) > 1:
-            lead += f", the largest of {len(active)} buckets; {have} samples per epoch can form micro-batches"
+            lead += f", the largest of {len(active)} buckets"
     plan.errors.append(ConfigError("train_batch_size", f"{lead}; {knobs}"))
 
 

@@ -1,14 +1,17 @@
 """Bucketed, multi-dataset, multi-process batch order: pure Python and deterministic per ``(seed, epoch)``.
 
 Every process computes the same global order and takes its own slice, so replicas never see the same sample in a
-step and no communication is needed. Every micro-batch comes from one bucket of one dataset (one tensor shape).
+step and no communication is needed. Every micro-batch comes from one bucket of one dataset (one tensor shape). A
+dataset's ``probability`` is the share of its batches used per epoch (a fresh random subset each epoch).
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 
+from simpletuner_core.data.buckets import micro_batches
 from simpletuner_core.data.config import DatasetConfig
 from simpletuner_core.data.preflight import Sample
 
@@ -43,12 +46,13 @@ class BucketBatchSampler:
             if ds.probability > 0 and not ds.disabled and ds.id in by_dataset
         ]
         self._targets = [s.plan.target_size for s in samples]
-        self._length = 0
-        for ds, indices in self._datasets:
-            counts: dict[tuple[int, int], int] = {}
-            for i in indices:
-                counts[self._targets[i]] = counts.get(self._targets[i], 0) + 1
-            self._length += sum(n * (1 + ds.repeats) // self._global for n in counts.values())
+        # Batches each dataset contributes per epoch: the same count every epoch (a different subset).
+        self._counts = [
+            micro_batches(Counter(self._targets[i] for i in indices).values(), ds.repeats, ds.probability,
+                          self._global)
+            for ds, indices in self._datasets
+        ]
+        self._length = sum(self._counts)
 
     def __len__(self) -> int:
         return self._length
@@ -67,17 +71,17 @@ class BucketBatchSampler:
         return out
 
     def batches(self, epoch: int) -> list[list[int]]:
+        """Each dataset's share of its shuffled batches (see :func:`micro_batches`), uniformly interleaved.
+
+        Probability already sets how many batches a dataset contributes, so the order is a plain shuffle: weighting
+        the order by probability as well would push a rare dataset's batches to the end of the epoch.
+        """
         rng = random.Random(f"{self.seed}:{epoch}")
-        queues = [self._global_batches(ds, indices, rng) for ds, indices in self._datasets]
-        weights = [ds.probability for ds, _ in self._datasets]
-        positions = [0] * len(queues)
-        ordered: list[list[int]] = []
-        while True:
-            live = [j for j, q in enumerate(queues) if positions[j] < len(q)]
-            if not live:
-                break
-            j = rng.choices(live, weights=[weights[k] for k in live])[0]
-            ordered.append(queues[j][positions[j]])
-            positions[j] += 1
+        ordered = [
+            batch
+            for (ds, indices), count in zip(self._datasets, self._counts, strict=True)
+            for batch in self._global_batches(ds, indices, rng)[:count]
+        ]
+        rng.shuffle(ordered)
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         return [batch[lo:hi] for batch in ordered]

@@ -79,3 +79,20 @@ def read_events(path: Path, after_id: int = 0) -> list[Event]:
             if event.id > after_id:
                 out.append(event)
     return out
+
+
+class JsonlMirror:
+    """An event sink that appends stored events verbatim (ids from the store) to a file users can ``tail -f``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def emit(self, event: Event) -> None:
+        self._fh.write(json.dumps(event.to_dict(), separators=(",", ":"), default=str) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()

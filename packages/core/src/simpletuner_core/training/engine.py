@@ -273,8 +273,7 @@ class Trainer:
         one = text_cache.load("")
         footprint = len(captions) * sum(t.numel() * t.element_size() for t in one.values())
         if footprint > TEXT_CACHE_MEMORY_BYTES:  # real T5 embeds are ~5 MB per caption: read them from disk
-            text_cache.memory = False
-            text_cache._loaded.clear()
+            text_cache.keep_in_memory(False)
             self.events.log(f"text embeds ({footprint / 2**30:.1f} GiB) stay on disk, read per batch")
         return latent_caches, text_cache
 
