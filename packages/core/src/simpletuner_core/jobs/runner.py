@@ -1,0 +1,208 @@
+"""The job runner: submit, admit (queue.py), spawn one trainer process per job, command, reconcile.
+
+Trainer processes run in their own session, so they outlive the process that started them (the CLI, or a server
+that restarts). Whoever changes the queue — a submit, a trainer finishing, a server tick — calls :meth:`kick`, so
+CPU-only and CLI-only setups need no daemon. PID plus process start time identify a trainer: a reused PID is
+never mistaken for it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from simpletuner_core import paths
+from simpletuner_core.jobs import models as m
+from simpletuner_core.jobs import queue
+from simpletuner_core.jobs.devices import Device, discover
+from simpletuner_core.jobs.processes import is_alive, start_time
+
+COMMANDS = ("stop", "cancel", "validate", "checkpoint")
+DEVICES_SETTING = "runner_devices"
+
+
+@attrs.frozen
+class SubmitResult:
+    success: bool
+    status: str  # running | queued | rejected
+    job_id: str | None = None
+    allocated_gpus: tuple[int, ...] = ()
+    queue_position: int | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["allocated_gpus"] = list(self.allocated_gpus)
+        return data
+
+
+def new_job_id() -> str:
+    from simpletuner_core.cli.jobs_local import new_job_id as make
+
+    return make()
+
+
+def launch_command(job: m.Job, python: str = sys.executable) -> list[str]:
+    """argv of the trainer process (one process; multi-process launches are refused by the engine for now)."""
+    return [python, "-m", "simpletuner_core.jobs.worker", job.id]
+
+
+class Runner:
+    def __init__(self, store: Any, home: Path | None = None, devices: Sequence[Device] | None = None,
+                 registry: Any | None = None) -> None:
+        self.store = store
+        self.home = Path(home) if home else paths.home()
+        if devices is not None:  # an explicit inventory is shared with the trainers, which kick the queue too
+            self.devices = list(devices)
+            store.set_setting(DEVICES_SETTING, [attrs.asdict(d) for d in self.devices])
+        else:
+            saved = store.get_setting(DEVICES_SETTING)
+            self.devices = [Device(**d) for d in saved] if saved is not None else discover()[0]
+        self._registry = registry
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from simpletuner_core.plugins import get_registry
+
+            self._registry = get_registry()
+        return self._registry
+
+    # -- submission -----------------------------------------------------------------------------------------
+    def resolve(self, env: str | None = None, config: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Validated config from an environment (plus overrides in ``config``) or from ``config`` alone."""
+        from simpletuner_core.config import validate
+        from simpletuner_core.config.environments import load_environment
+        from simpletuner_core.config.model import strip_dashes, unstructure
+
+        raw: dict[str, Any] = {}
+        if env is not None:
+            raw.update(strip_dashes(load_environment(env, self.home)["config"]))
+        raw.update(strip_dashes(config or {}))
+        cfg = validate(raw, self.registry)
+        return cfg, {f"--{k}": v for k, v in unstructure(cfg).items()}
+
+    def submit(self, *, env: str | None = None, config: dict[str, Any] | None = None, user: str | None = None,
+               priority: int = 0, gpus: int | None = None, device_ids: Sequence[int] = (), any_gpu: bool = False,
+               no_wait: bool = False) -> SubmitResult:
+        """Queue a job and start it at once when resources allow (``no_wait``: reject instead of queueing)."""
+        _, wire = self.resolve(env, config)
+        wanted = len(device_ids) if device_ids else (gpus if gpus is not None else (1 if self.devices else 0))
+        job = m.Job(id=new_job_id(), config=wire, env=env, user=user, priority=priority, gpus_requested=wanted,
+                    device_ids=tuple(device_ids), any_gpu=any_gpu, created_at=time.time(),
+                    output_dir=wire.get("--output_dir"))
+        with self.store.transaction():
+            verdict = queue.decide(job, self.store.list_jobs(states=m.ACTIVE_STATES), self.devices,
+                                   queue.load_limits(self.store))
+            if verdict.impossible or (no_wait and not verdict.ok):
+                return SubmitResult(False, "rejected", reason=verdict.reason)
+            self.store.create_job(job)
+            self.store.append_event(_event(job.id, "job.queued", priority=priority, gpus_requested=wanted))
+        started = queue.admit(self.store, self.devices, only=job.id if no_wait else None)
+        mine = next((j for j in started if j.id == job.id), None)
+        for other in started:
+            self.start(other)
+        if mine is not None:
+            return SubmitResult(True, "running", job.id, mine.allocated_gpus)
+        current = self.store.get_job(job.id)
+        return SubmitResult(True, "queued", job.id, queue_position=self.store.queue_position(job.id),
+                            reason=current.reason)
+
+    def dry_run(self, *, env: str | None = None, config: dict[str, Any] | None = None, gpus: int | None = None,
+                device_ids: Sequence[int] = (), any_gpu: bool = False) -> dict[str, Any]:
+        """What submit would do: the decision, queue position, resolved config and the dataset plan."""
+        from simpletuner_core.training.engine import plan_only
+
+        cfg, wire = self.resolve(env, config)
+        wanted = len(device_ids) if device_ids else (gpus if gpus is not None else (1 if self.devices else 0))
+        probe = m.Job(id="dry-run", config=wire, gpus_requested=wanted, device_ids=tuple(device_ids),
+                      any_gpu=any_gpu)
+        verdict = queue.decide(probe, self.store.list_jobs(states=m.ACTIVE_STATES), self.devices,
+                               queue.load_limits(self.store))
+        plan = plan_only(cfg, self.home, self.registry)
+        return {"would": "start" if verdict.ok else ("reject" if verdict.impossible else "queue"),
+                "allocated_gpus": list(verdict.gpus), "cpu_slot": verdict.cpu_slot, "reason": verdict.reason,
+                "queue_position": None if verdict.ok else len(queue.queued_in_order(self.store)) + 1,
+                "config": wire, "plan": plan.to_dict(), "plan_text": plan.render()}
+
+    # -- processes ------------------------------------------------------------------------------------------
+    def start(self, job: m.Job) -> m.Job:
+        """Spawn the trainer for a ``starting`` job; record PID and start time."""
+        job_dir = self.home / "jobs" / job.id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "SIMPLETUNER_HOME": str(self.home), "SIMPLETUNER_PROGRESS": "0",
+               "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in job.allocated_gpus)}
+        with open(job_dir / "trainer.log", "ab") as log:
+            proc = subprocess.Popen(launch_command(job), env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=str(self.home))
+        self._children[job.id] = proc
+        return self.store.update_job(job.id, pid=proc.pid, pid_start_time=start_time(proc.pid),
+                                     started_at=time.time())
+
+    def kick(self) -> list[m.Job]:
+        """Reap finished children, reconcile, then start every queued job that now fits."""
+        self.reap()
+        self.reconcile()
+        return [self.start(job) for job in queue.admit(self.store, self.devices)]
+
+    def reap(self) -> None:
+        for job_id, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[job_id]
+
+    def reconcile(self) -> list[m.Job]:
+        """Active jobs whose trainer is gone (or whose PID now belongs to another process) become failed."""
+        self.reap()
+        fixed = []
+        for job in self.store.list_jobs(states=m.ACTIVE_STATES):
+            if job.state == m.STARTING and job.pid is None and time.time() - (job.created_at or 0) < 30:
+                continue  # being spawned right now
+            if is_alive(job.pid, job.pid_start_time):
+                continue
+            reason = (f"trainer process {job.pid} is gone (killed or crashed) while the job was {job.state}; "
+                      "resume it with resume_from_checkpoint=latest")
+            moved = self.store.transition(job.id, m.ACTIVE_STATES, m.FAILED, reason=reason, resumable=True,
+                                          finished_at=time.time())
+            if moved is not None:
+                self.store.append_event(_event(job.id, "job.failed", level="error", reason=reason,
+                                               resumable=True))
+                fixed.append(moved)
+        return fixed
+
+    # -- commands -------------------------------------------------------------------------------------------
+    def command(self, job_id: str, command: str) -> m.Job:
+        """stop/cancel (idempotent), validate/checkpoint (running jobs only); clear errors otherwise."""
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r} (known: {', '.join(COMMANDS)})")
+        job = self.store.get_job(job_id)
+        if job.state == m.QUEUED and command in ("stop", "cancel"):
+            moved = self.store.transition(job_id, [m.QUEUED], m.CANCELLED, finished_at=time.time(),
+                                          reason=f"{command} while queued")
+            if moved is not None:
+                self.store.append_event(_event(job_id, "job.cancelled", step=None, reason=moved.reason))
+                return moved
+            job = self.store.get_job(job_id)
+        if job.state == m.STOPPING and command == "stop":
+            return job
+        if job.state == m.CANCELLED and command == "cancel":
+            return job
+        if job.state not in (m.RUNNING, m.STARTING, m.STOPPING):
+            raise m.JobError(f"job {job_id} is {job.state}; {command} applies to running jobs only")
+        self.store.post_command(job_id, command)
+        if command == "stop":
+            return self.store.transition(job_id, [m.RUNNING, m.STARTING], m.STOPPING) or self.store.get_job(job_id)
+        return job
+
+
+def _event(job_id: str, kind: str, level: str = "info", **data: Any) -> Any:
+    from simpletuner_core.events.types import Event
+
+    return Event(type=kind, job_id=job_id, data=data, level=level)
