@@ -103,7 +103,9 @@ class CoreConfig:
     push_checkpoints_to_hub: bool = f(False, "Upload checkpoints too.")
     hub_model_id: str | None = f(None, "Hub repository for uploads.")
     # --- processes ----------------------------------------------------------------------------------------------
-    accelerate_config: str | None = f(None, "accelerate config file for multi-process launches.")
+    num_processes: int = f(1, "Trainer processes for a queued job (one per GPU); above 1 the runner launches them "
+                              "with torchrun, or with `accelerate launch` when accelerate_config is set.")
+    accelerate_config: str | None = f(None, "accelerate config file for multi-process launches by the runner.")
     clip_skip: int = f(0, "Skip the last N CLIP layers (families with a CLIP encoder); 0 = off.")
 
 

@@ -165,7 +165,8 @@ def check(cfg: Any, registry: Any, provided: Iterable[str] = ()) -> list[ConfigE
     errors += _at_least(cfg, {"train_batch_size": 1, "gradient_accumulation_steps": 1, "lr_warmup_steps": 0,
                               "checkpointing_steps": 0, "checkpoints_total_limit": 1, "validation_steps": 0,
                               "lora_rank": 1, "validation_num_inference_steps": 1, "lr_num_cycles": 1,
-                              "max_grad_norm": 0, "clip_skip": 0, "validation_preview_steps": 1})
+                              "max_grad_norm": 0, "clip_skip": 0, "validation_preview_steps": 1,
+                              "num_processes": 1})
     errors += _family(cfg, registry, given)
     errors += _schedule(cfg)
     errors += _components(cfg, registry, given)
@@ -222,7 +223,6 @@ NOT_YET = {
     "validation_noise_scheduler": "validation uses the model's own scheduler in this release",
     "validation_preview": "validation previews arrive with the webhooks/hooks issue",
     "webhook_reporting_interval": "every event is delivered; throttling arrives with the webhooks issue",
-    "accelerate_config": "multi-process launches arrive with the job runner",
     "quantize_via": "quantized bases arrive with the Flux issue",
 }
 

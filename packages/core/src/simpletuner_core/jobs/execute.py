@@ -72,6 +72,8 @@ def execute(cfg: Any, home: Path, registry: Any, job_id: str, store: Any) -> tup
     from simpletuner_core.training.data_setup import PreflightRejected
     from simpletuner_core.training.engine import Trainer, config_hash
 
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _follow_the_main_process(cfg, home, registry, job_id)
     job_dir = home / "jobs" / job_id
     job_dir.mkdir(parents=True, exist_ok=True)
     wire = {f"--{k}": v for k, v in unstructure(cfg).items()}
@@ -122,3 +124,21 @@ def execute(cfg: Any, home: Path, registry: Any, job_id: str, store: Any) -> tup
                       traceback=traceback.format_exc(limit=20))
     finally:
         emitter.close()
+
+
+class _NoEvents:
+    """Event store of the non-main processes of a multi-process job: the main process reports for all."""
+
+    def append(self, event: Any) -> Any:
+        return event
+
+    def close(self) -> None:
+        pass
+
+
+def _follow_the_main_process(cfg: Any, home: Path, registry: Any, job_id: str) -> tuple[int, Any]:
+    from simpletuner_core.training.engine import Trainer
+
+    result = Trainer(cfg, job_id=job_id, home=home, emitter=EventEmitter(job_id, _NoEvents()),
+                     registry=registry).run()
+    return 0, result

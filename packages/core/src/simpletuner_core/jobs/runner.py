@@ -50,8 +50,16 @@ def new_job_id() -> str:
 
 
 def launch_command(job: m.Job, python: str = sys.executable) -> list[str]:
-    """argv of the trainer process (one process; multi-process launches are refused by the engine for now)."""
-    return [python, "-m", "simpletuner_core.jobs.worker", job.id]
+    """argv of the trainer: one process, or ``num_processes`` of them through torchrun / ``accelerate launch``."""
+    worker = ["-m", "simpletuner_core.jobs.worker", job.id]
+    processes = int(job.config.get("--num_processes") or 1)
+    if processes <= 1:
+        return [python, *worker]
+    accelerate_config = job.config.get("--accelerate_config")
+    if accelerate_config:
+        return [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
+                "--num_processes", str(processes), *worker]
+    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *worker]
 
 
 class Runner:
@@ -94,8 +102,8 @@ class Runner:
                priority: int = 0, gpus: int | None = None, device_ids: Sequence[int] = (), any_gpu: bool = False,
                no_wait: bool = False) -> SubmitResult:
         """Queue a job and start it at once when resources allow (``no_wait``: reject instead of queueing)."""
-        _, wire = self.resolve(env, config)
-        wanted = len(device_ids) if device_ids else (gpus if gpus is not None else (1 if self.devices else 0))
+        cfg, wire = self.resolve(env, config)
+        wanted = self._gpus_wanted(cfg, gpus, device_ids)
         job = m.Job(id=new_job_id(), config=wire, env=env, user=user, priority=priority, gpus_requested=wanted,
                     device_ids=tuple(device_ids), any_gpu=any_gpu, created_at=time.time(),
                     output_dir=wire.get("--output_dir"))
@@ -122,7 +130,7 @@ class Runner:
         from simpletuner_core.training.engine import plan_only
 
         cfg, wire = self.resolve(env, config)
-        wanted = len(device_ids) if device_ids else (gpus if gpus is not None else (1 if self.devices else 0))
+        wanted = self._gpus_wanted(cfg, gpus, device_ids)
         probe = m.Job(id="dry-run", config=wire, gpus_requested=wanted, device_ids=tuple(device_ids),
                       any_gpu=any_gpu)
         verdict = queue.decide(probe, self.store.list_jobs(states=m.ACTIVE_STATES), self.devices,
@@ -132,6 +140,14 @@ class Runner:
                 "allocated_gpus": list(verdict.gpus), "cpu_slot": verdict.cpu_slot, "reason": verdict.reason,
                 "queue_position": None if verdict.ok else len(queue.queued_in_order(self.store)) + 1,
                 "config": wire, "plan": plan.to_dict(), "plan_text": plan.render()}
+
+    def _gpus_wanted(self, cfg: Any, gpus: int | None, device_ids: Sequence[int]) -> int:
+        """Explicit ids, else an explicit count, else one GPU per trainer process (none on a CPU-only machine)."""
+        if device_ids:
+            return len(device_ids)
+        if gpus is not None:
+            return gpus
+        return cfg.num_processes if self.devices else 0
 
     # -- processes ------------------------------------------------------------------------------------------
     def start(self, job: m.Job) -> m.Job:

@@ -6,6 +6,7 @@ admits next — so GPUs are released (the job's final state) before the next job
 
 from __future__ import annotations
 
+import os
 import sys
 
 from simpletuner_core import paths
@@ -35,12 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = validate(job.config, registry)
     except ConfigInvalid as exc:
-        store.update_job(job_id, state=m.FAILED, reason=f"invalid configuration: {exc}")
+        if int(os.environ.get("RANK", "0")) == 0:
+            store.update_job(job_id, state=m.FAILED, reason=f"invalid configuration: {exc}")
         return 2
+    main_process = int(os.environ.get("RANK", "0")) == 0
     try:
         code, _ = execute(cfg, home, registry, job_id, store)
     finally:
-        Runner(store, home, registry=registry).kick()  # start what the queue admits now
+        if main_process:
+            Runner(store, home, registry=registry).kick()  # start what the queue admits now
         store.close()
     return code
 

@@ -98,13 +98,30 @@ def resolve_resume(value: str | None, output_dir: Path) -> Path | None:
 def save_checkpoint(output_dir: Path, step: int, write_state: Callable[[Path], None],
                     manifest: dict[str, Any], keep: int | None = None) -> Path:
     """Write state into a temp dir, fsync, rename, then apply retention (oldest first, never the new one)."""
-    root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"checkpoint-{step}"
-    tmp = root / f".checkpoint-{step}.tmp-{os.getpid()}"
+    tmp = begin_checkpoint(output_dir, step)
+    write_state(tmp)
+    return finish_checkpoint(output_dir, step, tmp, manifest, keep)
+
+
+def staging_dir(output_dir: Path, step: int) -> Path:
+    """The temp directory every process of a run writes its part of checkpoint ``step`` into."""
+    return Path(output_dir) / f".checkpoint-{step}.tmp"
+
+
+def begin_checkpoint(output_dir: Path, step: int) -> Path:
+    """Main process only: a fresh, empty staging directory."""
+    tmp = staging_dir(output_dir, step)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    write_state(tmp)
+    return tmp
+
+
+def finish_checkpoint(output_dir: Path, step: int, tmp: Path, manifest: dict[str, Any],
+                      keep: int | None = None) -> Path:
+    """Main process only, after every process wrote its state: manifest last, fsync, rename, retention."""
+    root = Path(output_dir)
+    final = root / f"checkpoint-{step}"
     body = {"created_at": time.time(), **manifest, "format": MANIFEST_FORMAT, "step": step, "complete": True}
     with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
         json.dump(body, fh, indent=2, default=str)
@@ -121,7 +138,7 @@ def save_checkpoint(output_dir: Path, step: int, write_state: Callable[[Path], N
         for _, old in list_checkpoints(root)[:-keep]:
             if old != final:
                 remove_checkpoint(old)
-    for stale in [*root.glob(".checkpoint-*.tmp-*"), *root.glob(".checkpoint-*.old-*")]:
+    for stale in [*root.glob(".checkpoint-*.tmp"), *root.glob(".checkpoint-*.old-*")]:
         if stale != tmp:
             shutil.rmtree(stale, ignore_errors=True)
     return final

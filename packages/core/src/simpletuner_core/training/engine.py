@@ -21,7 +21,12 @@ import attrs
 
 from simpletuner_core.config.model import unstructure
 from simpletuner_core.events.emitter import EventEmitter
-from simpletuner_core.training.checkpoint import resolve_resume, save_checkpoint
+from simpletuner_core.training.checkpoint import (
+    begin_checkpoint,
+    finish_checkpoint,
+    resolve_resume,
+    staging_dir,
+)
 from simpletuner_core.training.control import Control, signals_to
 from simpletuner_core.training.data_setup import cache_dirs, make_plan, require
 from simpletuner_core.training.ema import Ema
@@ -70,6 +75,16 @@ def _seed_everything(torch: Any, seed: int) -> None:
     torch.random.default_generator.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def _broadcast_commands(accelerator: Any, cmd: dict[str, bool]) -> dict[str, bool]:
+    import torch
+    from accelerate.utils import broadcast
+
+    names = sorted(cmd)
+    flags = torch.tensor([float(cmd[n]) for n in names], device=accelerator.device)
+    flags = broadcast(flags, from_process=0)
+    return {n: bool(v) for n, v in zip(names, flags.tolist(), strict=True)}
 
 
 def _quiet_library_progress_bars() -> None:
@@ -128,9 +143,6 @@ class Trainer:
         seed = int(manifest["seed"]) if manifest else (cfg.seed if cfg.seed is not None else random.randrange(2**31))
         self.stage("preflight", "planning the dataset")
         processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate/torchrun launches
-        require(processes == 1, "num_processes",
-                f"this release trains in one process (WORLD_SIZE={processes}); multi-process launches arrive "
-                "with the job runner. Start the trainer once, without accelerate launch/torchrun")
         # Crops are keyed by the config's seed (0 when unset), not the drawn training seed: caches stay reusable.
         crop_seed = cfg.seed if cfg.seed is not None else 0
         datasets, plan = make_plan(cfg, self.home, self.registry, self.family.size_multiple, crop_seed, processes)
@@ -150,7 +162,11 @@ class Trainer:
         family = self.family.trainer()(cfg, self.family, self.home / "cache" / "models")
         family.load(device, weight_dtype, self.events.log)
 
+        if not accelerator.is_main_process:  # the main process fills the caches; the others then read them
+            accelerator.wait_for_everyone()
         latents, texts = self._fill_caches(family, datasets, plan)
+        if accelerator.is_main_process:
+            accelerator.wait_for_everyone()
 
         model = family.trainable()
         adapter = None
@@ -177,7 +193,9 @@ class Trainer:
 
         optimizer = self.registry.optimizers.get(cfg.optimizer).factory(params, cfg)
         scheduler = self.registry.schedulers.get(cfg.lr_scheduler).factory(optimizer, cfg, total)
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        # The schedule is stepped by us once per optimizer step (accelerate would step it once per process).
+        model, optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(scheduler)
         if adapter is not None and adapter.checkpoint_module is not None:
             accelerator.register_for_checkpointing(adapter.checkpoint_module)
         ema = Ema(params, cfg.ema_decay) if cfg.use_ema else None
@@ -213,12 +231,15 @@ class Trainer:
             if self._validation_due(state, final=True):
                 self._validate(state)
             self.stage("saving", f"writing final weights to {self.output_dir}")
-            unwrapped = accelerator.unwrap_model(model)
-            fmt = self.registry.lora_formats.get(cfg.lora_format)
-            written = family.save_final(unwrapped, self.output_dir, adapter, fmt)
-            if ema is not None:
-                ema.copy_to(params)
-                family.save_final(unwrapped, self.output_dir / "ema", adapter, fmt)
+            written: list[str] = []
+            if accelerator.is_main_process:
+                unwrapped = accelerator.unwrap_model(model)
+                fmt = self.registry.lora_formats.get(cfg.lora_format)
+                written = family.save_final(unwrapped, self.output_dir, adapter, fmt)
+                if ema is not None:
+                    ema.copy_to(params)
+                    family.save_final(unwrapped, self.output_dir / "ema", adapter, fmt)
+            accelerator.wait_for_everyone()
             self.events.emit("job.completed", step=state.global_step, output_dir=str(self.output_dir),
                              files=written)
         if cfg.report_to != "none":
@@ -361,6 +382,8 @@ class Trainer:
 
     def _after_sync(self, st: _LoopState) -> str | None:
         cmd = self.control.take()
+        if st.accelerator.num_processes > 1:  # every process must act on the main process's commands, same step
+            cmd = _broadcast_commands(st.accelerator, cmd)
         if cmd["cancel"]:
             return "cancelled"
         cfg = self.cfg
@@ -379,9 +402,18 @@ class Trainer:
                     "config_hash": config_hash(self.cfg), "config": unstructure(self.cfg),
                     "adapter": st.adapter.hyperparameters if st.adapter is not None else None,
                     "job_id": self.job_id}
-        path = save_checkpoint(self.output_dir, st.global_step,
-                               lambda tmp: st.accelerator.save_state(str(tmp)), manifest,
-                               keep=self.cfg.checkpoints_total_limit)
+        acc = st.accelerator
+        if acc.is_main_process:
+            begin_checkpoint(self.output_dir, st.global_step)
+        acc.wait_for_everyone()
+        tmp = staging_dir(self.output_dir, st.global_step)
+        acc.save_state(str(tmp))  # every process: accelerate writes shared state once, RNG state per process
+        acc.wait_for_everyone()
+        path = self.output_dir / f"checkpoint-{st.global_step}"
+        if acc.is_main_process:
+            path = finish_checkpoint(self.output_dir, st.global_step, tmp, manifest,
+                                     keep=self.cfg.checkpoints_total_limit)
+        acc.wait_for_everyone()
         st.last_checkpoint = st.global_step
         self.events.emit("checkpoint.saved", step=st.global_step, path=str(path))
         return path
@@ -399,16 +431,18 @@ class Trainer:
         if not cfg.validation_prompt or cfg.validation_disable:
             self.events.log("validation requested but no validation_prompt is set", level="warning")
             return
-        self.events.emit("validation.started", step=st.global_step, forced=forced)
-        model = st.accelerator.unwrap_model(st.model)
-        model.eval()
-        try:
-            method = self.registry.validation_methods.get(cfg.validation_method)
-            images = method.run(st.family, model, cfg, st.global_step)
-        finally:
-            model.train()
-        publish_images(self.events, images, self.output_dir, step=st.global_step, prompt=cfg.validation_prompt,
-                       final=st.global_step >= st.total)
+        if st.accelerator.is_main_process:  # one process renders; the others wait at the barrier
+            self.events.emit("validation.started", step=st.global_step, forced=forced)
+            model = st.accelerator.unwrap_model(st.model)
+            model.eval()
+            try:
+                method = self.registry.validation_methods.get(cfg.validation_method)
+                images = method.run(st.family, model, cfg, st.global_step)
+            finally:
+                model.train()
+            publish_images(self.events, images, self.output_dir, step=st.global_step,
+                           prompt=cfg.validation_prompt, final=st.global_step >= st.total)
+        st.accelerator.wait_for_everyone()
 
 
 @attrs.define
