@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jobs_helpers import events_of, final, make_env, runner  # noqa: E402
+from jobs_helpers import events_of, final, make_env, runner
 
-from simpletuner_core.jobs import models as m  # noqa: E402
-from simpletuner_core.jobs.runner import launch_command  # noqa: E402
+from simpletuner_core.jobs import models as m
+from simpletuner_core.jobs.runner import launch_command
 
 pytestmark = pytest.mark.slow
 

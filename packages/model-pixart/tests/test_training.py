@@ -340,13 +340,6 @@ def test_resume_refuses_a_changed_dataset(home: Path, tiny_cfg: Any, tmp_path: P
     assert "the dataset changed since the checkpoint" in reason
 
 
-def test_multi_process_launch_is_refused_clearly(home: Path, tiny_cfg: Any,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    code, _, events = train(tiny_cfg(max_train_steps=2), home)
-    assert code == 2 and "trains in one process" in of_type(events, "job.failed")[0].data["reason"]
-
-
 def test_unusable_webhook_config_fails_the_job_with_a_reason(home: Path, tiny_cfg: Any) -> None:
     code, _, events = train(tiny_cfg(max_train_steps=2, webhook_config='[{"webhook_type": "raw", '
                                      '"callback_url": "ftp://example.invalid/x"}]'), home)
