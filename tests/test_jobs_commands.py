@@ -29,8 +29,8 @@ def test_checkpoint_and_validate_now_and_a_reader_that_reconnects(tmp_path: Path
     seen: list[int] = []
     after = 0
     while len(seen) < 60:
-        batch = store.wait_events(job_id, after, timeout=5.0, limit=7)
-        assert batch, "no events for 5 s while training"
+        batch = store.wait_events(job_id, after, timeout=30.0, limit=7)
+        assert batch, "no events for 30 s while training"
         seen.extend(e.id for e in batch)
         after = batch[-1].id
     step_before = store.read_events(job_id)[-1].id
