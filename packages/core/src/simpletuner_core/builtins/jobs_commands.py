@@ -58,7 +58,9 @@ def _submit(args: argparse.Namespace, runner: Any) -> int:
             print("resolved config:")
             print(json.dumps(report["config"], indent=2, default=str))
         return 0
-    result = runner.submit(**kwargs, priority=args.priority, no_wait=args.no_wait)
+    import getpass
+
+    result = runner.submit(**kwargs, priority=args.priority, no_wait=args.no_wait, user=getpass.getuser())
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif result.status == "rejected":
