@@ -344,3 +344,26 @@ def test_unusable_webhook_config_fails_the_job_with_a_reason(home: Path, tiny_cf
     code, _, events = train(tiny_cfg(max_train_steps=2, webhook_config='[{"webhook_type": "raw", '
                                      '"callback_url": "ftp://example.invalid/x"}]'), home)
     assert code == 2 and of_type(events, "job.failed")[0].data["reason"].startswith("event sinks:")
+
+
+@pytest.mark.parametrize("precision", ["int8-quanto", "fp8-quanto"])
+def test_lora_on_a_quantized_base_trains_checkpoints_and_resumes_exactly(home: Path, tiny_cfg: Any,
+                                                                          tmp_path: Path, precision: str) -> None:
+    import shutil
+
+    raw = tiny_cfg(model_type="lora", lora_rank=4, learning_rate=1e-2, max_train_steps=12,
+                   base_model_precision=precision, checkpointing_steps=5)
+    code, straight, events = train(raw, home)
+    assert code == 0 and dropped(straight.losses, 4) > 1.1
+    assert any(e.data.get("stage") == "quantizing" for e in of_type(events, "job.stage"))
+    # resume from checkpoint-5 in a copy of the output: steps 6..12 must match the straight run exactly
+    other = tmp_path / "resumed"
+    shutil.copytree(home / "output" / "checkpoint-5", other / "checkpoint-5")
+    again = raw | {"--output_dir": str(other), "--resume_from_checkpoint": "latest"}
+    code, resumed = run_job(validate(again), home, get_registry(), job_id="resumed")
+    assert code == 0 and resumed.losses == straight.losses[5:]
+
+
+def test_quantized_base_needs_an_adapter(tiny_cfg: Any) -> None:
+    with pytest.raises(ConfigInvalid, match="train an adapter on it with model_type=lora"):
+        validate(tiny_cfg(base_model_precision="int8-quanto"))

@@ -61,6 +61,8 @@ def load_component(cls: Any, source: str, subfolder: str, **kwargs: Any) -> Any:
 
 class PixArtSigmaTrainer:
     lora_targets = LORA_TARGETS
+    #: Kept in full precision under a quantized base: input/output projections and the conditioning embedders.
+    quantize_exclude = ["proj_out", "pos_embed*", "caption_projection*", "adaln_single*"]
 
     def __init__(self, config: Any, family: Any, cache_dir: Path) -> None:
         self.cfg = config

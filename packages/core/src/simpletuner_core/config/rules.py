@@ -115,6 +115,9 @@ def _components(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigE
         known = [*PLAIN_PRECISIONS, *registry.quantizers.names()]
         yield ConfigError("base_model_precision", f"unknown precision {cfg.base_model_precision!r} "
                           f"(known: {', '.join(known)})", suggest(cfg.base_model_precision, known))
+    if cfg.base_model_precision in registry.quantizers and cfg.model_type != "lora":
+        yield ConfigError("base_model_precision", f"a {cfg.base_model_precision} base is frozen: train an adapter "
+                          "on it with model_type=lora, or use no_change/bf16 for a full fine-tune")
     if cfg.model_type == "lora" and cfg.lora_type not in registry.adapters:
         known = registry.adapters.names()
         yield ConfigError("lora_type", f"unknown lora_type {cfg.lora_type!r} (known: {', '.join(known)})",
@@ -223,7 +226,6 @@ NOT_YET = {
     "validation_noise_scheduler": "validation uses the model's own scheduler in this release",
     "validation_preview": "validation previews arrive with the webhooks/hooks issue",
     "webhook_reporting_interval": "every event is delivered; throttling arrives with the webhooks issue",
-    "quantize_via": "quantized bases arrive with the Flux issue",
 }
 
 

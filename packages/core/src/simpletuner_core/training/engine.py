@@ -169,6 +169,10 @@ class Trainer:
             accelerator.wait_for_everyone()
 
         model = family.trainable()
+        if cfg.base_model_precision in self.registry.quantizers:
+            self.stage("quantizing", f"{cfg.base_model_precision} base weights")
+            quantizer = self.registry.quantizers.get(cfg.base_model_precision)
+            quantizer.quantize(model, cfg, exclude=list(getattr(family, "quantize_exclude", [])))
         adapter = None
         if cfg.model_type == "lora":
             adapter = self.registry.adapters.get(cfg.lora_type).apply(model, cfg, list(family.lora_targets))
