@@ -80,7 +80,7 @@ def test_newer_schema_refuses_to_open(tmp_path: Path) -> None:
     raw = sqlite3.connect(tmp_path / "state.db")
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     raw.close()
-    with pytest.raises(SchemaVersionError, match=r"schema version 2, newer than this SimpleTuner supports \(1\)"):
+    with pytest.raises(SchemaVersionError, match=rf"schema version {SCHEMA_VERSION + 1}, newer than this SimpleTuner supports \({SCHEMA_VERSION}\)"):
         SQLiteStore(tmp_path / "state.db")
 
 

@@ -1,4 +1,8 @@
-"""The server foundation over real sockets: JSON everywhere, limits, headers, registry, no torch."""
+"""The server foundation over real sockets: JSON everywhere, limits, headers, registry, no torch.
+
+Every app gets its own ``home`` (the store opens at startup); routes other than the public ones need a login,
+which ``as_admin`` provides by creating the first admin from loopback (the session cookie lands in the jar).
+"""
 
 from __future__ import annotations
 
@@ -47,11 +51,21 @@ def serve(app: web.Application, scenario: Callable[[TestClient], Awaitable[T]]) 
     return asyncio.run(main())
 
 
-def settings(**kw: Any) -> ServerSettings:
-    return ServerSettings(home=Path("/nonexistent-simpletuner-home"), **kw)
+@pytest.fixture
+def settings(tmp_path: Path) -> Callable[..., ServerSettings]:
+    def make(**kw: Any) -> ServerSettings:
+        return ServerSettings(home=tmp_path / "home", **kw)
+
+    return make
 
 
-def test_health_is_json_with_version_and_security_headers() -> None:
+async def as_admin(client: TestClient) -> None:
+    admin = {"email": "root@example.com", "username": "root", "password": "hunter2hunter2"}
+    resp = await client.post("/api/cloud/auth/setup/first-admin", json=admin)
+    assert resp.status == 201, await resp.text()
+
+
+def test_health_is_json_with_version_and_security_headers(settings: Callable[..., ServerSettings]) -> None:
     async def scenario(client: TestClient) -> None:
         resp = await client.get("/health")
         assert resp.status == 200
@@ -68,8 +82,9 @@ def test_health_is_json_with_version_and_security_headers() -> None:
     serve(create_app(settings()), scenario)
 
 
-def test_unknown_route_is_json_404_with_security_headers() -> None:
+def test_unknown_route_is_json_404_with_security_headers(settings: Callable[..., ServerSettings]) -> None:
     async def scenario(client: TestClient) -> None:
+        await as_admin(client)
         resp = await client.get("/no/such/thing")
         assert resp.status == 404
         assert resp.content_type == "application/json"
@@ -80,7 +95,7 @@ def test_unknown_route_is_json_404_with_security_headers() -> None:
     serve(create_app(settings()), scenario)
 
 
-def test_wrong_method_is_json_405_keeping_allow_header() -> None:
+def test_wrong_method_is_json_405_keeping_allow_header(settings: Callable[..., ServerSettings]) -> None:
     async def scenario(client: TestClient) -> None:
         resp = await client.post("/health", data=b"x")
         assert resp.status == 405
@@ -90,7 +105,7 @@ def test_wrong_method_is_json_405_keeping_allow_header() -> None:
     serve(create_app(settings()), scenario)
 
 
-def test_declared_body_over_limit_is_json_413() -> None:
+def test_declared_body_over_limit_is_json_413(settings: Callable[..., ServerSettings]) -> None:
     async def scenario(client: TestClient) -> None:
         resp = await client.post("/health", data=b"x" * 2048)
         assert resp.status == 413
@@ -101,7 +116,7 @@ def test_declared_body_over_limit_is_json_413() -> None:
     serve(create_app(settings(max_body_bytes=1024)), scenario)
 
 
-def test_chunked_body_over_client_max_size_is_json_413() -> None:
+def test_chunked_body_over_client_max_size_is_json_413(settings: Callable[..., ServerSettings]) -> None:
     """No Content-Length: the limit is enforced by ``client_max_size`` when a handler reads the body."""
     app = create_app(settings(max_body_bytes=1024))
 
@@ -115,6 +130,7 @@ def test_chunked_body_over_client_max_size_is_json_413() -> None:
             yield b"y" * 512
 
     async def scenario(client: TestClient) -> None:
+        await as_admin(client)
         ok = await client.post("/echo", data=b"z" * 100)
         assert await ok.json() == {"size": 100}
         resp = await client.post("/echo", data=chunks())
@@ -125,7 +141,7 @@ def test_chunked_body_over_client_max_size_is_json_413() -> None:
     serve(app, scenario)
 
 
-def test_handler_crash_is_json_500_without_details() -> None:
+def test_handler_crash_is_json_500_without_details(settings: Callable[..., ServerSettings]) -> None:
     app = create_app(settings())
 
     async def boom(request: web.Request) -> web.Response:
@@ -134,6 +150,7 @@ def test_handler_crash_is_json_500_without_details() -> None:
     app.router.add_get("/boom", boom)
 
     async def scenario(client: TestClient) -> None:
+        await as_admin(client)
         resp = await client.get("/boom")
         assert resp.status == 500
         body = await resp.json()
@@ -143,8 +160,9 @@ def test_handler_crash_is_json_500_without_details() -> None:
     serve(app, scenario)
 
 
-def test_plugins_lists_registry_names() -> None:
+def test_plugins_lists_registry_names(settings: Callable[..., ServerSettings]) -> None:
     async def scenario(client: TestClient) -> dict[str, Any]:
+        await as_admin(client)
         resp = await client.get("/api/plugins")
         assert resp.status == 200
         return await resp.json()
@@ -169,8 +187,9 @@ def _run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_serving_requests_never_imports_torch() -> None:
-    """Fresh interpreter, so imports made by other tests in this process cannot hide or fake a leak."""
+def test_serving_requests_never_imports_torch(tmp_path: Path) -> None:
+    """Fresh interpreter, so imports made by other tests in this process cannot hide or fake a leak; the auth
+    path (store, scrypt, sessions, API keys) is exercised too."""
     proc = _run_python(
         """
         import asyncio, sys
@@ -182,14 +201,19 @@ def test_serving_requests_never_imports_torch() -> None:
             app = create_app(ServerSettings())
             async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
                 assert (await client.get("/health")).status == 200
-                body = await (await client.get("/api/plugins")).json()
+                admin = {"email": "a@example.com", "username": "admin", "password": "correct horse"}
+                assert (await client.post("/api/cloud/auth/setup/first-admin", json=admin)).status == 201
+                resp = await client.post("/api/cloud/auth/api-keys", json={"name": "k"})
+                key = (await resp.json())["key"]
+                body = await (await client.get("/api/plugins", headers={"X-API-Key": key})).json()
                 assert "server" in body["cli_commands"], body
 
         asyncio.run(main())
         leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
         assert not leaked, leaked
         print("clean")
-        """
+        """,
+        SIMPLETUNER_HOME=str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "clean"
@@ -251,8 +275,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_server_command_runs_and_stops_cleanly() -> None:
-    """The real ``run``: prints one URL line, answers /health, exits 0 on SIGTERM."""
+def test_server_command_runs_and_stops_cleanly(tmp_path: Path) -> None:
+    """The real ``run``: prints the URL line then the setup-token line, the token creates the first admin from
+    a non-local client, /health answers, and it exits 0 on SIGTERM."""
     port = _free_port()
     code = f"""
         import argparse, sys
@@ -267,6 +292,7 @@ def test_server_command_runs_and_stops_cleanly() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "SIMPLETUNER_HOME": str(tmp_path)},
     )
     try:
         assert proc.stdout is not None
@@ -285,6 +311,16 @@ def test_server_command_runs_and_stops_cleanly() -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+        token_line = proc.stdout.readline()
+        assert "X-Setup-Token" in token_line, token_line
+        token = token_line.split()[-1]
+        admin = json.dumps({"email": "a@example.com", "username": "admin", "password": "correct horse"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/cloud/auth/setup/first-admin", data=admin.encode(), method="POST",
+            headers={"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.9",
+                     "X-Setup-Token": token})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 201
         proc.terminate()
         assert proc.wait(timeout=10) == 0
     finally:

@@ -1,9 +1,16 @@
-"""Typed application keys, in their own module so views and middlewares can share them without cycles."""
+"""Typed application and request keys, in their own module so views and middlewares share them."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from simpletuner_core.jobs.store import Store
+from simpletuner_server.principal import AuthState, Principal
 from simpletuner_server.settings import ServerSettings
 
 SETTINGS_KEY: web.AppKey[ServerSettings] = web.AppKey("settings", ServerSettings)
+#: The shared SQLite store at ``settings.home / "state.db"``; set while the app runs (see ``store_context``).
+STORE_KEY: web.AppKey[Store] = web.AppKey("store", Store)
+AUTH_KEY: web.AppKey[AuthState] = web.AppKey("auth", AuthState)
+#: Set by the auth middleware on every non-public request; read it through ``auth.current_principal``.
+PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal", Principal)

@@ -1,4 +1,4 @@
-"""Cross-cutting HTTP behaviour: JSON errors, body-size limit, security headers.
+"""Cross-cutting HTTP behaviour: JSON errors, body-size limit, authentication, security headers.
 
 API clients parse JSON, so no error (404, 405, 413, 500) may ever come back as aiohttp's HTML/text page.
 """
@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from simpletuner_server.auth import auth_middleware
 from simpletuner_server.keys import SETTINGS_KEY
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,13 @@ SECURITY_HEADERS: dict[str, str] = {
 _DROPPED_HEADERS = {hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING}
 
 
-def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """The one error shape every client can rely on: ``{"error": {"status", "message"}}``."""
-    return web.json_response(
-        {"error": {"status": status, "message": message}}, status=status, headers=headers
-    )
+def json_error(status: int, message: str, headers: dict[str, str] | None = None,
+               errors: list[dict[str, Any]] | None = None) -> web.Response:
+    """The one error shape every client can rely on: ``{"error": {"status", "message"[, "errors"]}}``."""
+    error: dict[str, Any] = {"status": status, "message": message}
+    if errors:
+        error["errors"] = errors  # per-field problems of a 422: [{"path", "message"}, ...]
+    return web.json_response({"error": error}, status=status, headers=headers)
 
 
 def _message(exc: web.HTTPException) -> str:
@@ -46,7 +50,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k not in _DROPPED_HEADERS}
-        return json_error(exc.status, _message(exc), headers)
+        return json_error(exc.status, _message(exc), headers, getattr(exc, "errors", None))
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -71,7 +75,9 @@ async def _security_headers(request: web.BaseRequest, response: web.StreamRespon
 
 
 def setup_middlewares(app: web.Application) -> None:
-    """Error handling outermost so it also shapes errors raised by the other middlewares."""
+    """Error handling outermost so it also shapes errors raised by the other middlewares; authentication
+    innermost so an oversize body is refused before any credential lookup."""
     app.middlewares.append(error_middleware)
     app.middlewares.append(body_limit_middleware)
+    app.middlewares.append(auth_middleware)
     app.on_response_prepare.append(_security_headers)

@@ -35,8 +35,15 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def setup_token_line(token: str) -> str:
+    """The line the operator needs when no admin exists yet; the token is never stored in clear anywhere."""
+    return (f"no admin account yet: create it with POST /api/cloud/auth/setup/first-admin from this machine, "
+            f"or from elsewhere with header X-Setup-Token: {token}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted (Ctrl-C or SIGTERM); prints one line with the URL once listening."""
+    """Serve until interrupted (Ctrl-C or SIGTERM); prints a line with the URL once listening, then the
+    one-time setup token line when no admin account exists yet."""
     from aiohttp import web
 
     from simpletuner_server.app import create_app
@@ -44,12 +51,16 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ServerSettings.from_env(host=args.host, port=args.port)
     url = _url(settings.host, settings.port)
+    tokens: list[str] = []  # filled at app startup, before ``announce`` runs
 
     def announce(*_: object, **__: object) -> None:
         print(f"simpletuner server listening on {url} (Ctrl-C to stop)", flush=True)
+        while tokens:
+            print(setup_token_line(tokens.pop()), flush=True)
 
     web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, print=announce, shutdown_timeout=5.0
+        create_app(settings, on_setup_token=tokens.append), host=settings.host, port=settings.port,
+        print=announce, shutdown_timeout=5.0,
     )
     return 0
 

@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from simpletuner_server import views
+from simpletuner_server import auth_views, users_views, views
+from simpletuner_server.auth import AUTH_PREFIXES
+
+Route = tuple[str, str, Handler]
+
+#: Registered under each of ``AUTH_PREFIXES``; which of them are public is in ``auth.PUBLIC_PATHS``.
+AUTH_ROUTES: tuple[Route, ...] = (
+    ("GET", "/setup/status", auth_views.setup_status),
+    ("POST", "/setup/first-admin", auth_views.first_admin),
+    ("POST", "/login", auth_views.login),
+    ("POST", "/logout", auth_views.logout),
+    ("GET", "/me", auth_views.me),
+    ("GET", "/api-keys", auth_views.list_api_keys),
+    ("POST", "/api-keys", auth_views.create_api_key),
+    ("DELETE", r"/api-keys/{key_id:\d+}", auth_views.revoke_api_key),
+)
+
+USER_ROUTES: tuple[Route, ...] = (
+    ("GET", "/api/users", users_views.list_users),
+    ("POST", "/api/users", users_views.create_user),
+    ("GET", r"/api/users/{user_id:\d+}", users_views.get_user),
+    ("PUT", r"/api/users/{user_id:\d+}", users_views.update_user),
+    ("PATCH", r"/api/users/{user_id:\d+}", users_views.update_user),
+    ("DELETE", r"/api/users/{user_id:\d+}", users_views.delete_user),
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -12,3 +37,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/health", views.health, name="health")
     app.router.add_get("/api/version", views.version, name="version")
     app.router.add_get("/api/plugins", views.plugins, name="plugins")
+    # Unnamed: consecutive methods on one path share a resource, so a wrong method gets a 405 naming the rest.
+    for prefix in AUTH_PREFIXES:
+        for method, path, handler in AUTH_ROUTES:
+            app.router.add_route(method, prefix + path, handler)
+    for method, path, handler in USER_ROUTES:
+        app.router.add_route(method, path, handler)

@@ -48,6 +48,24 @@ def default_port(environ: Mapping[str, str] | None = None) -> int:
     return DEFAULT_PORT if not raw else parse_port(raw)
 
 
+def parse_bool(value: str | bool) -> bool:
+    """Strict: a typo in a security switch must fail loudly rather than read as "off"."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {value!r}")
+
+
+def default_trust_proxy(environ: Mapping[str, str] | None = None) -> bool:
+    """``$SIMPLETUNER_TRUST_PROXY``: off unless a reverse proxy you control sets ``X-Forwarded-For``."""
+    env = os.environ if environ is None else environ
+    return parse_bool(env.get("SIMPLETUNER_TRUST_PROXY", ""))
+
+
 def _valid_port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     parse_port(value)
 
@@ -66,14 +84,18 @@ class ServerSettings:
     home: Path = attrs.field(factory=default_home, converter=lambda v: Path(v).expanduser())
     #: Largest accepted request body; larger uploads get a JSON 413 before any handler reads them.
     max_body_bytes: int = attrs.field(default=DEFAULT_MAX_BODY_BYTES, validator=_positive)
+    #: Read the client address from ``X-Forwarded-For`` (last hop). Off: the TCP peer is the client, and a
+    #: loopback peer carrying forwarding headers is not treated as local (it is a proxy on this host).
+    trust_proxy: bool = attrs.field(default=False, converter=parse_bool)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
-        """Defaults, then ``SIMPLETUNER_HOST``/``_PORT``/``_HOME``, then ``overrides`` (skipping the env)."""
+        """Defaults, then ``SIMPLETUNER_HOST``/``_PORT``/``_HOME``/``_TRUST_PROXY``, then ``overrides``."""
         defaults: dict[str, Callable[[Mapping[str, str] | None], Any]] = {
             "host": default_host,
             "port": default_port,
             "home": default_home,
+            "trust_proxy": default_trust_proxy,
         }
         values = {key: read(environ) for key, read in defaults.items() if key not in overrides}
         return cls(**values, **overrides)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import attrs
 
 from simpletuner_core import paths
+from simpletuner_core.auth.models import ApiKey, DuplicateUserError, Session, User
 from simpletuner_core.events.types import Event
 from simpletuner_core.jobs.models import ALL_STATES, QUEUED, Job, JobError
 
@@ -77,6 +78,63 @@ class Store(Protocol):
 
     def set_setting(self, key: str, value: Any) -> None: ...
 
+    # -- accounts (see simpletuner_core.auth); lookups return None for unknown ids --
+
+    def create_user(self, username: str, email: str, password_hash: str, levels: Iterable[str] = (),
+                    is_active: bool = True) -> User:
+        """Raises :class:`DuplicateUserError` when the username or email is taken (case-insensitively)."""
+        ...
+
+    def get_user(self, user_id: int) -> User | None: ...
+
+    def find_user(self, login: str) -> User | None:
+        """By username, or by email when no username matches; case-insensitive."""
+        ...
+
+    def list_users(self) -> list[User]: ...
+
+    def update_user(self, user_id: int, **fields: Any) -> User | None:
+        """Fields: email, password_hash, levels, is_active, last_login_at."""
+        ...
+
+    def delete_user(self, user_id: int) -> bool:
+        """Also deletes the user's API keys and sessions."""
+        ...
+
+    def count_users(self, level: str | None = None, active_only: bool = False) -> int: ...
+
+    def create_api_key(self, user_id: int, name: str, key_prefix: str, key_hash: str,
+                       scoped_permissions: Iterable[str] | None = None,
+                       expires_at: float | None = None) -> ApiKey: ...
+
+    def get_api_key(self, key_id: int) -> ApiKey | None: ...
+
+    def find_api_keys(self, key_prefix: str) -> list[ApiKey]:
+        """Candidates sharing the clear prefix; the caller compares hashes in constant time."""
+        ...
+
+    def list_api_keys(self, user_id: int) -> list[ApiKey]: ...
+
+    def revoke_api_key(self, key_id: int) -> bool:
+        """Marks the key inactive (kept for listings); False when unknown or already revoked."""
+        ...
+
+    def touch_api_key(self, key_id: int, when: float) -> None: ...
+
+    def create_session(self, token_hash: str, user_id: int, expires_at: float) -> Session: ...
+
+    def get_session(self, token_hash: str) -> Session | None:
+        """The row even if expired: the caller decides (and deletes it)."""
+        ...
+
+    def delete_session(self, token_hash: str) -> bool: ...
+
+    def delete_user_sessions(self, user_id: int, keep: str | None = None) -> int:
+        """Log a user out everywhere (password change, deactivation), except the session hashed ``keep``."""
+        ...
+
+    def purge_expired_sessions(self, now: float | None = None) -> int: ...
+
 
 # --- schema -------------------------------------------------------------------------------------------------
 # Each migration moves the schema up one version; they run in order inside one transaction at open.
@@ -110,7 +168,38 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)  # not executescript: it would commit the migration transaction early
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1]
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    """Accounts. Levels get their own table so "how many active admins" is one indexed query; names and emails
+    are unique case-insensitively so ``Admin`` and ``admin`` cannot be two people. Only hashes of secrets."""
+    for statement in (
+        """CREATE TABLE users (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            username TEXT NOT NULL UNIQUE COLLATE NOCASE, email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            password_hash TEXT NOT NULL, is_active INTEGER NOT NULL DEFAULT 1,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL, last_login_at REAL)""",
+        """CREATE TABLE user_levels (
+            user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            level TEXT NOT NULL, PRIMARY KEY (user_id, level))""",
+        "CREATE INDEX user_levels_by_level ON user_levels (level, user_id)",
+        """CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            name TEXT NOT NULL, key_prefix TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE,
+            scoped_permissions TEXT, created_at REAL NOT NULL, last_used_at REAL, expires_at REAL,
+            is_active INTEGER NOT NULL DEFAULT 1)""",
+        "CREATE INDEX api_keys_by_prefix ON api_keys (key_prefix)",
+        "CREATE INDEX api_keys_by_user ON api_keys (user_id, id)",
+        """CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            created_at REAL NOT NULL, expires_at REAL NOT NULL)""",
+        "CREATE INDEX sessions_by_user ON sessions (user_id)",
+        "CREATE INDEX sessions_by_expiry ON sessions (expires_at)",
+    ):
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # --- row mapping --------------------------------------------------------------------------------------------
@@ -154,6 +243,35 @@ def _row_to_job(row: sqlite3.Row) -> Job:
 def _row_to_event(row: sqlite3.Row) -> Event:
     return Event(type=row["type"], job_id=row["job_id"], data=json.loads(row["data"]), id=row["id"],
                  timestamp=row["timestamp"], level=row["level"], version=row["version"])
+
+
+_USER_COLUMNS = ("u.id, u.username, u.email, u.password_hash, u.is_active, u.created_at, u.updated_at, "
+                 "u.last_login_at")
+_USER_FIELDS = frozenset({"email", "password_hash", "levels", "is_active", "last_login_at"})
+_KEY_COLUMNS = ("id, user_id, name, key_prefix, key_hash, created_at, last_used_at, expires_at, is_active, "
+                "scoped_permissions")
+
+
+def _rows_to_users(rows: Iterable[sqlite3.Row]) -> list[User]:
+    """Rows of users LEFT JOIN user_levels ordered by user id: one User per id, levels gathered."""
+    users: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        values = users.get(row["id"])
+        if values is None:
+            values = users[row["id"]] = {key: row[key] for key in (
+                "id", "username", "email", "password_hash", "created_at", "updated_at", "last_login_at")}
+            values["is_active"], values["levels"] = bool(row["is_active"]), []
+        if row["level"] is not None:
+            values["levels"].append(row["level"])
+    return [User(**{**values, "levels": tuple(sorted(values["levels"]))}) for values in users.values()]
+
+
+def _row_to_key(row: sqlite3.Row) -> ApiKey:
+    scoped = row["scoped_permissions"]
+    return ApiKey(id=row["id"], user_id=row["user_id"], name=row["name"], key_prefix=row["key_prefix"],
+                  key_hash=row["key_hash"], created_at=row["created_at"], last_used_at=row["last_used_at"],
+                  expires_at=row["expires_at"], is_active=bool(row["is_active"]),
+                  scoped_permissions=None if scoped is None else tuple(json.loads(scoped)))
 
 
 def _check_state(state: str) -> None:
@@ -417,6 +535,151 @@ class SQLiteStore:
         with self.transaction():
             self._conn().execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
                                  (key, json.dumps(value)))
+
+
+    # -- accounts --
+
+    def _users(self, where: str = "", params: Iterable[Any] = ()) -> list[User]:
+        rows = self._conn().execute(
+            f"SELECT {_USER_COLUMNS}, l.level FROM users u LEFT JOIN user_levels l ON l.user_id = u.id "
+            f"{where} ORDER BY u.id, l.level", tuple(params))
+        return _rows_to_users(rows)
+
+    def _check_unique(self, field: str, value: str, user_id: int | None = None) -> None:
+        row = self._conn().execute(f"SELECT id FROM users WHERE {field} = ?", (value,)).fetchone()
+        if row is not None and row["id"] != user_id:
+            raise DuplicateUserError(field, value)
+
+    def _set_levels(self, user_id: int, levels: Iterable[str]) -> None:
+        conn = self._conn()
+        conn.execute("DELETE FROM user_levels WHERE user_id = ?", (user_id,))
+        conn.executemany("INSERT INTO user_levels (user_id, level) VALUES (?, ?)",
+                         [(user_id, level) for level in sorted(set(levels))])
+
+    def create_user(self, username: str, email: str, password_hash: str, levels: Iterable[str] = (),
+                    is_active: bool = True) -> User:
+        now = time.time()
+        with self.transaction():  # the write lock makes check-then-insert race-free across processes
+            self._check_unique("username", username)
+            self._check_unique("email", email)
+            cursor = self._conn().execute(
+                "INSERT INTO users (username, email, password_hash, is_active, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (username, email, password_hash, int(is_active), now, now))
+            assert cursor.lastrowid is not None
+            self._set_levels(cursor.lastrowid, levels)
+            user = self.get_user(cursor.lastrowid)
+        assert user is not None
+        return user
+
+    def get_user(self, user_id: int) -> User | None:
+        users = self._users("WHERE u.id = ?", (user_id,))
+        return users[0] if users else None
+
+    def find_user(self, login: str) -> User | None:
+        users = self._users("WHERE u.username = ?", (login,)) or self._users("WHERE u.email = ?", (login,))
+        return users[0] if users else None
+
+    def list_users(self) -> list[User]:
+        return self._users()
+
+    def update_user(self, user_id: int, **fields: Any) -> User | None:
+        bad = sorted(set(fields) - _USER_FIELDS)
+        if bad:
+            raise TypeError(f"cannot set user field(s) {', '.join(bad)}")
+        levels = fields.pop("levels", None)
+        with self.transaction():
+            if self.get_user(user_id) is None:
+                return None
+            if "email" in fields:
+                self._check_unique("email", fields["email"], user_id)
+            if "is_active" in fields:
+                fields["is_active"] = int(fields["is_active"])
+            fields["updated_at"] = time.time()
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            self._conn().execute(f"UPDATE users SET {assignments} WHERE id = ?", [*fields.values(), user_id])
+            if levels is not None:
+                self._set_levels(user_id, levels)
+            return self.get_user(user_id)
+
+    def delete_user(self, user_id: int) -> bool:
+        with self.transaction():  # keys, sessions and levels go with it (ON DELETE CASCADE)
+            return self._conn().execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0
+
+    def count_users(self, level: str | None = None, active_only: bool = False) -> int:
+        sql, params = "SELECT COUNT(*) FROM users u", []
+        if level is not None:
+            sql += " JOIN user_levels l ON l.user_id = u.id AND l.level = ?"
+            params.append(level)
+        if active_only:
+            sql += " WHERE u.is_active = 1"
+        return int(self._conn().execute(sql, params).fetchone()[0])
+
+    def create_api_key(self, user_id: int, name: str, key_prefix: str, key_hash: str,
+                       scoped_permissions: Iterable[str] | None = None,
+                       expires_at: float | None = None) -> ApiKey:
+        scoped = None if scoped_permissions is None else _dumps(sorted(set(scoped_permissions)))
+        with self.transaction():
+            cursor = self._conn().execute(
+                "INSERT INTO api_keys (user_id, name, key_prefix, key_hash, scoped_permissions, created_at, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user_id, name, key_prefix, key_hash, scoped, time.time(), expires_at))
+        assert cursor.lastrowid is not None
+        key = self.get_api_key(cursor.lastrowid)
+        assert key is not None
+        return key
+
+    def get_api_key(self, key_id: int) -> ApiKey | None:
+        row = self._conn().execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return None if row is None else _row_to_key(row)
+
+    def find_api_keys(self, key_prefix: str) -> list[ApiKey]:
+        rows = self._conn().execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_prefix = ?",
+                                    (key_prefix,))
+        return [_row_to_key(row) for row in rows]
+
+    def list_api_keys(self, user_id: int) -> list[ApiKey]:
+        rows = self._conn().execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY id",
+                                    (user_id,))
+        return [_row_to_key(row) for row in rows]
+
+    def revoke_api_key(self, key_id: int) -> bool:
+        with self.transaction():
+            cursor = self._conn().execute("UPDATE api_keys SET is_active = 0 WHERE id = ? AND is_active = 1",
+                                          (key_id,))
+        return cursor.rowcount > 0
+
+    def touch_api_key(self, key_id: int, when: float) -> None:
+        with self.transaction():
+            self._conn().execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (when, key_id))
+
+    def create_session(self, token_hash: str, user_id: int, expires_at: float) -> Session:
+        session = Session(token_hash=token_hash, user_id=user_id, created_at=time.time(),
+                          expires_at=expires_at)
+        with self.transaction():
+            self._conn().execute(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (token_hash, user_id, session.created_at, expires_at))
+        return session
+
+    def get_session(self, token_hash: str) -> Session | None:
+        row = self._conn().execute("SELECT token_hash, user_id, created_at, expires_at FROM sessions "
+                                   "WHERE token_hash = ?", (token_hash,)).fetchone()
+        return None if row is None else Session(**{key: row[key] for key in row.keys()})
+
+    def delete_session(self, token_hash: str) -> bool:
+        with self.transaction():
+            cursor = self._conn().execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+        return cursor.rowcount > 0
+
+    def delete_user_sessions(self, user_id: int, keep: str | None = None) -> int:
+        with self.transaction():
+            return self._conn().execute("DELETE FROM sessions WHERE user_id = ? AND token_hash IS NOT ?",
+                                        (user_id, keep)).rowcount
+
+    def purge_expired_sessions(self, now: float | None = None) -> int:
+        with self.transaction():
+            return self._conn().execute("DELETE FROM sessions WHERE expires_at <= ?",
+                                        (time.time() if now is None else now,)).rowcount
 
 
 def open_store(home: Path | None = None) -> SQLiteStore:

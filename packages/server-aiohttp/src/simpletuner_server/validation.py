@@ -1,0 +1,125 @@
+"""JSON request bodies: parsed once, every problem reported at once as ``{path, message[, did_you_mean]}``.
+
+The same error shape as core's config model, so clients show field errors the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from simpletuner_core.auth import LEVELS, unknown_levels
+
+Check = Callable[[Any], "str | None"]  # a message when the value is wrong, else None
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,64}")
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024  # the upper bound keeps a single login from becoming a CPU sink
+
+
+class InvalidRequest(web.HTTPUnprocessableEntity):
+    """A 422 carrying every field error; ``error_middleware`` puts them under ``error.errors``."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        # The message repeats the problems so a curl user reads them without parsing ``errors``.
+        summary = "; ".join(f"{e['path']}: {e['message']}" if e["path"] else e["message"] for e in errors)
+        super().__init__(text=f"Invalid request: {summary}")
+        self.errors = errors
+
+
+def username(value: Any) -> str | None:
+    if not isinstance(value, str) or not USERNAME_RE.fullmatch(value):
+        return "must be 3-64 characters: letters, digits, '_', '.' or '-'"
+    return None
+
+
+def email(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) > 254 or not EMAIL_RE.fullmatch(value):
+        return "must be a valid email address"
+    return None
+
+
+def password(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) < MIN_PASSWORD:
+        return f"must be at least {MIN_PASSWORD} characters"
+    if len(value) > MAX_PASSWORD:
+        return f"must be at most {MAX_PASSWORD} characters"
+    return None
+
+
+def text(max_length: int = 256) -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            return "must be a non-empty string"
+        return f"must be at most {max_length} characters" if len(value) > max_length else None
+
+    return check
+
+
+def boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def integer(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        return None if ok else f"must be an integer between {low} and {high}"
+
+    return check
+
+
+def string_list(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return "must be a list of strings"
+    return None
+
+
+def level_names(value: Any) -> str | None:
+    problem = string_list(value)
+    if problem:
+        return problem
+    unknown = unknown_levels(value)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        return f"unknown level {names}; expected one of: {', '.join(LEVELS)}"
+    return None
+
+
+def _unknown_key_error(key: str, known: Iterable[str]) -> dict[str, Any]:
+    error: dict[str, Any] = {"path": key, "message": "unknown field"}
+    close = difflib.get_close_matches(key, list(known), n=1)
+    if close:
+        error["did_you_mean"] = close[0]
+    return error
+
+
+async def read_json(request: web.Request, checks: Mapping[str, Check],
+                    required: Iterable[str] = ()) -> dict[str, Any]:
+    """The body as a dict whose present fields all passed ``checks``; unknown fields are errors (typos in a
+    field name must not silently drop what the client meant to set)."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="Request body must be valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest([{"path": "", "message": "expected a JSON object"}])
+    required = tuple(required)
+    errors: list[dict[str, Any]] = [{"path": k, "message": "is required"} for k in required if k not in body]
+    for key, value in body.items():
+        check = checks.get(key)
+        if check is None:
+            errors.append(_unknown_key_error(key, checks))
+        elif key not in required and value is None:
+            continue  # an explicit null means "not given" for optional fields
+        else:
+            problem = check(value)
+            if problem:
+                errors.append({"path": key, "message": problem})
+    if errors:
+        raise InvalidRequest(errors)
+    return {key: value for key, value in body.items() if value is not None}
