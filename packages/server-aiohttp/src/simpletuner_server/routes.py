@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from simpletuner_server import auth_views, users_views, views
+from simpletuner_server import auth_views, configs_views, users_views, views
 from simpletuner_server.auth import AUTH_PREFIXES
 
 Route = tuple[str, str, Handler]
@@ -31,6 +31,21 @@ USER_ROUTES: tuple[Route, ...] = (
     ("DELETE", r"/api/users/{user_id:\d+}", users_views.delete_user),
 )
 
+#: Static paths (``active``, ``environments``) before ``{name}``: the first matching resource wins.
+CONFIG_NAME = "/api/configs/{name}"
+CONFIG_ROUTES: tuple[Route, ...] = (
+    ("GET", "/api/configs", configs_views.list_configs),
+    ("GET", "/api/configs/", configs_views.list_configs),
+    ("POST", "/api/configs/environments", configs_views.create_config),
+    ("GET", "/api/configs/active", configs_views.active_config),
+    ("GET", CONFIG_NAME, configs_views.get_config),
+    ("PUT", CONFIG_NAME, configs_views.update_config),
+    ("DELETE", CONFIG_NAME, configs_views.delete_config),
+    ("POST", CONFIG_NAME + "/activate", configs_views.activate_config),
+    ("GET", CONFIG_NAME + "/export", configs_views.export_config),
+    ("POST", CONFIG_NAME + "/dataloader", configs_views.save_dataloader),
+)
+
 
 def setup_routes(app: web.Application) -> None:
     """Register every route; the full job API arrives with the server issue."""
@@ -41,5 +56,5 @@ def setup_routes(app: web.Application) -> None:
     for prefix in AUTH_PREFIXES:
         for method, path, handler in AUTH_ROUTES:
             app.router.add_route(method, prefix + path, handler)
-    for method, path, handler in USER_ROUTES:
+    for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES):
         app.router.add_route(method, path, handler)

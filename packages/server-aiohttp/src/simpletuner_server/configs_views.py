@@ -1,0 +1,247 @@
+"""``/api/configs``: training environments on disk (``settings.home/config/<name>/``), via core's
+``simpletuner_core.config.environments``.
+
+Saving checks structure only (unknown keys and wrong types are a 422 with ``{path, message, did_you_mean}``):
+a config may be work in progress, so the semantic rules come back as ``warnings`` instead of refusing the save.
+Creating checks the model choice (family, flavour, model_type, lora_type) against the plugin registry.
+Disk work runs in a worker thread; store calls stay on the loop (see ``auth``). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from simpletuner_core import paths
+from simpletuner_core.config import environments as envs
+from simpletuner_core.config.errors import ConfigError, ConfigInvalid
+from simpletuner_core.config.model import structure
+from simpletuner_core.config.rules import apply_family_defaults, check, validate, warnings_for
+from simpletuner_core.data.config import parse_dataloader
+from simpletuner_core.plugins import get_registry
+from simpletuner_server import validation as v
+from simpletuner_server.auth import iso, require
+from simpletuner_server.keys import SETTINGS_KEY, STORE_KEY
+
+T = TypeVar("T")
+
+ACTIVE_SETTING = "active_config"
+CONFIG_TYPES = ("model",)  # every environment is a model config; dataloaders live inside them
+MODES = ("replace", "merge")
+MODEL_KEYS = ("model_family", "model_flavour", "model_type", "lora_type")
+
+
+def _name_check(value: Any) -> str | None:
+    try:
+        paths.check_name(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _any_text(value: Any) -> str | None:
+    return None if isinstance(value, str) and len(value) <= 4096 else "must be a string (at most 4096 characters)"
+
+
+def _object(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "must be a JSON object of --key: value pairs"
+
+
+CREATE_CHECKS: dict[str, v.Check] = {
+    "name": _name_check, "model_family": v.text(), "model_flavour": v.text(), "model_type": v.text(),
+    "lora_type": v.text(), "description": _any_text, "tags": v.string_list,
+}
+UPDATE_CHECKS: dict[str, v.Check] = {
+    "name": _name_check, "description": _any_text, "tags": v.string_list, "config": _object, "merge": v.boolean,
+}
+
+
+def _home(request: web.Request) -> Path:
+    return request.app[SETTINGS_KEY].home
+
+
+def _path_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    problem = _name_check(name)
+    if problem:
+        raise v.InvalidRequest([{"path": "name", "message": problem}])
+    return name
+
+
+def _invalid(errors: list[ConfigError]) -> v.InvalidRequest:
+    return v.InvalidRequest([e.to_dict() for e in errors])
+
+
+async def _disk(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+async def _load(request: web.Request, name: str) -> dict[str, Any]:
+    """The environment, or a JSON 404 naming it (and the known ones)."""
+    try:
+        return await _disk(envs.load_environment, name, home=_home(request))
+    except envs.EnvironmentError_ as exc:
+        raise web.HTTPNotFound(text=str(exc)) from None
+
+
+def _summary(home: Path, name: str) -> dict[str, Any]:
+    try:
+        env = envs.load_environment(name, home=home)
+    except (OSError, ValueError):  # a hand-broken file must not hide the other environments
+        return {"name": name, "description": "", "tags": [], "model_family": None, "model_flavour": None,
+                "model_type": None, "updated_at": None, "error": "unreadable environment files"}
+    config, meta = env["config"], env["metadata"]
+    return {"name": name, "description": meta.get("description", ""), "tags": meta.get("tags", []),
+            "model_family": config.get("--model_family"), "model_flavour": config.get("--model_flavour"),
+            "model_type": config.get("--model_type"), "updated_at": iso(meta.get("updated_at"))}
+
+
+def _list(home: Path) -> list[dict[str, Any]]:
+    return [_summary(home, name) for name in envs.list_environments(home=home)]
+
+
+def _model_errors(body: dict[str, Any]) -> list[ConfigError]:
+    """Problems with the model choice only: the rest of a starter config is the user's to fill in."""
+    registry = get_registry()
+    raw = {key: body[key] for key in MODEL_KEYS if key in body}
+    raw.setdefault("model_type", "full")
+    try:
+        cfg = structure(apply_family_defaults(raw, registry), registry)
+    except ConfigInvalid as exc:
+        return exc.errors
+    return [e for e in check(cfg, registry, provided=raw) if e.path in MODEL_KEYS]
+
+
+def _warnings(config: dict[str, Any]) -> list[str]:
+    try:
+        return warnings_for(validate(config, get_registry()))
+    except ConfigInvalid as exc:
+        return [str(e) for e in exc.errors]
+
+
+@require("config.view")
+async def list_configs(request: web.Request) -> web.Response:
+    config_type = request.query.get("config_type")
+    if config_type is not None and config_type not in CONFIG_TYPES:
+        raise v.InvalidRequest([{"path": "config_type", "message": f"must be one of: {', '.join(CONFIG_TYPES)}"}])
+    configs = await _disk(_list, _home(request))
+    return web.json_response({"configs": configs, "count": len(configs)})
+
+
+@require("config.create")
+async def create_config(request: web.Request) -> web.Response:
+    body = await v.read_json(request, CREATE_CHECKS, required=("name", "model_family"))
+    errors = _model_errors(body)
+    if errors:
+        raise _invalid(errors)
+    name, home = body["name"], _home(request)
+    try:
+        await _disk(envs.create_environment, name, model_family=body["model_family"],
+                    model_flavour=body.get("model_flavour"), model_type=body.get("model_type", "full"),
+                    lora_type=body.get("lora_type"), description=body.get("description", ""),
+                    tags=body.get("tags", []), home=home)
+    except envs.EnvironmentError_:
+        raise web.HTTPConflict(text=f"Environment {name!r} already exists") from None
+    return web.json_response(await _load(request, name), status=201)
+
+
+@require("config.view")
+async def get_config(request: web.Request) -> web.Response:
+    return web.json_response(await _load(request, _path_name(request)))
+
+
+@require("config.edit.own")
+async def update_config(request: web.Request) -> web.Response:
+    """Replace the stored config (default) or overlay keys (``?mode=merge`` or ``"merge": true``)."""
+    name = _path_name(request)
+    body = await v.read_json(request, UPDATE_CHECKS)
+    mode = request.query.get("mode", "replace")
+    if mode not in MODES:
+        raise v.InvalidRequest([{"path": "mode", "message": f"must be one of: {', '.join(MODES)}"}])
+    if body.get("name", name) != name:
+        raise v.InvalidRequest([{"path": "name", "message": f"does not match the environment in the URL ({name!r});"
+                                 " renaming is not supported"}])
+    merge = mode == "merge" or body.get("merge", False)
+    current = (await _load(request, name))["config"]
+    incoming = body.get("config")
+    if incoming is None:
+        result = current  # metadata-only update
+    else:
+        result = {**current, **incoming} if merge else dict(incoming)
+    try:
+        structure(result, get_registry())
+    except ConfigInvalid as exc:
+        raise _invalid(exc.errors) from None
+    home = _home(request)
+    saved = await _disk(envs.save_environment, name, result, description=body.get("description"),
+                        tags=body.get("tags"), home=home)
+    env = await _load(request, name)
+    return web.json_response({**env, "config": saved, "warnings": _warnings(saved)})
+
+
+@require("config.delete.own")
+async def delete_config(request: web.Request) -> web.Response:
+    name = _path_name(request)
+    try:
+        await _disk(envs.delete_environment, name, home=_home(request))
+    except envs.EnvironmentError_ as exc:
+        raise web.HTTPNotFound(text=str(exc)) from None
+    store = request.app[STORE_KEY]
+    if store.get_setting(ACTIVE_SETTING) == name:
+        store.set_setting(ACTIVE_SETTING, None)
+    return web.Response(status=204)
+
+
+@require("config.edit.own")
+async def activate_config(request: web.Request) -> web.Response:
+    name = _path_name(request)
+    await _load(request, name)  # 404 for an unknown one
+    request.app[STORE_KEY].set_setting(ACTIVE_SETTING, name)
+    return web.json_response({"active": name})
+
+
+@require("config.view")
+async def active_config(request: web.Request) -> web.Response:
+    """The active environment and its config; null when none is set or it has since been deleted."""
+    name = request.app[STORE_KEY].get_setting(ACTIVE_SETTING)
+    if not isinstance(name, str) or _name_check(name):
+        return web.json_response({"active": None, "config": None})
+    try:
+        env = await _disk(envs.load_environment, name, home=_home(request))
+    except envs.EnvironmentError_:
+        return web.json_response({"active": None, "config": None})
+    return web.json_response({"active": name, "config": env["config"]})
+
+
+@require("config.view")
+async def export_config(request: web.Request) -> web.Response:
+    name = _path_name(request)
+    await _load(request, name)
+    document = await _disk(envs.export_environment, name, home=_home(request))
+    return web.json_response(document, headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
+
+
+@require("config.edit.own")
+async def save_dataloader(request: web.Request) -> web.Response:
+    """No body: regenerate the starter dataloader. A JSON list: validate it, then save it as given."""
+    name, home = _path_name(request), _home(request)
+    await _load(request, name)
+    raw = (await request.read()).strip()
+    if not raw:
+        dataloader = envs.starter_dataloader(name, home=home)
+    else:
+        try:
+            dataloader = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(text="Request body must be valid JSON") from None
+        try:
+            parse_dataloader(dataloader, get_registry())
+        except ConfigInvalid as exc:
+            raise _invalid(exc.errors) from None
+    await _disk(envs.save_dataloader, name, dataloader, home=home)
+    return web.json_response({"name": name, "dataloader": dataloader})

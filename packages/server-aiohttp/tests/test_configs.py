@@ -1,0 +1,213 @@
+"""``/api/configs`` over real sockets: the tutorial's environment sequence, then bad input and permissions.
+
+The client is aiohttp's TestClient logged in as the first admin (its jar keeps the session cookie).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from simpletuner_core.plugins import get_registry
+from simpletuner_server import create_app
+from simpletuner_server.settings import ServerSettings
+
+T = TypeVar("T")
+ADMIN = {"email": "admin@example.com", "username": "admin", "password": "correct horse battery"}
+VIEWER = {"email": "vi@example.com", "username": "victor", "password": "only-looking", "level_names": ["viewer"]}
+NAME = "pixart-api-demo"
+CREATE = {"name": NAME, "model_family": "pixart_sigma", "model_flavour": "900M-1024-v0.6", "model_type": "full",
+          "description": "PixArt Sigma via the API", "tags": ["pixart"]}
+
+needs_pixart = pytest.mark.skipif("pixart_sigma" not in get_registry().families,
+                                  reason="the pixart plugin is not installed")
+
+
+def serve_as_admin(home: Path, scenario: Callable[[TestClient], Awaitable[T]]) -> T:
+    """Run ``scenario`` on a real 127.0.0.1 socket with ``client`` logged in as the first admin."""
+
+    async def main() -> T:
+        app = create_app(ServerSettings(home=home), on_setup_token=lambda token: None)
+        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+            resp = await client.post("/api/cloud/auth/setup/first-admin", json=ADMIN)
+            assert resp.status == 201, await resp.text()
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+async def call(s: Any, method: str, path: str, **kw: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+    resp = await s.request(method, path, **kw)
+    text = await resp.text()
+    return resp.status, (json.loads(text) if text else None), resp
+
+
+def tutorial_body(home: Path) -> dict[str, Any]:
+    return {"name": NAME, "description": "PixArt Sigma 900M, cosine schedule", "tags": ["pixart", "tutorial"],
+            "config": {
+                "--model_family": "pixart_sigma", "--model_flavour": "900M-1024-v0.6", "--model_type": "full",
+                "--output_dir": str(home / "output" / NAME), "--train_batch_size": 2,
+                "--learning_rate": 0.0001, "--lr_scheduler": "cosine", "--max_train_steps": 1800,
+                "--num_train_epochs": 0, "--validation_resolution": "1024x1024",
+                "--data_backend_config": f"{NAME}/multidatabackend.json"}}
+
+
+@needs_pixart
+def test_tutorial_sequence(tmp_path: Path) -> None:
+    async def scenario(client: TestClient) -> None:
+        status, body, _ = await call(client, "GET", "/api/configs/")
+        assert (status, body) == (200, {"configs": [], "count": 0})
+
+        status, body, _ = await call(client, "POST", "/api/configs/environments", json=CREATE)
+        assert status == 201, body
+        assert set(body) == {"name", "config", "dataloader", "metadata"}
+        assert body["config"]["--model_family"] == "pixart_sigma"
+        assert body["config"]["--model_flavour"] == "900M-1024-v0.6"
+        assert body["metadata"]["description"] == CREATE["description"]
+        assert [d["id"] for d in body["dataloader"]] == [f"{NAME}-images", f"{NAME}-text-embeds"]
+        assert (tmp_path / "config" / NAME / "config.json").is_file()  # under settings.home, not the default
+
+        status, body, _ = await call(client, "GET", f"/api/configs/{NAME}")
+        assert status == 200 and body["name"] == NAME and body["config"]["--model_type"] == "full"
+
+        # PUT replaces the stored config with the tutorial's body; rules come back as warnings only.
+        update = tutorial_body(tmp_path)
+        status, body, _ = await call(client, "PUT", f"/api/configs/{NAME}", json=update)
+        assert status == 200, body
+        assert body["config"]["--learning_rate"] == 0.0001 and body["config"]["--train_batch_size"] == 2
+        assert body["config"]["--lr_scheduler"] == "cosine" and body["config"]["--max_train_steps"] == 1800
+        assert "--config_version" in body["config"]
+        assert body["metadata"]["tags"] == ["pixart", "tutorial"]
+        assert isinstance(body["warnings"], list) and all(isinstance(w, str) for w in body["warnings"])
+        saved = json.loads((tmp_path / "config" / NAME / "config.json").read_text())
+        assert saved["--validation_resolution"] == "1024x1024"
+
+        # Merge overlays keys; a semantic problem is saved but reported.
+        status, body, _ = await call(client, "PUT", f"/api/configs/{NAME}?mode=merge",
+                                     json={"config": {"--num_train_epochs": 3}})
+        assert status == 200, body
+        assert body["config"]["--num_train_epochs"] == 3 and body["config"]["--learning_rate"] == 0.0001
+        assert any("max_train_steps" in w for w in body["warnings"])
+        status, body, _ = await call(client, "PUT", f"/api/configs/{NAME}",
+                                     json={"merge": True, "config": {"--num_train_epochs": 0}})
+        assert status == 200 and body["config"]["--max_train_steps"] == 1800
+
+        status, body, _ = await call(client, "GET", "/api/configs/active")
+        assert (status, body) == (200, {"active": None, "config": None})
+        status, body, _ = await call(client, "POST", f"/api/configs/{NAME}/activate")
+        assert (status, body) == (200, {"active": NAME})
+        status, body, _ = await call(client, "GET", "/api/configs/active")
+        assert status == 200 and body["active"] == NAME and body["config"]["--max_train_steps"] == 1800
+
+        status, body, resp = await call(client, "GET", f"/api/configs/{NAME}/export")
+        assert status == 200
+        assert resp.headers["Content-Disposition"] == f'attachment; filename="{NAME}.json"'
+        assert body["format"] == "simpletuner-environment" and body["name"] == NAME
+        assert body["config"]["--lr_scheduler"] == "cosine" and len(body["dataloader"]) == 2
+
+        # Dataloader: a valid list is saved as given; a bad one is a 422 with paths; no body regenerates.
+        images = {**body["dataloader"][0], "resolution": 512}
+        new = [images, body["dataloader"][1]]
+        status, body, _ = await call(client, "POST", f"/api/configs/{NAME}/dataloader", json=new)
+        assert (status, body) == (200, {"name": NAME, "dataloader": new})
+        status, body, _ = await call(client, "POST", f"/api/configs/{NAME}/dataloader",
+                                     json=[{**images, "crop_style": "middle"}])
+        assert status == 422 and any(e["path"].startswith("[0]") for e in body["error"]["errors"])
+        status, body, _ = await call(client, "POST", f"/api/configs/{NAME}/dataloader")
+        assert status == 200 and body["dataloader"][0]["resolution"] == 1024
+
+        for path in ("/api/configs", "/api/configs/?config_type=model"):
+            status, body, _ = await call(client, "GET", path)
+            assert status == 200 and body["count"] == 1
+            entry = body["configs"][0]
+            assert entry["name"] == NAME and entry["tags"] == ["pixart", "tutorial"]
+            assert entry["description"] == "PixArt Sigma 900M, cosine schedule"
+            assert (entry["model_family"], entry["model_flavour"], entry["model_type"]) == (
+                "pixart_sigma", "900M-1024-v0.6", "full")
+            assert entry["updated_at"]
+
+        status, body, _ = await call(client, "DELETE", f"/api/configs/{NAME}")
+        assert (status, body) == (204, None)
+        assert not (tmp_path / "config" / NAME).exists()
+        status, body, _ = await call(client, "GET", "/api/configs/active")
+        assert body == {"active": None, "config": None}
+        status, body, _ = await call(client, "GET", "/api/configs/")
+        assert body == {"configs": [], "count": 0}
+
+    serve_as_admin(tmp_path, scenario)
+
+
+def test_bad_input_and_permissions(tmp_path: Path) -> None:
+    pixart = "pixart_sigma" in get_registry().families
+
+    async def scenario(client: TestClient) -> None:
+        for bad in ("../x", "a.b", ""):
+            status, body, _ = await call(client, "POST", "/api/configs/environments",
+                                         json={**CREATE, "name": bad})
+            assert status == 422, (bad, body)
+            assert body["error"]["errors"][0]["path"] == "name"
+        status, body, _ = await call(client, "GET", "/api/configs/a.b")
+        assert status == 422 and body["error"]["errors"][0]["path"] == "name"
+        status, body, _ = await call(client, "PUT", "/api/configs/a.b", json={"config": {}})
+        assert status == 422
+
+        status, body, _ = await call(client, "POST", "/api/configs/environments",
+                                     json={**CREATE, "model_family": "pixart_sigmaa"})
+        assert status == 422
+        error = body["error"]["errors"][0]
+        assert error["path"] == "model_family" and "unknown model family" in error["message"]
+        if pixart:
+            assert error["did_you_mean"] == "pixart_sigma"
+        status, body, _ = await call(client, "GET", "/api/configs/nope")
+        assert status == 404 and "'nope'" in body["error"]["message"]
+        assert (await call(client, "DELETE", "/api/configs/nope"))[0] == 404
+        assert (await call(client, "POST", "/api/configs/nope/activate"))[0] == 404
+        assert (await call(client, "GET", "/api/configs?config_type=lora"))[0] == 422
+        if not pixart:
+            return
+
+        status, body, _ = await call(client, "POST", "/api/configs/environments",
+                                     json={**CREATE, "model_flavour": "900M"})
+        assert status == 422 and body["error"]["errors"][0]["path"] == "model_flavour"
+        assert (await call(client, "POST", "/api/configs/environments", json=CREATE))[0] == 201
+        status, body, _ = await call(client, "POST", "/api/configs/environments", json=CREATE)
+        assert status == 409 and NAME in body["error"]["message"]
+
+        # Unknown key: 422 naming it with a suggestion, and nothing written.
+        before = (tmp_path / "config" / NAME / "config.json").read_text()
+        status, body, _ = await call(client, "PUT", f"/api/configs/{NAME}",
+                                     json={"config": {"--learning_rat": 0.001, "--train_batch_size": 2}})
+        assert status == 422
+        assert body["error"]["errors"] == [
+            {"path": "learning_rat", "message": "unknown config key", "did_you_mean": "learning_rate"}]
+        assert (tmp_path / "config" / NAME / "config.json").read_text() == before
+        status, body, _ = await call(client, "PUT", f"/api/configs/{NAME}", json={"name": "other", "config": {}})
+        assert status == 422 and body["error"]["errors"][0]["path"] == "name"
+        assert (await call(client, "PUT", f"/api/configs/{NAME}?mode=append", json={"config": {}}))[0] == 422
+
+        # A viewer reads but cannot write; nobody unauthenticated gets anything.
+        assert (await call(client, "POST", "/api/users", json=VIEWER))[0] == 201
+        base = str(client.make_url("/"))
+        async with aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as viewer:
+            login = {"username": VIEWER["username"], "password": VIEWER["password"]}
+            assert (await call(viewer, "POST", "/api/cloud/auth/login", json=login))[0] == 200
+            assert (await call(viewer, "GET", f"/api/configs/{NAME}"))[0] == 200
+            status, body, _ = await call(viewer, "PUT", f"/api/configs/{NAME}", json={"config": {}})
+            assert status == 403 and body["error"]["message"] == "Permission denied: config.edit.own"
+            assert (await call(viewer, "DELETE", f"/api/configs/{NAME}"))[0] == 403
+            assert (await call(viewer, "POST", "/api/configs/environments",
+                               json={**CREATE, "name": "mine"}))[0] == 403
+        async with aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.DummyCookieJar()) as anonymous:
+            for method, path in (("GET", "/api/configs/"), ("GET", f"/api/configs/{NAME}"),
+                                 ("PUT", f"/api/configs/{NAME}"), ("GET", "/api/configs/active")):
+                status, _, resp = await call(anonymous, method, path)
+                assert status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+
+    serve_as_admin(tmp_path, scenario)
