@@ -58,10 +58,15 @@ def test_core_never_imports_plugins_server_or_webhooks() -> None:
     assert not used & {"simpletuner_pixart", "simpletuner_flux", "simpletuner_server", "simpletuner_webhooks"}
 
 
+#: Torch-free modules under simpletuner_core.training that the server may use (checked below).
+TORCH_FREE_TRAINING = {"simpletuner_core.training.checkpoint"}
+
+
 def test_server_and_webhooks_never_import_torch_modules() -> None:
     for package in ("server-aiohttp", "webhooks"):
         used = imported_modules(ROOT / "packages" / package / "src")
-        assert not {n for n in used if n.startswith("simpletuner_core.training")}, package
+        training = {n for n in used if n.startswith("simpletuner_core.training")}
+        assert not training - TORCH_FREE_TRAINING, package
         assert not top_level(used) & {"torch", "diffusers", "transformers", "accelerate", "peft"}, package
 
 
@@ -78,3 +83,9 @@ def test_plugin_entry_modules_are_light(module: str) -> None:
     out = fresh(f"import sys, {module}; sys.exit('heavy: ' + ','.join(m for m in ('torch', 'diffusers', "
                 f"'transformers') if m in sys.modules) if 'torch' in sys.modules else 0)")
     assert out.returncode == 0, out.stderr or out.stdout
+
+
+def test_minimal_torch_free_training_helpers_stay_torch_free() -> None:
+    imports = "; ".join(f"import {name}" for name in sorted(TORCH_FREE_TRAINING))
+    out = fresh(f"import sys; {imports}; sys.exit('torch imported' if 'torch' in sys.modules else 0)")
+    assert out.returncode == 0, out.stderr

@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from simpletuner_core.jobs.runner import Runner
 from simpletuner_core.jobs.store import SQLiteStore
 from simpletuner_server.auth import auth_context
-from simpletuner_server.keys import AUTH_KEY, SETTINGS_KEY, STORE_KEY
+from simpletuner_server.keys import AUTH_KEY, RUNNER_KEY, SETTINGS_KEY, STORE_KEY
 from simpletuner_server.middlewares import setup_middlewares
 from simpletuner_server.principal import AuthState, log_setup_token
 from simpletuner_server.routes import setup_routes
@@ -28,6 +29,15 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
         store.close()
 
 
+async def runner_context(app: web.Application) -> AsyncIterator[None]:
+    """One job runner for the app's lifetime (devices: the saved inventory, else discovered); trainers it
+    spawned keep running when the server stops. At start, jobs whose trainer died meanwhile become failed."""
+    runner = Runner(app[STORE_KEY], home=app[SETTINGS_KEY].home)
+    runner.reconcile()
+    app[RUNNER_KEY] = runner
+    yield
+
+
 def create_app(settings: ServerSettings | None = None,
                on_setup_token: Callable[[str], None] = log_setup_token) -> web.Application:
     """Build the app; a factory (not a module global) so tests and the CLI each get a fresh one.
@@ -43,4 +53,5 @@ def create_app(settings: ServerSettings | None = None,
     setup_middlewares(app)
     app.cleanup_ctx.append(store_context)
     app.cleanup_ctx.append(auth_context)  # after the store: it reads it
+    app.cleanup_ctx.append(runner_context)  # after the store: it uses it
     return app

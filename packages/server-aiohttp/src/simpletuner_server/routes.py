@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from simpletuner_server import auth_views, configs_views, users_views, views
+from simpletuner_server import auth_views, configs_views, training_views, users_views, views
 from simpletuner_server.auth import AUTH_PREFIXES
 
 Route = tuple[str, str, Handler]
@@ -46,9 +46,21 @@ CONFIG_ROUTES: tuple[Route, ...] = (
     ("POST", CONFIG_NAME + "/dataloader", configs_views.save_dataloader),
 )
 
+TRAINING_ROUTES: tuple[Route, ...] = (
+    ("POST", "/api/training/validate", training_views.validate_config),
+    ("POST", "/api/training/start", training_views.start_training),
+    ("GET", "/api/training/status", training_views.training_status),
+    ("GET", "/api/training/events", training_views.training_events),
+    ("POST", "/api/training/stop", training_views.stop_training),
+    ("POST", "/api/training/cancel", training_views.cancel_training),
+    ("POST", "/api/training/validation/run", training_views.run_validation),
+    ("POST", "/api/training/checkpoint/run", training_views.run_checkpoint),
+    ("POST", "/api/training/checkpoints", training_views.list_job_checkpoints),
+)
+
 
 def setup_routes(app: web.Application) -> None:
-    """Register every route; the full job API arrives with the server issue."""
+    """Register every route."""
     app.router.add_get("/health", views.health, name="health")
     app.router.add_get("/api/version", views.version, name="version")
     app.router.add_get("/api/plugins", views.plugins, name="plugins")
@@ -56,5 +68,5 @@ def setup_routes(app: web.Application) -> None:
     for prefix in AUTH_PREFIXES:
         for method, path, handler in AUTH_ROUTES:
             app.router.add_route(method, prefix + path, handler)
-    for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES):
+    for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES):
         app.router.add_route(method, path, handler)

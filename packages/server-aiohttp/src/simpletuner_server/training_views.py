@@ -1,0 +1,319 @@
+"""``/api/training``: validate and start the active environment, follow the job, send it commands.
+
+One :class:`~simpletuner_core.jobs.runner.Runner` per app (see ``app.runner_context``) spawns trainer processes,
+which outlive the server. Bodies are a form (multipart or urlencoded, as the web UI and the tutorial's curl send:
+``-F --num_train_epochs=0``; keys starting with ``__`` are UI bookkeeping and ignored) or a JSON object. The
+submitted ``--key`` values are merged over the active environment's config. Non-admins see and command only their
+own jobs. Nothing here imports torch: the runner and config validation are torch-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import weakref
+from pathlib import Path
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from simpletuner_core import paths
+from simpletuner_core.config import environments as envs
+from simpletuner_core.config.errors import ConfigInvalid
+from simpletuner_core.config.rules import validate, warnings_for
+from simpletuner_core.jobs import models as m
+from simpletuner_core.jobs.runner import Runner
+from simpletuner_core.plugins import get_registry
+from simpletuner_core.training.checkpoint import list_checkpoints
+from simpletuner_server import validation as v
+from simpletuner_server.auth import current_principal, require
+from simpletuner_server.keys import RUNNER_KEY, SETTINGS_KEY, STORE_KEY
+
+ACTIVE_SETTING = "active_config"  # the same store setting configs_views writes
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+MAX_EVENTS = 10_000
+DEFAULT_EVENTS = 1_000
+PROGRESS_KEYS = ("step", "total", "percent", "loss", "lr", "eta_seconds")
+
+
+# --- request bodies -----------------------------------------------------------------------------------------
+
+
+async def _fields(request: web.Request) -> dict[str, Any]:
+    """The body as a flat dict: a form's text fields or a JSON object; empty for no body. ``__`` keys dropped."""
+    if request.content_type in FORM_TYPES:
+        form = await request.post()
+        raw: dict[str, Any] = {}
+        for key, value in form.items():
+            if not isinstance(value, str):
+                raise v.InvalidRequest([{"path": key, "message": "file uploads are not accepted here"}])
+            raw[key] = value
+    else:
+        text = (await request.read()).strip()
+        if not text:
+            return {}
+        try:
+            raw = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(text="Request body must be a form or a JSON object") from None
+        if not isinstance(raw, dict):
+            raise v.InvalidRequest([{"path": "", "message": "expected a JSON object"}])
+    return {key: value for key, value in raw.items() if isinstance(key, str) and not key.startswith("__")}
+
+
+def _config_keys(fields: dict[str, Any]) -> dict[str, Any]:
+    """Submitted config keys in wire form (``--key``)."""
+    return {key if key.startswith("--") else f"--{key}": value for key, value in fields.items()}
+
+
+def _load_env(name: Any, home: Path) -> tuple[str | None, dict[str, Any]]:
+    """The environment's name and config; (None, {}) when none is set or it has since been deleted."""
+    if not isinstance(name, str):
+        return None, {}
+    try:
+        paths.check_name(name)
+        return name, envs.load_environment(name, home=home)["config"]
+    except (ValueError, OSError, envs.EnvironmentError_):
+        return None, {}
+
+
+def _check(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(errors, warnings) of a wire config, every error at once."""
+    try:
+        cfg = validate(config, get_registry())
+    except ConfigInvalid as exc:
+        return [e.to_dict() for e in exc.errors], []
+    return [], warnings_for(cfg)
+
+
+async def _merged(request: web.Request) -> tuple[str | None, dict[str, Any], list[dict[str, Any]], list[str]]:
+    """(active env, submitted keys, errors, warnings) for the submitted keys over the active environment."""
+    submitted = _config_keys(await _fields(request))
+    active = request.app[STORE_KEY].get_setting(ACTIVE_SETTING)
+    env, base = await asyncio.to_thread(_load_env, active, request.app[SETTINGS_KEY].home)
+    errors, warnings = await asyncio.to_thread(_check, {**base, **submitted})
+    return env, submitted, errors, warnings
+
+
+def _wants_html(request: web.Request) -> bool:
+    return "HX-Request" in request.headers or "text/html" in request.headers.get("Accept", "")
+
+
+def _fragment(valid: bool, message: str, errors: list[dict[str, Any]], warnings: list[str]) -> str:
+    esc = html.escape
+    kind = "success" if valid else "danger"
+    parts = [f'<div class="alert alert-{kind}" role="alert"><strong>{esc(message)}</strong>']
+    if errors:
+        items = []
+        for error in errors:
+            hint = error.get("did_you_mean")
+            hint_html = f" (did you mean <code>{esc(str(hint))}</code>?)" if hint else ""
+            items.append(f"<li><code>{esc(str(error.get('path', '')))}</code>: "
+                         f"{esc(str(error.get('message', '')))}{hint_html}</li>")
+        parts.append(f'<ul class="errors">{"".join(items)}</ul>')
+    if warnings:
+        parts.append(f'<ul class="warnings">{"".join(f"<li>{esc(w)}</li>" for w in warnings)}</ul>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+# --- jobs ---------------------------------------------------------------------------------------------------
+
+
+def _runner(request: web.Request) -> Runner:
+    return request.app[RUNNER_KEY]
+
+
+def _sees(request: web.Request, job: m.Job) -> bool:
+    """Admins (``*``) see every job; everyone else their own."""
+    principal = current_principal(request)
+    return principal.can("*") or job.user == principal.user.username
+
+
+def _newest(request: web.Request, states: tuple[str, ...] | None) -> m.Job | None:
+    jobs = [j for j in request.app[STORE_KEY].list_jobs(states=states) if _sees(request, j)]
+    return max(jobs, key=lambda j: (j.created_at, j.id)) if jobs else None
+
+
+def _current_job(request: web.Request) -> m.Job | None:
+    """The newest active job, else the newest job of any state."""
+    return _newest(request, m.ACTIVE_STATES) or _newest(request, None)
+
+
+def _job(request: web.Request, job_id: Any) -> m.Job:
+    """The given job; 404 when unknown or not the caller's."""
+    if not isinstance(job_id, str) or not job_id:
+        raise v.InvalidRequest([{"path": "job_id", "message": "must be a non-empty string"}])
+    try:
+        job = request.app[STORE_KEY].get_job(job_id)
+    except m.JobError:
+        job = None
+    if job is None or not _sees(request, job):
+        raise web.HTTPNotFound(text=f"unknown job {job_id!r}")
+    return job
+
+
+@attrs.define
+class _Progress:
+    """What ``/status`` reports for a job, folded incrementally from its events."""
+
+    last_id: int = 0
+    stage: dict[str, Any] | None = None
+    status: dict[str, Any] | None = None
+
+
+_PROGRESS: weakref.WeakKeyDictionary[Runner, dict[str, _Progress]] = weakref.WeakKeyDictionary()
+
+
+def _progress(request: web.Request, job_id: str) -> _Progress:
+    cache = _PROGRESS.setdefault(_runner(request), {})
+    seen = cache.setdefault(job_id, _Progress())
+    store = request.app[STORE_KEY]
+    while True:
+        batch = store.read_events(job_id, after_id=seen.last_id, limit=MAX_EVENTS)
+        for event in batch:
+            if event.type == "job.stage":
+                seen.stage = dict(event.data)
+            elif event.type == "training.status":
+                seen.status = {key: event.data.get(key) for key in PROGRESS_KEYS}
+        if batch:
+            seen.last_id = batch[-1].id
+        if len(batch) < MAX_EVENTS:
+            return seen
+
+
+# --- handlers -----------------------------------------------------------------------------------------------
+
+
+@require("job.submit")
+async def validate_config(request: web.Request) -> web.Response:
+    """200 ``{"valid": true, ...}`` or 422 ``{"valid": false, "errors": [...]}``; an HTML fragment on request."""
+    _, _, errors, warnings = await _merged(request)
+    valid = not errors
+    message = "Configuration Valid" if valid else f"Configuration has {len(errors)} error(s)"
+    status = 200 if valid else 422
+    if _wants_html(request):
+        return web.Response(text=_fragment(valid, message, errors, warnings), status=status,
+                            content_type="text/html")
+    return web.json_response({"valid": valid, "errors": errors, "warnings": warnings, "message": message},
+                             status=status)
+
+
+@require("job.submit")
+async def start_training(request: web.Request) -> web.Response:
+    """Validate, then submit to the runner: 200 running, 202 queued, 409 rejected."""
+    env, submitted, errors, _ = await _merged(request)
+    if errors:
+        raise v.InvalidRequest(errors)
+    user = current_principal(request).user.username
+    try:
+        result = await asyncio.to_thread(_runner(request).submit, env=env, config=submitted, user=user)
+    except ConfigInvalid as exc:  # the environment changed under us
+        raise v.InvalidRequest([e.to_dict() for e in exc.errors]) from None
+    except envs.EnvironmentError_ as exc:
+        raise web.HTTPConflict(text=str(exc)) from None
+    if not result.success:
+        raise web.HTTPConflict(text=f"Job rejected: {result.reason}")
+    return web.json_response({"success": True, "job_id": result.job_id, "status": result.status,
+                              "allocated_gpus": list(result.allocated_gpus),
+                              "queue_position": result.queue_position},
+                             status=200 if result.status == "running" else 202)
+
+
+@require("job.view.own")
+async def training_status(request: web.Request) -> web.Response:
+    _runner(request).reconcile()
+    job = _current_job(request)
+    if job is None:
+        return web.json_response({"state": "idle", "job_id": None, "stage": None, "progress": None})
+    seen = _progress(request, job.id)
+    return web.json_response({"state": job.state, "job_id": job.id, "stage": seen.stage,
+                              "progress": seen.status})
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise v.InvalidRequest([{"path": name, "message": f"must be an integer between {low} and {high}"}])
+    return value
+
+
+@require("job.view.own")
+async def training_events(request: web.Request) -> web.Response:
+    """Events after ``since_index`` (an event id); ``next_index`` is the id to pass next time."""
+    since = _int_query(request, "since_index", 0, 0, 2**62)
+    limit = _int_query(request, "limit", DEFAULT_EVENTS, 1, MAX_EVENTS)
+    job_id = request.query.get("job_id")
+    if job_id is not None:
+        job: m.Job | None = _job(request, job_id)
+    else:
+        _runner(request).reconcile()
+        job = _current_job(request)
+    if job is None:
+        return web.json_response({"job_id": None, "events": [], "next_index": since})
+    events = request.app[STORE_KEY].read_events(job.id, after_id=since, limit=limit)
+    return web.json_response({"job_id": job.id, "events": [e.to_dict() for e in events],
+                              "next_index": events[-1].id if events else since})
+
+
+async def _command(request: web.Request, command: str) -> web.Response:
+    """Send ``command`` to the given job (``job_id`` in the body or query) or the active one."""
+    fields = await _fields(request)
+    job_id = fields.get("job_id", request.query.get("job_id"))
+    runner = _runner(request)
+    runner.reconcile()
+    if job_id is not None:
+        job = _job(request, job_id)
+    else:
+        wanted = (*m.ACTIVE_STATES, m.QUEUED) if command in ("stop", "cancel") else m.ACTIVE_STATES
+        job = _newest(request, m.ACTIVE_STATES) or _newest(request, wanted)
+        if job is None:
+            raise web.HTTPBadRequest(text="No running training job")
+    try:
+        moved = runner.command(job.id, command)
+    except m.JobError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    return web.json_response({"job_id": moved.id, "state": moved.state})
+
+
+@require("job.cancel.own")
+async def stop_training(request: web.Request) -> web.Response:
+    """Graceful: the trainer finishes its step, checkpoints and ends ``stopped`` (resumable)."""
+    return await _command(request, "stop")
+
+
+@require("job.cancel.own")
+async def cancel_training(request: web.Request) -> web.Response:
+    return await _command(request, "cancel")
+
+
+@require("job.cancel.own")
+async def run_validation(request: web.Request) -> web.Response:
+    return await _command(request, "validate")
+
+
+@require("job.cancel.own")
+async def run_checkpoint(request: web.Request) -> web.Response:
+    return await _command(request, "checkpoint")
+
+
+@require("job.view.own")
+async def list_job_checkpoints(request: web.Request) -> web.Response:
+    """Complete checkpoints in the job's output directory, oldest written first."""
+    fields = await _fields(request)
+    job_id = fields.get("job_id", request.query.get("job_id"))
+    job = _job(request, job_id) if job_id is not None else _current_job(request)
+    if job is None:
+        raise web.HTTPBadRequest(text="No training job")
+    output_dir = job.output_dir or job.config.get("--output_dir")
+    found = await asyncio.to_thread(list_checkpoints, Path(output_dir)) if output_dir else []
+    return web.json_response({"job_id": job.id, "output_dir": output_dir,
+                              "checkpoints": [{"step": step, "path": str(path)} for step, path in found]})

@@ -1,0 +1,235 @@
+"""``/api/training`` over real sockets: validation (JSON, forms, HTML), errors, and one real trainer run.
+
+The client is aiohttp's TestClient logged in as the first admin (its jar keeps the session cookie).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from simpletuner_core.config.environments import create_environment, save_environment
+from simpletuner_core.plugins import get_registry
+from simpletuner_server import create_app
+from simpletuner_server.settings import ServerSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from conftest import tiny_config  # the monorepo root conftest
+
+T = TypeVar("T")
+ADMIN = {"email": "admin@example.com", "username": "admin", "password": "correct horse battery"}
+PIXART = {"--model_family": "pixart_sigma", "--model_flavour": "900M-1024-v0.6", "--model_type": "full",
+          "--output_dir": "/tmp/out", "--train_batch_size": 2, "--max_train_steps": 1800,
+          "--num_train_epochs": 0, "--data_backend_config": "env/multidatabackend.json"}
+FINAL = ("completed", "stopped", "cancelled", "failed")
+
+needs_pixart = pytest.mark.skipif("pixart_sigma" not in get_registry().families,
+                                  reason="the pixart plugin is not installed")
+
+
+def serve_as_admin(home: Path, scenario: Callable[[TestClient], Awaitable[T]]) -> T:
+    """Run ``scenario`` on a real 127.0.0.1 socket with ``client`` logged in as the first admin."""
+
+    async def main() -> T:
+        app = create_app(ServerSettings(home=home), on_setup_token=lambda token: None)
+        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+            resp = await client.post("/api/cloud/auth/setup/first-admin", json=ADMIN)
+            assert resp.status == 201, await resp.text()
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+async def call(s: Any, method: str, path: str, **kw: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+    resp = await s.request(method, path, **kw)
+    text = await resp.text()
+    try:
+        body = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        body = text
+    return resp.status, body, resp
+
+
+def form(fields: dict[str, Any]) -> aiohttp.FormData:
+    data = aiohttp.FormData()
+    for key, value in fields.items():
+        data.add_field(key, str(value))
+    return data
+
+
+@needs_pixart
+def test_validate_json_form_and_html(tmp_path: Path) -> None:
+    async def scenario(client: TestClient) -> None:
+        status, body, _ = await call(client, "POST", "/api/training/validate", json=PIXART)
+        assert status == 200, body
+        assert body["valid"] is True and body["errors"] == [] and body["message"] == "Configuration Valid"
+        assert isinstance(body["warnings"], list)
+
+        # The tutorial's multipart form: string values, UI bookkeeping keys ignored.
+        status, body, _ = await call(client, "POST", "/api/training/validate",
+                                     data=form({"__active_tab__": "model", **PIXART}))
+        assert status == 200, body
+        assert body["valid"] is True and body["message"] == "Configuration Valid"
+        status, body, _ = await call(client, "POST", "/api/training/validate",
+                                     data={"__active_tab__": "model", **{k: str(v) for k, v in PIXART.items()}})
+        assert status == 200 and body["valid"] is True  # urlencoded too
+
+        status, body, _ = await call(client, "POST", "/api/training/validate",
+                                     data=form({**PIXART, "--learning_rat": "0.001"}))
+        assert status == 422, body
+        assert body["valid"] is False and body["message"] == "Configuration has 1 error(s)"
+        assert body["errors"] == [{"path": "learning_rat", "message": "unknown config key",
+                                   "did_you_mean": "learning_rate"}]
+
+        # HTML only when asked for, with every value escaped.
+        status, text, resp = await call(client, "POST", "/api/training/validate", data=form(PIXART),
+                                        headers={"Accept": "text/html"})
+        assert status == 200 and resp.content_type == "text/html" and "Configuration Valid" in text
+        status, text, resp = await call(client, "POST", "/api/training/validate",
+                                        data=form({**PIXART, "--<script>alert(1)</script>": "x"}),
+                                        headers={"HX-Request": "true"})
+        assert status == 422 and resp.content_type == "text/html"
+        assert "<script>" not in text and "&lt;script&gt;" in text and "Configuration has 1 error(s)" in text
+
+        # Merged over the active environment: its keys count, the submitted ones win.
+        create_environment("env", model_family="pixart_sigma", home=tmp_path)
+        save_environment("env", {**PIXART, "--learning_rate": 0.5}, home=tmp_path)
+        assert (await call(client, "POST", "/api/configs/env/activate"))[0] == 200
+        status, body, _ = await call(client, "POST", "/api/training/validate", data=form({"__x__": "1"}))
+        assert status == 200 and body["valid"] is True
+        status, body, _ = await call(client, "POST", "/api/training/validate",
+                                     json={"--num_train_epochs": 3})
+        assert status == 422 and any("max_train_steps" in e["message"] or "num_train_epochs" in e["path"]
+                                     for e in body["errors"]), body
+
+    serve_as_admin(tmp_path, scenario)
+
+
+def test_idle_errors_and_auth(tmp_path: Path) -> None:
+    async def scenario(client: TestClient) -> None:
+        status, body, _ = await call(client, "GET", "/api/training/status")
+        assert (status, body) == (200, {"state": "idle", "job_id": None, "stage": None, "progress": None})
+        status, body, _ = await call(client, "GET", "/api/training/events?since_index=0")
+        assert (status, body) == (200, {"job_id": None, "events": [], "next_index": 0})
+        for path in ("/api/training/stop", "/api/training/cancel", "/api/training/validation/run",
+                     "/api/training/checkpoint/run"):
+            status, body, _ = await call(client, "POST", path)
+            assert status == 400 and "No running training job" in body["error"]["message"], (path, body)
+            status, body, _ = await call(client, "POST", path, json={"job_id": "nope"})
+            assert status == 404 and "'nope'" in body["error"]["message"]
+        assert (await call(client, "POST", "/api/training/stop", data={"job_id": "nope"}))[0] == 404
+        assert (await call(client, "GET", "/api/training/events?job_id=nope"))[0] == 404
+        assert (await call(client, "POST", "/api/training/checkpoints", json={"job_id": "nope"}))[0] == 404
+        assert (await call(client, "POST", "/api/training/checkpoints"))[0] == 400
+        for bad in ("x", "-1"):
+            status, body, _ = await call(client, "GET", f"/api/training/events?since_index={bad}")
+            assert status == 422 and body["error"]["errors"][0]["path"] == "since_index"
+        status, body, _ = await call(client, "POST", "/api/training/start", json={"--learning_rat": 1})
+        assert status == 422 and body["error"]["errors"][0]["did_you_mean"] == "learning_rate"
+
+        base = str(client.make_url("/"))
+        async with aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.DummyCookieJar()) as anonymous:
+            for method, path in (("POST", "/api/training/validate"), ("POST", "/api/training/start"),
+                                 ("GET", "/api/training/status"), ("GET", "/api/training/events"),
+                                 ("POST", "/api/training/stop"), ("POST", "/api/training/checkpoints")):
+                status, _, resp = await call(anonymous, method, path)
+                assert status == 401 and resp.headers["WWW-Authenticate"] == "Bearer", path
+
+    serve_as_admin(tmp_path, scenario)
+
+
+async def poll(check: Callable[[], Awaitable[Any]], timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s")
+
+
+@pytest.mark.slow
+@needs_pixart
+def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_images: Path) -> None:
+    home = tmp_path
+    name = "tiny"
+    create_environment(name, model_family="pixart_sigma", home=home)
+    save_environment(name, tiny_config(home, tiny_pixart_dir, demo_images, output_dir=str(home / "output" / name)),
+                     home=home)
+
+    async def scenario(client: TestClient) -> None:
+        assert (await call(client, "POST", f"/api/configs/{name}/activate"))[0] == 200
+        status, body, _ = await call(client, "POST", "/api/training/start",
+                                     data=form({"__active_tab__": "training", "--max_train_steps": 100000}))
+        assert status in (200, 202), body
+        assert body["success"] is True and body["status"] in ("running", "queued")
+        job_id = body["job_id"]
+        try:
+            async def running_with_progress() -> Any:
+                _, status_body, _ = await call(client, "GET", "/api/training/status")
+                assert status_body["state"] not in FINAL, status_body
+                return status_body["state"] == "running" and status_body["progress"] and status_body
+
+            current = await poll(running_with_progress)
+            assert current["job_id"] == job_id
+            assert current["progress"]["total"] == 100000 and current["progress"]["step"] >= 1
+            assert set(current["progress"]) == {"step", "total", "percent", "loss", "lr", "eta_seconds"}
+            assert current["stage"] is not None
+
+            status, first, _ = await call(client, "GET", "/api/training/events?since_index=0")
+            assert status == 200 and first["job_id"] == job_id and first["events"]
+            assert first["next_index"] == first["events"][-1]["id"]
+            seen = {e["id"] for e in first["events"]}
+
+            status, body, _ = await call(client, "POST", "/api/training/checkpoint/run")
+            assert (status, body["job_id"]) == (200, job_id), body
+
+            async def saved() -> Any:
+                nonlocal first
+                _, page, _ = await call(client, "GET", f"/api/training/events?since_index={first['next_index']}"
+                                                       f"&job_id={job_id}")
+                ids = [e["id"] for e in page["events"]]
+                assert not seen & set(ids) and ids == sorted(ids)
+                seen.update(ids)
+                first = {**first, "next_index": page["next_index"]}
+                return [e for e in page["events"] if e["type"] == "checkpoint.saved"]
+
+            checkpoint = (await poll(saved))[0]
+
+            status, body, _ = await call(client, "POST", "/api/training/stop", data={"job_id": job_id})
+            assert status == 200 and body == {"job_id": job_id, "state": "stopping"}
+
+            async def ended() -> Any:
+                _, status_body, _ = await call(client, "GET", "/api/training/status")
+                return status_body["state"] in FINAL and status_body
+
+            assert (await poll(ended))["state"] == "stopped"
+            status, body, _ = await call(client, "POST", "/api/training/stop")
+            assert status == 400  # nothing runs now
+
+            status, body, _ = await call(client, "POST", "/api/training/checkpoints")
+            assert status == 200 and body["job_id"] == job_id
+            assert body["output_dir"] == str(home / "output" / name)
+            paths = [c["path"] for c in body["checkpoints"]]
+            assert checkpoint["data"]["path"] in paths
+        finally:
+            _, state, _ = await call(client, "GET", "/api/training/status")
+            if state["state"] not in FINAL:
+                await call(client, "POST", "/api/training/cancel", json={"job_id": job_id})
+
+                async def gone() -> Any:
+                    _, status_body, _ = await call(client, "GET", "/api/training/status")
+                    return status_body["state"] in FINAL
+
+                await poll(gone, timeout=60)
+
+    serve_as_admin(home, scenario)
