@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from simpletuner_server import auth_views, configs_views, training_views, users_views, views
+from simpletuner_server import auth_views, configs_views, stream_views, training_views, users_views, views
 from simpletuner_server.auth import AUTH_PREFIXES
 
 Route = tuple[str, str, Handler]
@@ -51,6 +51,7 @@ TRAINING_ROUTES: tuple[Route, ...] = (
     ("POST", "/api/training/start", training_views.start_training),
     ("GET", "/api/training/status", training_views.training_status),
     ("GET", "/api/training/events", training_views.training_events),
+    ("GET", "/api/training/events/stream", stream_views.event_stream),  # SSE, or a WebSocket on upgrade
     ("POST", "/api/training/stop", training_views.stop_training),
     ("POST", "/api/training/cancel", training_views.cancel_training),
     ("POST", "/api/training/validation/run", training_views.run_validation),
@@ -70,3 +71,4 @@ def setup_routes(app: web.Application) -> None:
             app.router.add_route(method, prefix + path, handler)
     for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES):
         app.router.add_route(method, path, handler)
+    stream_views.setup_streams(app)  # the open-stream registry and its on_shutdown hook
