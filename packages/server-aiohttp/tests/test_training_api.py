@@ -6,57 +6,28 @@ The client is aiohttp's TestClient logged in as the first admin (its jar keeps t
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from simpletuner_core.config.environments import create_environment, save_environment
-from simpletuner_core.plugins import get_registry
-from simpletuner_server import create_app
-from simpletuner_server.settings import ServerSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_helpers import call, needs_pixart, serve_as_admin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from conftest import tiny_config  # the monorepo root conftest
 
-T = TypeVar("T")
-ADMIN = {"email": "admin@example.com", "username": "admin", "password": "correct horse battery"}
 PIXART = {"--model_family": "pixart_sigma", "--model_flavour": "900M-1024-v0.6", "--model_type": "full",
           "--output_dir": "/tmp/out", "--train_batch_size": 2, "--max_train_steps": 1800,
           "--num_train_epochs": 0, "--data_backend_config": "env/multidatabackend.json"}
 FINAL = ("completed", "stopped", "cancelled", "failed")
-
-needs_pixart = pytest.mark.skipif("pixart_sigma" not in get_registry().families,
-                                  reason="the pixart plugin is not installed")
-
-
-def serve_as_admin(home: Path, scenario: Callable[[TestClient], Awaitable[T]]) -> T:
-    """Run ``scenario`` on a real 127.0.0.1 socket with ``client`` logged in as the first admin."""
-
-    async def main() -> T:
-        app = create_app(ServerSettings(home=home), on_setup_token=lambda token: None)
-        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
-            resp = await client.post("/api/cloud/auth/setup/first-admin", json=ADMIN)
-            assert resp.status == 201, await resp.text()
-            return await scenario(client)
-
-    return asyncio.run(main())
-
-
-async def call(s: Any, method: str, path: str, **kw: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
-    resp = await s.request(method, path, **kw)
-    text = await resp.text()
-    try:
-        body = json.loads(text) if text else None
-    except json.JSONDecodeError:
-        body = text
-    return resp.status, body, resp
 
 
 def form(fields: dict[str, Any]) -> aiohttp.FormData:
