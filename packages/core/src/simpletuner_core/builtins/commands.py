@@ -13,7 +13,7 @@ from simpletuner_core.hookspecs import hookimpl
 from simpletuner_core.records import CliCommand
 
 
-def _home(args: argparse.Namespace) -> Path:
+def home_from_args(args: argparse.Namespace) -> Path:
     from simpletuner_core import paths
 
     return Path(args.home).expanduser().resolve() if getattr(args, "home", None) else paths.home()
@@ -50,7 +50,7 @@ def _load_raw(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     return raw
 
 
-def _overrides(pairs: list[str]) -> dict[str, str]:
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
     from simpletuner_core.cli import UsageError
 
     out = {}
@@ -67,7 +67,7 @@ def _validated(args: argparse.Namespace, home: Path) -> Any:
     from simpletuner_core.config import ConfigInvalid, validate, warnings_for
     from simpletuner_core.config.model import strip_dashes
 
-    raw = {**strip_dashes(_load_raw(args, home)), **_overrides(getattr(args, "set", []) or [])}
+    raw = {**strip_dashes(_load_raw(args, home)), **parse_overrides(getattr(args, "set", []) or [])}
     try:
         cfg = validate(raw)
     except ConfigInvalid as exc:
@@ -90,7 +90,7 @@ def _train(args: argparse.Namespace) -> int:
     from simpletuner_core.cli.jobs_local import run_job
     from simpletuner_core.plugins import get_registry
 
-    home = _home(args)
+    home = home_from_args(args)
     cfg = _validated(args, home)
     code, result = run_job(cfg, home, get_registry())
     if result is not None:
@@ -113,7 +113,7 @@ def _config_validate(args: argparse.Namespace) -> int:
     from simpletuner_core.training.data_setup import PreflightRejected
     from simpletuner_core.training.engine import plan_only
 
-    home = _home(args)
+    home = home_from_args(args)
     cfg = _validated(args, home)
     try:
         plan = plan_only(cfg, home)
@@ -176,7 +176,7 @@ def _demo_data(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from simpletuner_core.demo import run_demo
 
-    return run_demo(_home(args), steps=args.steps)
+    return run_demo(home_from_args(args), steps=args.steps)
 
 
 def _noop(p: argparse.ArgumentParser) -> None:

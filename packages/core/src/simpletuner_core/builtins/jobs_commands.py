@@ -6,17 +6,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from simpletuner_core.builtins.commands import home_from_args, parse_overrides
 from simpletuner_core.hookspecs import hookimpl
 from simpletuner_core.records import CliCommand
-
-
-def _home(args: argparse.Namespace) -> Path:
-    from simpletuner_core import paths
-
-    return Path(args.home).expanduser().resolve() if args.home else paths.home()
 
 
 def _ids(text: str | None) -> tuple[int, ...]:
@@ -34,14 +28,12 @@ def _runner(args: argparse.Namespace) -> Any:
     from simpletuner_core.jobs.runner import Runner
     from simpletuner_core.jobs.store import open_store
 
-    home = _home(args)
+    home = home_from_args(args)
     return Runner(open_store(home), home)
 
 
 def _submit(args: argparse.Namespace, runner: Any) -> int:
-    from simpletuner_core.builtins.commands import _overrides
-
-    overrides = _overrides(args.set or [])
+    overrides = parse_overrides(args.set or [])
     kwargs = {"env": args.env, "config": overrides, "gpus": args.gpus, "device_ids": _ids(args.gpu_ids),
               "any_gpu": args.any_gpu}
     if args.dry_run:

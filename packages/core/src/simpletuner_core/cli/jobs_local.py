@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
-import time
 from pathlib import Path
 from typing import Any
 
-
-def new_job_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+from simpletuner_core.jobs.models import new_job_id
 
 
 def run_job(cfg: Any, home: Path, registry: Any, job_id: str | None = None) -> tuple[int, Any]:

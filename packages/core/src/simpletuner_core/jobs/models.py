@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any
 
 import attrs
@@ -18,6 +20,11 @@ FAILED = "failed"
 ACTIVE_STATES = (STARTING, RUNNING, STOPPING)
 FINAL_STATES = (COMPLETED, STOPPED, CANCELLED, FAILED)
 ALL_STATES = (QUEUED, *ACTIVE_STATES, *FINAL_STATES)
+
+
+def new_job_id() -> str:
+    """Sortable by submission time, unique enough across processes: ``20261122-101500-a1b2c3``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
 class JobError(LookupError):

@@ -43,12 +43,6 @@ class SubmitResult:
         return data
 
 
-def new_job_id() -> str:
-    from simpletuner_core.cli.jobs_local import new_job_id as make
-
-    return make()
-
-
 def launch_command(job: m.Job, python: str = sys.executable) -> list[str]:
     """argv of the trainer: one process, or ``num_processes`` of them through torchrun / ``accelerate launch``."""
     worker = ["-m", "simpletuner_core.jobs.worker", job.id]
@@ -104,7 +98,7 @@ class Runner:
         """Queue a job and start it at once when resources allow (``no_wait``: reject instead of queueing)."""
         cfg, wire = self.resolve(env, config)
         wanted = self._gpus_wanted(cfg, gpus, device_ids)
-        job = m.Job(id=new_job_id(), config=wire, env=env, user=user, priority=priority, gpus_requested=wanted,
+        job = m.Job(id=m.new_job_id(), config=wire, env=env, user=user, priority=priority, gpus_requested=wanted,
                     device_ids=tuple(device_ids), any_gpu=any_gpu, created_at=time.time(),
                     output_dir=wire.get("--output_dir"))
         with self.store.transaction():
