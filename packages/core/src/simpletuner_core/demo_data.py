@@ -79,3 +79,44 @@ def write_demo_dataset(directory: Path, count: int = 12, size: int = 64) -> list
         _write_if_changed(image.with_suffix(".txt"), (demo_caption(i) + "\n").encode("utf-8"))
         paths.append(image)
     return paths
+
+
+def _edit_colour(index: int) -> str:
+    """The colour image ``index``'s shape is recoloured to in the edit pair (never its fore- or background)."""
+    _, fg, bg = demo_item(index)
+    names = [name for name, _ in COLOURS if name not in (fg, bg)]
+    return names[index % len(names)]
+
+
+def render_edit_image(index: int, size: int = 64) -> bytes:
+    """The edited version of :func:`render_demo_image`: same layout, shape recoloured."""
+    from PIL import Image
+
+    base = Image.open(io.BytesIO(render_demo_image(index, size))).convert("RGB")
+    _, fg, _ = demo_item(index)
+    rgb = dict(COLOURS)
+    src, dst = rgb[fg], rgb[_edit_colour(index)]
+    base.putdata([dst if px == src else px for px in base.getdata()])
+    out = io.BytesIO()
+    base.save(out, format="PNG", optimize=False, compress_level=6)
+    return out.getvalue()
+
+
+def write_demo_pairs(edit_dir: Path, reference_dir: Path, count: int = 12, size: int = 64) -> list[Path]:
+    """Edit/reference pairs for Kontext-style training: ``reference_dir/pair_000.png`` is the original,
+    ``edit_dir/pair_000.png`` the edited target with its instruction in ``pair_000.txt`` (same file names)."""
+    if count < 1 or size < 8:
+        raise ValueError(f"need count >= 1 and size >= 8, got count={count}, size={size}")
+    edit_dir, reference_dir = Path(edit_dir), Path(reference_dir)
+    edit_dir.mkdir(parents=True, exist_ok=True)
+    reference_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        shape, _, _ = demo_item(i)
+        name = f"pair_{i:03d}"
+        _write_if_changed(reference_dir / f"{name}.png", render_demo_image(i, size))
+        target = edit_dir / f"{name}.png"
+        _write_if_changed(target, render_edit_image(i, size))
+        _write_if_changed(target.with_suffix(".txt"), f"make the {shape} {_edit_colour(i)}\n".encode())
+        paths.append(target)
+    return paths

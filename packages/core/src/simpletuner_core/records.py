@@ -27,6 +27,23 @@ class Flavour:
     description: str = ""
     #: Callable ``(cache_dir: Path) -> Path`` returning a local diffusers directory, for offline flavours.
     build: Callable[..., Any] | None = None
+    #: What this flavour can do beyond the family's basics, e.g. ``reference_conditioning`` (edit/reference
+    #: pairs from ``conditioning`` datasets); the engine refuses a dataloader asking for more.
+    features: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class LoraKeyMap:
+    """How one family names its peft LoRA weights in one export format, both ways.
+
+    ``export(state, alpha) -> state``: peft keys (``transformer.``-prefixed, ``lora_A``/``lora_B``) and the LoRA
+    alpha → the format's keys. ``load(state) -> (state, alpha)``: the inverse, for ``init_lora``. Both must be
+    exact: a LoRA exported then loaded changes no output.
+    """
+
+    format: str = attrs.field(validator=_name)
+    export: Callable[..., dict[str, Any]] = attrs.field(repr=False)
+    load: Callable[..., tuple[dict[str, Any], float | None]] = attrs.field(repr=False)
 
 
 @attrs.frozen
@@ -53,6 +70,10 @@ class ModelFamily:
     size_multiple: int = 16
     #: Optional features the family honours, e.g. ``clip_skip``; the config rules reject the others.
     features: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: Export format name → zero-argument callable returning the family's :class:`LoraKeyMap` for that format
+    #: (imported lazily). ``diffusers`` needs none: it is peft's own layout.
+    lora_key_maps: Mapping[str, Callable[[], Any]] = attrs.field(factory=dict, converter=lambda v: dict(v),
+                                                                  repr=False)
 
 
 @attrs.frozen
@@ -98,21 +119,34 @@ class CaptionStrategySpec:
 
 @attrs.frozen
 class AdapterSpec:
-    """``apply(module, config, target_modules) -> AdapterHandle`` adding trainable weights to a frozen module."""
+    """``apply(module, config, target_modules, presets) -> AdapterHandle`` adding trainable weights to a frozen
+    module. ``describe(config, target_modules, presets) -> dict`` returns the hyper-parameters ``apply`` would
+    use, without touching a model: the engine compares them with a checkpoint's before loading any weights.
+    ``presets`` are the family's named LyCORIS presets (name → ``apply_preset`` dict)."""
 
     name: str = attrs.field(validator=_name)
     apply: Callable[..., Any] = attrs.field(repr=False)
     description: str = ""
+    describe: Callable[..., dict[str, Any]] | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
 class LoraFormatSpec:
-    """Key layout for exported adapter weights: ``convert(state_dict, family) -> state_dict``."""
+    """Key layout for exported adapter weights.
+
+    ``convert(state_dict, family, alpha) -> state_dict`` turns peft keys (``transformer.``-prefixed) into the
+    format's; ``detect(keys) -> bool`` recognises a file in this format; ``load(state_dict, family) ->
+    (state_dict, alpha | None)`` turns it back into peft keys (``init_lora``, ``lora inspect``). ``family`` is
+    the :class:`ModelFamily` record (formats that rename modules use its ``lora_key_maps``).
+    """
 
     name: str = attrs.field(validator=_name)
     convert: Callable[..., Any] = attrs.field(repr=False)
     detect: Callable[..., bool] = attrs.field(repr=False)
     description: str = ""
+    load: Callable[..., Any] | None = attrs.field(default=None, repr=False)
+    #: The format renames modules per family: the config rules require ``family.lora_key_maps[name]``.
+    needs_key_map: bool = False
 
 
 @attrs.frozen

@@ -1,11 +1,79 @@
-"""Flux / Flux Kontext family plugin.
-
-Registered through the ``simpletuner`` entry-point group so installation and discovery are exercised today; it
-contributes no model family yet. Flux dev, schnell, krea and Kontext flavours (flow matching, packed latents,
-reference latents) arrive with their own issue; until then ``model_family: flux`` is rejected by the config rules
-as an unknown family, listing the families that are installed.
-"""
+"""Flux / Flux Kontext family plugin. Light on purpose: torch and diffusers load only when training starts."""
 
 from __future__ import annotations
 
-PLUGIN_STATUS = "registered; no flavours yet"
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from simpletuner_core import hookimpl
+from simpletuner_core.records import ConfigField, Flavour, ModelFamily
+
+KONTEXT = ("reference_conditioning",)
+
+
+def _trainer() -> type:
+    from simpletuner_flux.trainer import FluxTrainer
+
+    return FluxTrainer
+
+
+def _build_tiny(cache_dir: Path) -> Path:
+    from simpletuner_flux.tiny import ensure_tiny_pipeline
+
+    return ensure_tiny_pipeline(cache_dir, kontext=False)
+
+
+def _build_tiny_kontext(cache_dir: Path) -> Path:
+    from simpletuner_flux.tiny import ensure_tiny_pipeline
+
+    return ensure_tiny_pipeline(cache_dir, kontext=True)
+
+
+def _comfyui() -> Any:
+    from simpletuner_flux.comfyui import comfyui_key_map
+
+    return comfyui_key_map()
+
+
+FLAVOURS = (
+    Flavour("dev", "black-forest-labs/FLUX.1-dev", "FLUX.1 [dev], guidance-distilled (gated on the hub)."),
+    Flavour("schnell", "black-forest-labs/FLUX.1-schnell", "FLUX.1 [schnell], timestep-distilled, no guidance."),
+    Flavour("krea", "black-forest-labs/FLUX.1-Krea-dev", "FLUX.1 Krea [dev], an aesthetic dev fine-tune."),
+    Flavour("kontext", "black-forest-labs/FLUX.1-Kontext-dev",
+            "FLUX.1 Kontext [dev]: image editing from edit/reference pairs.", features=KONTEXT),
+    Flavour("tiny", None, "Random-init miniature dev-style Flux built offline (CPU demos and tests).",
+            build=_build_tiny),
+    Flavour("tiny-kontext", None, "Random-init miniature Flux Kontext built offline (CPU demos and tests).",
+            build=_build_tiny_kontext, features=KONTEXT),
+)
+
+
+@hookimpl
+def register_model_families(register: Callable[[ModelFamily], None]) -> None:
+    register(ModelFamily(
+        name="flux",
+        aliases=("flux1",),
+        trainer=_trainer,
+        flavours={f.name: f for f in FLAVOURS},
+        model_types=("full", "lora"),
+        adapter_types=("standard", "lycoris"),
+        default_flavour="dev",
+        description="Flux.1 (MMDiT, T5 + CLIP text encoders, rectified flow on packed latents; Kontext edits).",
+        pipeline="FluxPipeline / FluxKontextPipeline",
+        size_multiple=16,
+        features=("clip_skip",),
+        lora_key_maps={"comfyui": _comfyui},
+    ))
+
+
+@hookimpl
+def register_config_fields(register: Callable[[ConfigField], None]) -> None:
+    register(ConfigField("flux_guidance_value", float, 1.0,
+                         "Guidance embedding value during training (dev/Kontext have a guidance embedder).",
+                         family="flux"))
+    register(ConfigField("flux_sigma_sampling", str, "logit_normal",
+                         "How training noise levels are drawn: logit_normal (SD3) or shifted uniform.",
+                         choices=("logit_normal", "shifted"), family="flux"))
+    register(ConfigField("flow_schedule_shift", float, 3.0,
+                         "Shift applied to uniform noise levels when flux_sigma_sampling=shifted.", family="flux"))

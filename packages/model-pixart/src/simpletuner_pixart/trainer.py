@@ -3,60 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from simpletuner_core.training.loading import ModelLoadError, load_component, resolve_source, weights_identity
+
 SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-
-
-class ModelLoadError(RuntimeError):
-    """Weights could not be loaded; the message says what to do."""
-
-
-def _source(cfg: Any, family: Any, cache_dir: Path) -> str:
-    if cfg.pretrained_model_name_or_path:
-        return cfg.pretrained_model_name_or_path
-    flavour = family.flavours[cfg.model_flavour or family.default_flavour]
-    if flavour.build is not None:
-        return str(flavour.build(cache_dir))
-    return flavour.hub_id
-
-
-def _identity(source: str) -> str:
-    """Stable id of the weights for cache keys: local dirs by their files' sizes and times, hub ids by name."""
-    path = Path(source)
-    if not path.is_dir():
-        return source
-    parts = []
-    for sub in ("vae", "text_encoder", "tokenizer"):
-        for f in sorted((path / sub).glob("*")) if (path / sub).is_dir() else []:
-            stat = f.stat()
-            parts.append(f"{sub}/{f.name}:{stat.st_size}:{int(stat.st_mtime)}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-
-
-def load_component(cls: Any, source: str, subfolder: str, **kwargs: Any) -> Any:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-    try:
-        return cls.from_pretrained(source, subfolder=subfolder, local_files_only=offline, **kwargs)
-    except (OSError, ValueError) as exc:
-        local = Path(source).expanduser()
-        if local.exists():
-            raise ModelLoadError(f"{local} is not a complete diffusers directory: cannot load {subfolder!r} "
-                                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
-        raise ModelLoadError(
-            f"cannot load {source!r} ({subfolder}) from the Hugging Face Hub and it is not in the local cache: "
-            f"{str(exc).splitlines()[0]}. Download it once with network access (`huggingface-cli download "
-            f"{source}`, after `huggingface-cli login` for gated repos), set HF_ENDPOINT for a mirror, or set "
-            f"--pretrained_model_name_or_path to a local diffusers directory."
-        ) from exc
 
 
 class PixArtSigmaTrainer:
@@ -67,7 +23,7 @@ class PixArtSigmaTrainer:
     def __init__(self, config: Any, family: Any, cache_dir: Path) -> None:
         self.cfg = config
         self.family = family
-        self.source = _source(config, family, Path(cache_dir))
+        self.source = resolve_source(config, family, Path(cache_dir))
 
     def load(self, device: Any, weight_dtype: Any, log: Any) -> None:
         from diffusers import AutoencoderKL, DDPMScheduler, PixArtTransformer2DModel
@@ -99,7 +55,7 @@ class PixArtSigmaTrainer:
 
     def encoder_id(self, kind: str) -> str:
         extra = f"len{self.max_length}" if kind == "text" else ""
-        return f"pixart:{kind}:{_identity(self.source)}:{self.weight_dtype}:{extra}"
+        return f"pixart:{kind}:{weights_identity(self.source)}:{self.weight_dtype}:{extra}"
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -150,18 +106,9 @@ class PixArtSigmaTrainer:
         if adapter is None:
             self._pipeline(model).save_pretrained(output_dir)
             return [str(output_dir / "model_index.json"), str(output_dir / "transformer")]
-        from safetensors.torch import save_file
+        from simpletuner_core.training.lora_io import save_adapter
 
-        state = {k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}
-        if adapter.kind == "standard":
-            state = lora_format.convert(state, self.family.name)
-            name = "pytorch_lora_weights.safetensors"
-        else:
-            name = "pytorch_lycoris_weights.safetensors"
-        meta = {"format": lora_format.name if adapter.kind == "standard" else "lycoris",
-                "model_family": self.family.name, "adapter": json.dumps(adapter.hyperparameters, default=str)}
-        save_file(state, str(output_dir / name), metadata=meta)
-        return [str(output_dir / name)]
+        return [str(save_adapter(adapter, self.family, lora_format, output_dir))]
 
     @torch.no_grad()
     def validation_images(self, model: Any, config: Any) -> list[Any]:

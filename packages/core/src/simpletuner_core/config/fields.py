@@ -39,7 +39,8 @@ class CoreConfig:
     )
     # --- output ---------------------------------------------------------------------------------------------
     output_dir: str | None = f(None, "Where checkpoints and final weights go.")
-    lora_format: str = f("diffusers", "Key layout of exported adapter weights.")
+    lora_format: str = f("diffusers", "Key layout of exported LoRA weights: diffusers (load_lora_weights) or "
+                                      "comfyui (kohya-style lora_unet_ keys).")
     # --- schedule ------------------------------------------------------------------------------------------
     train_batch_size: int = f(1, "Samples per micro-batch per process.")
     gradient_accumulation_steps: int = f(1, "Micro-batches per optimizer step.")
@@ -70,8 +71,10 @@ class CoreConfig:
     lora_alpha: float | None = f(None, "LoRA alpha; default: equal to lora_rank.")
     lora_dropout: float = f(0.0, "LoRA dropout.")
     lora_target_modules: str | None = f(None, "Comma-separated module names; default: the family's preset.")
-    lycoris_config: str | None = f(None, "LyCORIS JSON file (algo, factor, presets).")
-    init_lora: str | None = f(None, "Adapter weights to start from.")
+    lycoris_config: str | None = f(None, "LyCORIS JSON file: algo (lokr, locon, loha, full), factor, "
+                                         "linear_dim, apply_preset (a dict or a family preset name).")
+    init_lora: str | None = f(None, "Adapter file to start from (.safetensors; diffusers, comfyui or LyCORIS "
+                                    "keys, detected from the file).")
     # --- checkpoints ------------------------------------------------------------------------------------------
     checkpointing_steps: int = f(500, "Save a checkpoint every N optimizer steps; 0 disables.")
     checkpoints_total_limit: int | None = f(None, "Keep at most N checkpoints (oldest removed after a new one).")

@@ -79,6 +79,11 @@ def _family(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError
         if bad:
             yield ConfigError("validation_resolution", f"{', '.join(bad)} is not a multiple of "
                               f"{fam.size_multiple} px, which {fam.name} needs")
+    if cfg.model_type == "lora" and cfg.lora_format in registry.lora_formats:
+        spec = registry.lora_formats.get(cfg.lora_format)
+        if spec.needs_key_map and cfg.lora_format not in fam.lora_key_maps:
+            yield ConfigError("lora_format", f"{fam.name} has no {cfg.lora_format} key map; use "
+                              f"{', '.join(['diffusers', *sorted(fam.lora_key_maps)])}")
     if "clip_skip" not in fam.features and cfg.clip_skip:
         yield ConfigError("clip_skip", f"{fam.name} has no CLIP text encoder, so clip_skip cannot apply; remove it")
     for field in registry.config_fields.values():
@@ -154,6 +159,11 @@ def _misc(cfg: Any) -> Iterable[ConfigError]:
 
         if not Path(cfg.lycoris_config).expanduser().is_file():
             yield ConfigError("lycoris_config", f"file not found: {cfg.lycoris_config}")
+    if cfg.model_type == "lora" and cfg.init_lora:
+        from pathlib import Path
+
+        if not Path(cfg.init_lora).expanduser().is_file():
+            yield ConfigError("init_lora", f"file not found: {cfg.init_lora}")
     if not 0.0 < cfg.ema_decay < 1.0:
         yield ConfigError("ema_decay", "must be in (0, 1)")
     if cfg.learning_rate <= 0:
@@ -215,7 +225,6 @@ def validate(raw: Mapping[str, Any], registry: Any | None = None) -> Any:
 
 #: Keys the tutorial uses that are accepted (so its configs load) but have no effect in this release yet.
 NOT_YET = {
-    "init_lora": "starting from existing adapter weights arrives with the LoRA-formats work",
     "push_to_hub": "hub publishing arrives with the publishers issue",
     "push_checkpoints_to_hub": "hub publishing arrives with the publishers issue",
     "hub_model_id": "hub publishing arrives with the publishers issue",

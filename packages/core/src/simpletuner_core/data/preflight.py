@@ -79,6 +79,10 @@ class Plan:
     datasets: list[DatasetSummary] = attrs.field(factory=list)
     errors: list[ConfigError] = attrs.field(factory=list)
     warnings: list[str] = attrs.field(factory=list)
+    #: Edit/reference pairs (:class:`~simpletuner_core.data.pairing.Reference`), one per target and
+    #: conditioning dataset; empty when no dataset has ``conditioning_data``.
+    references: list[Any] = attrs.field(factory=list)
+    pairings: list[Any] = attrs.field(factory=list)
 
     @property
     def ok(self) -> bool:
@@ -94,6 +98,9 @@ class Plan:
             "datasets": [attrs.asdict(d) for d in self.datasets],
             "errors": [e.to_dict() for e in self.errors],
             "warnings": list(self.warnings),
+            "references": [{"target_dataset_id": r.target_dataset_id, "target_path": r.target_path,
+                            "reference": attrs.asdict(r.sample)} for r in self.references],
+            "pairings": [attrs.asdict(p) for p in self.pairings],
         }
 
     def render(self) -> str:
@@ -102,7 +109,7 @@ class Plan:
             if d.dataset_type == "text_embeds":
                 lines.append(f"  {d.id} (text_embeds): caches caption embeddings")
                 continue
-            extra = "" if d.dataset_type == "image" else " (pairing is checked when conditioning loads)"
+            extra = "" if d.dataset_type == "image" else " (reference images)"
             lines.append(
                 f"  {d.id} ({d.dataset_type}): {d.found} images found, {d.usable} usable, {d.filtered} filtered, "
                 f"repeats {d.repeats}, probability {d.probability:g}{extra}"
@@ -114,6 +121,11 @@ class Plan:
         if not self.buckets:
             lines.append("  (none)")
         lines.append(f"Micro-batches per epoch: {self.micro_batches_per_epoch} per process")
+        if self.pairings:
+            from simpletuner_core.data.pairing import render_pairings
+
+            lines.append("Edit/reference pairs:")
+            lines.extend(render_pairings(self))
         if self.filtered:
             lines.append(f"Filtered ({len(self.filtered)}):")
             groups: dict[str, list[str]] = defaultdict(list)
@@ -274,6 +286,7 @@ def build_plan(
 
         registry = get_registry()
     b = _Builder(base_dir, seed, size_multiple, default_resolution, default_resolution_type, registry)
+    conditioning: dict[str, tuple[Any, list[str]]] = {}
     for i, ds in enumerate(datasets):
         if ds.disabled:
             b.plan.warnings.append(f"dataset {ds.id!r} is disabled and was skipped")
@@ -287,11 +300,22 @@ def build_plan(
         if ds.dataset_type == "image":
             b.image_dataset(i, ds, backend, files)
         else:
-            b.found[ds.id] = sum(1 for f in files if is_image(f))
+            conditioning[ds.id] = (backend, [f for f in files if is_image(f)])
+            b.found[ds.id] = len(conditioning[ds.id][1])
     plan = b.plan
     by_id = {ds.id: ds for ds in datasets}
+    if any(ds.enabled_image and ds.conditioning_data for ds in datasets):
+        from simpletuner_core.data.pairing import check_collatable, pair_references
+
+        pair_references(plan, datasets, conditioning, base_dir=str(base_dir), seed=seed,
+                        size_multiple=size_multiple, defaults=(default_resolution, default_resolution_type),
+                        read_size=lambda backend, ds, path: read_image_size(backend.read_bytes(ds, path)))
     need_batch = train_batch_size * processes
     groups = _drop_small_buckets(plan, by_id, need_batch, train_batch_size, processes)
+    if plan.references:
+        kept = {(s.dataset_id, s.path) for s in plan.samples}
+        plan.references = [r for r in plan.references if (r.target_dataset_id, r.target_path) in kept]
+        check_collatable(plan, by_id, train_batch_size)
     plan.micro_batches_per_epoch = _micro_batches_per_epoch(plan.samples, by_id, need_batch)
     found_images = sum(n for k, n in b.found.items() if by_id[k].dataset_type == "image")
     _check_enough(plan, by_id, groups, found_images, train_batch_size, gradient_accumulation_steps, processes)
@@ -377,12 +401,14 @@ def _check_enough(plan: Plan, by_id: dict[str, DatasetConfig], groups: dict[tupl
 
 def _summarise(plan: Plan, datasets: list[DatasetConfig], found: dict[str, int]) -> None:
     usable = Counter(s.dataset_id for s in plan.samples)
+    paired = {p.conditioning_id for p in plan.pairings}
+    usable.update(ds_id for ds_id, _ in {(r.sample.dataset_id, r.sample.path) for r in plan.references})
     filtered = Counter(f.dataset_id for f in plan.filtered)
     for ds in datasets:
         if ds.disabled:
             continue
         n_found = found.get(ds.id, 0)
-        n_usable = n_found if ds.dataset_type == "conditioning" else usable[ds.id]
+        n_usable = usable[ds.id] if ds.dataset_type != "conditioning" or ds.id in paired else n_found
         plan.datasets.append(DatasetSummary(
             ds.id, ds.dataset_type, n_found, n_usable, filtered[ds.id], ds.repeats, ds.probability,
         ))

@@ -26,6 +26,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "simpletuner_core.builtins.schedulers",
     "simpletuner_core.builtins.data",
     "simpletuner_core.builtins.adapters",
+    "simpletuner_core.builtins.lora_formats",
     "simpletuner_core.builtins.quantizers",
     "simpletuner_core.builtins.validation",
     "simpletuner_core.builtins.events",

@@ -21,6 +21,7 @@ import attrs
 
 from simpletuner_core.config.model import unstructure
 from simpletuner_core.events.emitter import EventEmitter
+from simpletuner_core.training import conditioning
 from simpletuner_core.training.checkpoint import (
     begin_checkpoint,
     finish_checkpoint,
@@ -61,9 +62,20 @@ def config_hash(cfg: Any) -> str:
 def plan_fingerprint(plan: Any, processes: int) -> str:
     """What the sampler's order depends on: every sample's identity and bucket, the datasets' weights, processes."""
     rows = [f"{s.dataset_id}|{s.path}|{s.plan.target_size}" for s in plan.samples]
+    rows += [f"ref:{r.target_path}|{r.sample.dataset_id}|{r.sample.path}" for r in plan.references]
     weights = [f"{d.id}:{d.repeats}:{d.probability}" for d in plan.datasets]
     body = "\n".join([*rows, *weights, f"processes={processes}"])
     return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def adapter_diff(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> list[str]:
+    """``adapter.<key>: checkpoint=… now=…`` for every adapter hyper-parameter that differs."""
+    if saved is None and now is None:
+        return []
+    saved, now = dict(saved or {}), dict(now or {})
+    norm = json.loads(json.dumps(now, default=str))  # the manifest went through JSON: compare like with like
+    return [f"adapter.{k}: checkpoint={saved.get(k)!r} now={norm.get(k)!r}" for k in sorted(set(saved) | set(norm))
+            if saved.get(k) != norm.get(k)]
 
 
 def _micro_seed(seed: int, micro_index: int) -> int:
@@ -149,6 +161,7 @@ class Trainer:
         fingerprint = plan_fingerprint(plan, processes)
         self.events.emit("job.plan", plan=plan.to_dict())
         self.events.log(plan.render())
+        conditioning.check_supported(plan, self.family, cfg)
         if manifest:
             self._check_resume(manifest, fingerprint)
 
@@ -165,8 +178,11 @@ class Trainer:
         if not accelerator.is_main_process:  # the main process fills the caches; the others then read them
             accelerator.wait_for_everyone()
         latents, texts = self._fill_caches(family, datasets, plan)
+        refs = conditioning.fill_caches(plan, datasets, cfg, self.home, family, self.registry, self.events.log)
         if accelerator.is_main_process:
             accelerator.wait_for_everyone()
+        if hasattr(family, "use_validation_inputs"):
+            family.use_validation_inputs(*conditioning.validation_inputs(plan, datasets, self.registry))
 
         model = family.trainable()
         if cfg.base_model_precision in self.registry.quantizers:
@@ -175,8 +191,14 @@ class Trainer:
             quantizer.quantize(model, cfg, exclude=list(getattr(family, "quantize_exclude", [])))
         adapter = None
         if cfg.model_type == "lora":
-            adapter = self.registry.adapters.get(cfg.lora_type).apply(model, cfg, list(family.lora_targets))
+            adapter = self.registry.adapters.get(cfg.lora_type).apply(model, cfg, list(family.lora_targets),
+                                                                       dict(getattr(family, "lycoris_presets", {})))
             params = adapter.params
+            if cfg.init_lora and not manifest:
+                from simpletuner_core.training.lora_io import load_init_lora
+
+                fmt = load_init_lora(adapter, cfg.init_lora, self.family, self.registry)
+                self.events.log(f"init_lora: loaded {cfg.init_lora} ({fmt} format)")
         else:
             model.requires_grad_(True)
             params = [p for p in model.parameters() if p.requires_grad]
@@ -224,7 +246,8 @@ class Trainer:
                            step_in_epoch=step_in_epoch, fingerprint=fingerprint)
         self.stage("training", f"training {total} steps ({steps_per_epoch} per epoch), seed {seed}")
         with signals_to(self.control):
-            status = self._loop(state, sampler, plan.samples, latents, texts)
+            status = self._loop(state, sampler, plan.samples, latents, texts,
+                                (conditioning.reference_index(plan), refs))
         if status == "cancelled":
             self.events.emit("job.cancelled", step=state.global_step)
         elif status == "stopped":
@@ -250,20 +273,35 @@ class Trainer:
             accelerator.end_training()
         return TrainResult(status, state.global_step, str(self.output_dir), list(self.losses))
 
+    def _adapter_hyperparameters(self) -> dict[str, Any] | None:
+        """What the adapter would be, from the config and the family's targets/presets (no model needed)."""
+        cfg = self.cfg
+        if cfg.model_type != "lora" or cfg.lora_type not in self.registry.adapters:
+            return None
+        spec = self.registry.adapters.get(cfg.lora_type)
+        if spec.describe is None:
+            return None
+        cls = self.family.trainer()
+        return spec.describe(cfg, list(cls.lora_targets), dict(getattr(cls, "lycoris_presets", {})))
+
     def _weight_dtype(self, torch: Any) -> Any:
         name = _DTYPES.get(self.cfg.base_model_precision, "float32")
         return getattr(torch, name)
 
     def _check_resume(self, manifest: dict[str, Any], fingerprint: str) -> None:
+        """Refuse a resume whose config or adapter differs from the checkpoint's, before any weights load."""
         from simpletuner_core.config.errors import ConfigError, ConfigInvalid
 
+        diff = adapter_diff(manifest.get("adapter"), self._adapter_hyperparameters())
         if manifest.get("config_hash") != config_hash(self.cfg):
             saved = manifest.get("config", {})
             now = unstructure(self.cfg)
-            diff = [f"{k}: checkpoint={saved.get(k)!r} now={now.get(k)!r}" for k in sorted(now)
-                    if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k)]
+            diff += [f"{k}: checkpoint={saved.get(k)!r} now={now.get(k)!r}" for k in sorted(now)
+                     if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k)]
+            diff = diff or ["unknown difference"]
+        if diff:
             raise ConfigInvalid([ConfigError("resume_from_checkpoint", "checkpoint was trained with a different "
-                                             "config: " + ("; ".join(diff) or "unknown difference"))])
+                                             "config: " + "; ".join(dict.fromkeys(diff)))])
         if manifest.get("plan_fingerprint") not in (None, fingerprint):
             raise ConfigInvalid([ConfigError(
                 "resume_from_checkpoint", "the dataset changed since the checkpoint (images added, removed or "
@@ -304,21 +342,27 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------------------------
     def _loop(self, st: _LoopState, sampler: Any, samples: list[Any], latents: dict[str, Any],
-              texts: Any) -> str:
+              texts: Any, references: tuple[dict[Any, Any], dict[str, Any]]) -> str:
         import torch
 
         cfg = self.cfg
         ga = cfg.gradient_accumulation_steps
         device = st.accelerator.device
         drop = cfg.caption_dropout_probability
+        ref_index, ref_caches = references
 
-        def collate(batch: list[int], micro_index: int) -> tuple[Any, dict[str, Any]]:
+        def collate(batch: list[int], micro_index: int) -> tuple[Any, dict[str, Any], Any]:
             rng = random.Random(_micro_seed(st.seed, micro_index))
             lat = torch.stack([latents[samples[i].dataset_id].load(samples[i]) for i in batch])
             caps = ["" if drop and rng.random() < drop else samples[i].caption for i in batch]
             embeds = [texts.load(c) for c in caps]
             text = {k: torch.stack([e[k] for e in embeds]) for k in embeds[0]}
-            return lat.to(device), {k: v.to(device) for k, v in text.items()}
+            refs = None
+            if ref_index:
+                refs = conditioning.batch_references([samples[i] for i in batch], ref_index, ref_caches,
+                                                     cfg.conditioning_multidataset_sampling, rng)
+            refs = [r.to(device) for r in refs] if refs else None
+            return lat.to(device), {k: v.to(device) for k, v in text.items()}, refs
 
         pool = ThreadPoolExecutor(max_workers=1) if cfg.dataloader_prefetch else None
         timer = _Rate()
@@ -335,9 +379,9 @@ class Trainer:
                     for k, batch in enumerate(group):
                         micro = base_micro + k
                         if pending is not None:
-                            lat, text = pending.result()
+                            lat, text, refs = pending.result()
                         else:
-                            lat, text = collate(batch, micro)
+                            lat, text, refs = collate(batch, micro)
                         pending = None
                         if pool is not None:
                             nxt = pos + k + 1
@@ -347,7 +391,10 @@ class Trainer:
                         sync = k == len(group) - 1
                         ctx = contextlib.nullcontext() if sync else st.accelerator.no_sync(st.model)
                         with ctx:
-                            loss = st.family.loss(st.model, lat, text)
+                            if refs is None:
+                                loss = st.family.loss(st.model, lat, text)
+                            else:
+                                loss = st.family.loss(st.model, lat, text, conditioning=refs)
                             st.accelerator.backward(loss / ga)
                         total_loss += float(loss.detach()) / ga
                     if cfg.max_grad_norm > 0:

@@ -1,0 +1,56 @@
+"""Loading a family's weights: a flavour's offline builder, a local diffusers directory, or a hub id.
+
+Shared by every model family (one model package never imports another), so the error a user sees for a missing
+download or a half-copied directory is the same whatever the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+
+class ModelLoadError(RuntimeError):
+    """Weights could not be loaded; the message says what to do."""
+
+
+def resolve_source(cfg: Any, family: Any, cache_dir: Path) -> str:
+    """The configured path/hub id, else the flavour's offline build or hub id."""
+    if cfg.pretrained_model_name_or_path:
+        return cfg.pretrained_model_name_or_path
+    flavour = family.flavours[cfg.model_flavour or family.default_flavour]
+    if flavour.build is not None:
+        return str(flavour.build(cache_dir))
+    return flavour.hub_id
+
+
+def weights_identity(source: str) -> str:
+    """Stable id of the weights for cache keys: local dirs by their files' sizes and times, hub ids by name."""
+    path = Path(source)
+    if not path.is_dir():
+        return source
+    parts = []
+    for sub in ("vae", "text_encoder", "tokenizer"):
+        for f in sorted((path / sub).glob("*")) if (path / sub).is_dir() else []:
+            stat = f.stat()
+            parts.append(f"{sub}/{f.name}:{stat.st_size}:{int(stat.st_mtime)}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+def load_component(cls: Any, source: str, subfolder: str, **kwargs: Any) -> Any:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+    try:
+        return cls.from_pretrained(source, subfolder=subfolder, local_files_only=offline, **kwargs)
+    except (OSError, ValueError) as exc:
+        local = Path(source).expanduser()
+        if local.exists():
+            raise ModelLoadError(f"{local} is not a complete diffusers directory: cannot load {subfolder!r} "
+                                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
+        raise ModelLoadError(
+            f"cannot load {source!r} ({subfolder}) from the Hugging Face Hub and it is not in the local cache: "
+            f"{str(exc).splitlines()[0]}. Download it once with network access (`huggingface-cli download "
+            f"{source}`, after `huggingface-cli login` for gated repos), set HF_ENDPOINT for a mirror, or set "
+            f"--pretrained_model_name_or_path to a local diffusers directory."
+        ) from exc
