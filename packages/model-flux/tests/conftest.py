@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,34 +29,3 @@ def demo_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pairs")
     write_demo_pairs(root / "edit", root / "reference", count=8, size=64)
     return root
-
-
-def kontext_dataloader(home: Path, pairs: Path, conditioning_type: str = "reference_strict",
-                       **edit_overrides: Any) -> Path:
-    """The tutorial's three-dataset Kontext dataloader at 64 px."""
-    path = home / "config" / "kontext.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([
-        {"id": "kontext-edit", "type": "local", "dataset_type": "image", "instance_data_dir": str(pairs / "edit"),
-         "conditioning_data": ["kontext-reference"], "resolution": 64, "resolution_type": "pixel_area",
-         "caption_strategy": "textfile", "cache_dir_vae": str(home / "cache" / "vae" / "edit"), "crop": True,
-         "crop_style": "center", "crop_aspect": "square", **edit_overrides},
-        {"id": "kontext-reference", "type": "local", "dataset_type": "conditioning",
-         "instance_data_dir": str(pairs / "reference"), "conditioning_type": conditioning_type, "resolution": 64,
-         "resolution_type": "pixel_area", "cache_dir_vae": str(home / "cache" / "vae" / "reference")},
-        {"id": "kontext-text-embeds", "type": "local", "dataset_type": "text_embeds", "default": True,
-         "cache_dir": str(home / "cache" / "text")},
-    ]))
-    return path
-
-
-def flux_config(home: Path, model_dir: Path, dataloader: Path, flavour: str = "tiny",
-                **overrides: Any) -> dict[str, Any]:
-    """A wire-format LoRA config for a tiny Flux flavour."""
-    return {
-        "--model_family": "flux", "--model_flavour": flavour, "--pretrained_model_name_or_path": str(model_dir),
-        "--model_type": "lora", "--lora_rank": 4, "--output_dir": str(home / "output"),
-        "--data_backend_config": str(dataloader), "--train_batch_size": 4, "--learning_rate": 1e-2,
-        "--max_train_steps": 30, "--seed": 7, "--checkpointing_steps": 0, "--report_to": "none",
-        **{k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()},
-    }

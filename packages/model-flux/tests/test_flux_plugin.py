@@ -1,4 +1,4 @@
-"""The flux plugin is discovered through its entry point, stays light, and does not pretend to train."""
+"""The flux plugin registers its family through the hooks, stays light, and rejects impossible configs clearly."""
 
 from __future__ import annotations
 
@@ -21,21 +21,49 @@ def fresh_plugins(monkeypatch: pytest.MonkeyPatch):
     reset_plugin_manager()
 
 
-def test_entry_point_is_declared_and_loaded() -> None:
+def base(**overrides: object) -> dict[str, object]:
+    return {"--model_family": "flux", "--model_flavour": "kontext", "--output_dir": "/tmp/x",
+            "--data_backend_config": "x.json", "--max_train_steps": 1, "--model_type": "lora",
+            **{f"--{k}": v for k, v in overrides.items()}}
+
+
+def test_entry_point_registers_the_flux_family_and_flavours() -> None:
     names = {ep.name: ep.value for ep in entry_points(group="simpletuner")}
     assert names.get("flux") == "simpletuner_flux.plugin"
     assert get_plugin_manager().get_plugin("flux") is not None
+    registry = get_registry()
+    assert registry.families.owner("flux") == "flux" and registry.family("flux1").name == "flux"
+    flavours = {n: f.hub_id for n, f in registry.family("flux").flavours.items()}
+    assert flavours["dev"] == "black-forest-labs/FLUX.1-dev"
+    assert flavours["kontext"] == "black-forest-labs/FLUX.1-Kontext-dev"
+    assert {"schnell", "krea", "tiny", "tiny-kontext"} <= set(flavours)
+    assert flavours["tiny"] is None and flavours["tiny-kontext"] is None
 
 
-def test_no_flux_family_is_claimed_yet() -> None:
-    assert "flux" not in get_registry().families
+def test_tutorial_kontext_keys_validate() -> None:
+    cfg = validate(base(lora_type="lycoris", optimizer="optimi-lion", base_model_precision="int8-quanto",
+                        lora_rank=16, lora_dropout=0.05, conditioning_multidataset_sampling="combined", clip_skip=2))
+    assert cfg.clip_skip == 2 and cfg.flux_guidance_value == 1.0
+
+
+def test_unknown_flavour_lists_the_known_ones() -> None:
     with pytest.raises(ConfigInvalid) as info:
-        validate({"--model_family": "flux", "--model_flavour": "kontext", "--output_dir": "/tmp/x",
-                  "--data_backend_config": "x.json", "--max_train_steps": 1})
+        validate(base(model_flavour="kontex"))
     err = info.value.errors[0]
-    assert err.path == "model_family" and "pixart_sigma" in err.message
+    assert err.path == "model_flavour" and "tiny-kontext" in err.message and err.did_you_mean == "kontext"
+
+
+def test_flux_keys_and_comfyui_format_are_refused_for_pixart() -> None:
+    with pytest.raises(ConfigInvalid) as info:
+        validate(base(model_family="pixart", model_flavour="tiny", flux_guidance_value=3.5, lora_format="comfyui",
+                      clip_skip=1))
+    paths = {e.path: e.message for e in info.value.errors}
+    assert "applies only to model_family flux" in paths["flux_guidance_value"]
+    assert "has no comfyui key map" in paths["lora_format"]
+    assert "no CLIP text encoder" in paths["clip_skip"]
 
 
 def test_plugin_module_does_not_import_torch() -> None:
-    code = "import sys, simpletuner_flux.plugin; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = ("import sys, simpletuner_flux.plugin, simpletuner_flux.examples; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

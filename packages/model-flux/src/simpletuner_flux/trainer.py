@@ -93,7 +93,7 @@ class FluxTrainer:
         if not self.cfg.clip_skip:
             return out.pooler_output
         # transformers 5 flattened CLIPTextModel (no ``.text_model``); older releases nest it.
-        norm = getattr(getattr(self.text_encoder, "text_model", self.text_encoder), "final_layer_norm")
+        norm = getattr(self.text_encoder, "text_model", self.text_encoder).final_layer_norm
         hidden = norm(out.hidden_states[-(self.cfg.clip_skip + 1)])
         eos = (tokens == self.tokenizer.eos_token_id).int().argmax(dim=-1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), eos]
