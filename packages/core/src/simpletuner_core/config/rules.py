@@ -159,6 +159,13 @@ def _misc(cfg: Any) -> Iterable[ConfigError]:
 
         if not Path(cfg.lycoris_config).expanduser().is_file():
             yield ConfigError("lycoris_config", f"file not found: {cfg.lycoris_config}")
+        else:
+            from simpletuner_core.builtins.adapters import lycoris_settings
+
+            try:
+                lycoris_settings(cfg)
+            except ValueError as exc:
+                yield ConfigError("lycoris_config", str(exc))
     if cfg.model_type == "lora" and cfg.init_lora:
         from pathlib import Path
 

@@ -195,9 +195,13 @@ class Trainer:
                                                                        dict(getattr(family, "lycoris_presets", {})))
             params = adapter.params
             if cfg.init_lora and not manifest:
-                from simpletuner_core.training.lora_io import load_init_lora
+                from simpletuner_core.config.errors import ConfigError, ConfigInvalid
+                from simpletuner_core.training.lora_io import LoraFileError, load_init_lora
 
-                fmt = load_init_lora(adapter, cfg.init_lora, self.family, self.registry)
+                try:
+                    fmt = load_init_lora(adapter, cfg.init_lora, self.family, self.registry)
+                except LoraFileError as exc:
+                    raise ConfigInvalid([ConfigError("init_lora", str(exc))]) from None
                 self.events.log(f"init_lora: loaded {cfg.init_lora} ({fmt} format)")
         else:
             model.requires_grad_(True)
