@@ -38,3 +38,15 @@ def test_images_and_captions_differ(tmp_path: Path) -> None:
     for caption in captions:
         words = caption.split()
         assert words[1] != words[4]  # foreground differs from background
+
+
+def test_demo_pairs_share_names_and_differ_by_the_edit(tmp_path: Path) -> None:
+    from simpletuner_core.demo_data import write_demo_pairs
+
+    targets = write_demo_pairs(tmp_path / "edit", tmp_path / "ref", count=4, size=32)
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == sorted(p.name for p in targets)
+    for target in targets:
+        reference = tmp_path / "ref" / target.name
+        assert Image.open(target).size == Image.open(reference).size == (32, 32)
+        assert target.read_bytes() != reference.read_bytes()
+        assert target.with_suffix(".txt").read_text().startswith("make the ")

@@ -205,3 +205,23 @@ def test_clip_skip_changes_the_pooled_text_and_is_bounded(home: Path, cfg: Any) 
     trainer = FluxTrainer(validate(cfg(clip_skip=3)), family, home)
     with pytest.raises(ModelLoadError, match="has 3 layers; use at most 2"):
         trainer.load(torch.device("cpu"), torch.float32, lambda _msg: None)
+
+
+def test_lycoris_preset_is_set_for_every_network(home: Path, cfg: Any, tmp_path: Path) -> None:
+    """LyCORIS keeps the preset as class-level state: each network must get its own, never the last one's."""
+    from diffusers import FluxTransformer2DModel
+
+    from simpletuner_flux.trainer import FluxTrainer
+
+    registry = get_registry()
+    counts = []
+    for preset in ("attention", "default", "attention"):
+        (tmp_path / "l.json").write_text(json.dumps({"algo": "locon", "linear_dim": 2, "apply_preset": preset}))
+        config = validate(cfg(lora_type="lycoris", lycoris_config=str(tmp_path / "l.json")))
+        model = FluxTransformer2DModel.from_pretrained(str(cfg()["--pretrained_model_name_or_path"]),
+                                                       subfolder="transformer")
+        handle = registry.adapters.get("lycoris").apply(model, config, FluxTrainer.lora_targets,
+                                                        FluxTrainer.lycoris_presets)
+        counts.append(len(handle.checkpoint_module.loras))
+        assert handle.hyperparameters["preset"] == FluxTrainer.lycoris_presets[preset]
+    assert counts[0] == counts[2] == 14 and counts[1] > 14, counts
