@@ -67,3 +67,13 @@ def test_plugin_module_does_not_import_torch() -> None:
     code = ("import sys, simpletuner_flux.plugin, simpletuner_flux.examples; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_saved_configs_with_every_key_revalidate_for_both_families() -> None:
+    """Jobs store the full wire config: the flux keys at their defaults must not break a PixArt job."""
+    from simpletuner_core.config.model import to_wire
+
+    for family, flavour in (("pixart", "tiny"), ("flux", "tiny-kontext")):
+        cfg = validate(base(model_family=family, model_flavour=flavour))
+        assert "--flux_guidance_value" in to_wire(cfg)
+        assert validate(to_wire(cfg)) == cfg

@@ -156,3 +156,13 @@ def test_lora_inspect_reports_format_family_rank_and_keys(home: Path, cfg: Any, 
     (home / "bad.safetensors").write_bytes(b"not safetensors")
     assert main(["lora", "inspect", str(home / "bad.safetensors")]) == 2
     assert "not a readable safetensors file" in capsys.readouterr().err
+
+
+def test_a_module_comfyui_cannot_name_fails_before_training(home: Path, cfg: Any) -> None:
+    raw = cfg(lora_format="comfyui", lora_target_modules="to_q,proj_out", max_train_steps=2)
+    code, _ = run_job(validate(raw), home, get_registry(), job_id="names")
+    assert code == 2
+    events = read_events(home / "jobs" / "names" / "events.jsonl")
+    reason = next(e for e in events if e.type == "job.failed").data["reason"]
+    assert "Flux module 'proj_out' has no ComfyUI name" in reason
+    assert not any(e.type == "training.status" for e in events)

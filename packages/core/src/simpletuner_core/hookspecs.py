@@ -53,7 +53,8 @@ def register_adapters(register: Callable[[AdapterSpec], None]) -> None:
 
 @hookspec
 def register_lora_formats(register: Callable[[LoraFormatSpec], None]) -> None:
-    """Contribute export key layouts for adapter weights, selected by ``lora_format``."""
+    """Contribute export key layouts for adapter weights, selected by ``lora_format`` (core ships ``diffusers`` and
+    ``comfyui``; module renames per family come from ``ModelFamily.lora_key_maps``)."""
 
 
 @hookspec

@@ -29,8 +29,10 @@ def render_markdown(registry: Any | None = None) -> str:
     for doc in field_docs(registry):
         choices = ", ".join(str(c) for c in doc["choices"] if c is not None)
         default = "" if doc["default"] is None else f"`{doc['default']}`"
+        plugin_field = registry.config_fields.get(doc["name"]) if doc["name"] in registry.config_fields else None
+        scope = f" (model_family {plugin_field.family} only)" if plugin_field and plugin_field.family else ""
         lines.append(f"| `--{doc['name']}` | {_cell(doc['type'])} | {default} | {_cell(choices)} | "
-                     f"{_cell(doc['help'])} |")
+                     f"{_cell(doc['help'] + scope)} |")
     lines += ["", "## Registered names", ""]
     for label, table in (("model_family", registry.families), ("optimizer", registry.optimizers),
                          ("lr_scheduler", registry.schedulers), ("lora_type", registry.adapters),

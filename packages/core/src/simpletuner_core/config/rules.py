@@ -86,8 +86,9 @@ def _family(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError
                               f"{', '.join(['diffusers', *sorted(fam.lora_key_maps)])}")
     if "clip_skip" not in fam.features and cfg.clip_skip:
         yield ConfigError("clip_skip", f"{fam.name} has no CLIP text encoder, so clip_skip cannot apply; remove it")
-    for field in registry.config_fields.values():
-        if field.family and field.name in provided and registry.families.canonical(field.family) != fam.name:
+    for field in registry.config_fields.values():  # saved configs list every key: only a set value is a mistake
+        if (field.family and field.name in provided and registry.families.canonical(field.family) != fam.name
+                and getattr(cfg, field.name, field.default) != field.default):
             yield ConfigError(field.name, f"applies only to model_family {field.family}")
 
 

@@ -194,6 +194,7 @@ class Trainer:
             adapter = self.registry.adapters.get(cfg.lora_type).apply(model, cfg, list(family.lora_targets),
                                                                        dict(getattr(family, "lycoris_presets", {})))
             params = adapter.params
+            self._check_export(adapter)
             if cfg.init_lora and not manifest:
                 from simpletuner_core.config.errors import ConfigError, ConfigInvalid
                 from simpletuner_core.training.lora_io import LoraFileError, load_init_lora
@@ -276,6 +277,18 @@ class Trainer:
         if cfg.report_to != "none":
             accelerator.end_training()
         return TrainResult(status, state.global_step, str(self.output_dir), list(self.losses))
+
+    def _check_export(self, adapter: Any) -> None:
+        """Convert the fresh adapter once: a module the export format cannot name fails now, not after training."""
+        from simpletuner_core.config.errors import ConfigError, ConfigInvalid
+
+        if adapter.kind != "standard":
+            return
+        fmt = self.registry.lora_formats.get(self.cfg.lora_format)
+        try:
+            fmt.convert(adapter.state_dict(), self.family, adapter.hyperparameters.get("alpha"))
+        except ValueError as exc:
+            raise ConfigInvalid([ConfigError("lora_format", str(exc))]) from None
 
     def _adapter_hyperparameters(self) -> dict[str, Any] | None:
         """What the adapter would be, from the config and the family's targets/presets (no model needed)."""

@@ -32,10 +32,20 @@ class FamilyTrainer(Protocol):
         """The module whose weights (or adapters) train."""
 
     def loss(self, model: Any, latents: Any, text: dict[str, Any]) -> Any:
-        """Scalar training loss for one micro-batch; uses torch's global RNG (seeded per micro-step)."""
+        """Scalar training loss for one micro-batch; uses torch's global RNG (seeded per micro-step).
+
+        Families whose flavours declare the ``reference_conditioning`` feature also accept
+        ``conditioning=[latents, ...]``: one ``(B, C, h, w)`` batch of reference latents per conditioning dataset
+        in use (see :mod:`simpletuner_core.training.conditioning`). It is passed only when the batch has them.
+        """
 
     def save_final(self, model: Any, output_dir: Path, adapter: Any, lora_format: Any) -> list[str]:
         """Write final weights in diffusers layout; returns the files/directories written."""
 
     def validation_images(self, model: Any, config: Any) -> list[Any]:
         """Render ``validation_prompt`` with the current weights; returns PIL images."""
+
+    # Optional, looked up with getattr by the engine:
+    #   lycoris_presets: dict[str, dict]      named LyCORIS presets (``"default"`` when no apply_preset is given)
+    #   quantize_exclude: list[str]           module patterns kept unquantized under a quantized base
+    #   use_validation_inputs(size, refs)     first training bucket (w, h) and reference PIL images, before training
