@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from simpletuner_server import auth_views, configs_views, stream_views, training_views, users_views, views
+from simpletuner_server import (
+    auth_views,
+    configs_views,
+    datasets_views,
+    stream_views,
+    training_views,
+    users_views,
+    views,
+)
 from simpletuner_server.auth import AUTH_PREFIXES
-
-Route = tuple[str, str, Handler]
+from simpletuner_server.routes_types import Route
 
 #: Registered under each of ``AUTH_PREFIXES``; which of them are public is in ``auth.PUBLIC_PATHS``.
 AUTH_ROUTES: tuple[Route, ...] = (
@@ -69,6 +75,7 @@ def setup_routes(app: web.Application) -> None:
     for prefix in AUTH_PREFIXES:
         for method, path, handler in AUTH_ROUTES:
             app.router.add_route(method, prefix + path, handler)
-    for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES):
+    for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES,
+                                  *datasets_views.DATASET_ROUTES):
         app.router.add_route(method, path, handler)
     stream_views.setup_streams(app)  # the open-stream registry and its on_shutdown hook
