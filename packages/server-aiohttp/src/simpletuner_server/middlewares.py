@@ -27,12 +27,13 @@ _DROPPED_HEADERS = {hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODIN
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None,
-               errors: list[dict[str, Any]] | None = None) -> web.Response:
-    """The one error shape every client can rely on: ``{"error": {"status", "message"[, "errors"]}}``."""
+               errors: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None) -> web.Response:
+    """The one error shape every client can rely on: ``{"error": {"status", "message"[, "errors"]}}``;
+    ``extra`` adds top-level fields a route documents next to it (e.g. a rejected submit's ``status``)."""
     error: dict[str, Any] = {"status": status, "message": message}
     if errors:
         error["errors"] = errors  # per-field problems of a 422: [{"path", "message"}, ...]
-    return web.json_response({"error": error}, status=status, headers=headers)
+    return web.json_response({**(extra or {}), "error": error}, status=status, headers=headers)
 
 
 def _message(exc: web.HTTPException) -> str:
