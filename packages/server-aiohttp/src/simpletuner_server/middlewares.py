@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from simpletuner_server.auth import auth_middleware
@@ -52,6 +53,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         headers = {k: v for k, v in exc.headers.items() if k not in _DROPPED_HEADERS}
         return json_error(exc.status, _message(exc), headers, getattr(exc, "errors", None))
+    except HttpProcessingError as exc:  # a malformed body found while parsing it (multipart headers, encoding)
+        log.info("malformed request body on %s %s: %s", request.method, request.path, str(exc)[:200])
+        return json_error(400, "Malformed request body")
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -16,6 +16,7 @@ from simpletuner_server import (
     views,
 )
 from simpletuner_server.auth import AUTH_PREFIXES
+from simpletuner_server.openapi import setup_docs
 from simpletuner_server.routes_types import Route
 
 #: Registered under each of ``AUTH_PREFIXES``; which of them are public is in ``auth.PUBLIC_PATHS``.
@@ -91,4 +92,5 @@ def setup_routes(app: web.Application) -> None:
     for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES, *QUEUE_ROUTES,
                                   *datasets_views.DATASET_ROUTES):
         app.router.add_route(method, path, handler)
+    setup_docs(app)  # /openapi.json, /docs, /redoc: after every API route, since it documents them
     stream_views.setup_streams(app)  # the open-stream registry and its on_shutdown hook
