@@ -25,7 +25,8 @@ def install(session: nox.Session, *targets: str) -> None:
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """The whole suite: every package plus the cross-package tests (CPU; GPU tests skip without CUDA)."""
-    install(session, "packages/core[train,test,tensorboard]", *PACKAGES[1:])
+    extras = {"packages/server-aiohttp": "packages/server-aiohttp[test]"}  # schemathesis
+    install(session, "packages/core[train,test,tensorboard]", *[extras.get(p, p) for p in PACKAGES[1:]])
     session.env["SIMPLETUNER_PROGRESS"] = "0"
     session.run("python", "-m", "pytest", "-n", "2", "--dist", "loadfile", *session.posargs)
 
