@@ -49,9 +49,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
-    """Install, then train the tiny PixArt demo on CPU through the CLI (state in ./demo-home)."""
+    """Install, then run the tutorial's API walkthrough against a real server: tiny PixArt on CPU (./demo-home)."""
     install(session, *PACKAGES)
-    session.run("simpletuner", "demo", "--home", "demo-home", *session.posargs)
+    session.run("simpletuner", "api-demo", "--home", "demo-home", *session.posargs)
 
 
 @nox.session(python="3.11")

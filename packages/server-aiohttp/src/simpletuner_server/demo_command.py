@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +71,7 @@ async def _walk(base: str, home: Path, steps: int) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(home / "output" / "pixart-api-demo", ignore_errors=True)  # re-runs train from scratch
     port = free_port()
     proc = start_server(home, port, home / "server.log")
     base = f"http://127.0.0.1:{port}"
