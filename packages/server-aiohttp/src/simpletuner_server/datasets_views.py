@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -37,7 +38,7 @@ from simpletuner_server.uploads import (
     is_inside,
     make_staging,
     name_problem,
-    place,
+    place_reported,
 )
 
 T = TypeVar("T")
@@ -49,6 +50,8 @@ SETTINGS_LIMITS = {"max_upload_bytes": "max_request_bytes", "max_upload_file_byt
                    "max_extracted_bytes": "max_extracted_bytes"}
 FILE_FIELDS = ("files", "files[]", "file")
 ZIP_FIELDS = ("file", "zip")
+MAX_PATH_CHARS = 4096
+DIGITS = re.compile(r"[0-9]{1,10}")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 PATH_SCHEMA = {"type": "string", "description": "absolute (inside datasets_dir) or relative to it"}
@@ -106,10 +109,15 @@ def _root(request: web.Request, create: bool) -> Root:
 
 def _resolve(root: Root, raw: str, field: str) -> Path:
     """``raw`` (absolute, or relative to the root) resolved; 403 naming ``field`` when it leaves the root."""
-    if "\x00" in raw:
-        raise v.InvalidRequest([{"path": field, "message": "contains a NUL byte"}])
-    given = Path(raw)
-    candidate = (given if given.is_absolute() else root.real / given).resolve()  # also follows a linked root
+    if len(raw) > MAX_PATH_CHARS or "\x00" in raw or not raw.isprintable():
+        raise v.InvalidRequest([{"path": field, "message": "must be a printable path of at most "
+                                                           f"{MAX_PATH_CHARS} characters"}])
+    try:
+        raw.encode("utf-8")
+        given = Path(raw)
+        candidate = (given if given.is_absolute() else root.real / given).resolve()  # follows a linked root too
+    except (UnicodeError, OSError, RuntimeError):  # lone surrogates, a name too long, a symlink loop
+        raise v.InvalidRequest([{"path": field, "message": "is not a usable path"}]) from None
     if not is_inside(candidate, root.real):
         raise web.HTTPForbidden(text=f"Access denied: {field} is outside the configured datasets directory "
                                      f"(GET /api/datasets/root shows it)")
@@ -118,10 +126,14 @@ def _resolve(root: Root, raw: str, field: str) -> Path:
 
 def _existing_folder(root: Root, raw: str, field: str) -> Path:
     path = _resolve(root, raw, field)
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError:
+        raise v.InvalidRequest([{"path": field, "message": "is not a usable path"}]) from None
+    if not exists:
         raise web.HTTPNotFound(text=f"{field} {root.relative(path)!r} does not exist under the datasets "
                                     f"directory; create it with POST /api/datasets/folders")
-    if not path.is_dir():
+    if not is_dir:
         raise v.InvalidRequest([{"path": field, "message": f"{root.relative(path)!r} is not a folder"}])
     return path
 
@@ -182,7 +194,7 @@ async def folder_files(request: web.Request) -> web.Response:
     for key, low, high in (("offset", 0, 10**9), ("limit", 1, 10_000)):
         raw = request.query.get(key)
         if raw is not None:
-            if not raw.isdigit() or not low <= int(raw) <= high:
+            if not DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
                 errors.append({"path": key, "message": f"must be an integer between {low} and {high}"})
             else:
                 numbers[key] = int(raw)
@@ -241,10 +253,8 @@ async def upload_files(request: web.Request) -> web.Response:
             raise v.InvalidRequest([{"path": "files[]", "message": "at least one file is required"}])
         target = await _disk(_existing_folder, root, upload.fields["target_path"], "target_path")
         for file in upload.files:
-            if await _disk(place, file.path, target / file.name, overwrite):
-                report.written.append(file.name)
-            else:
-                report.skip(file.name, "already exists (send overwrite=true to replace it)")
+            outcome = await _disk(place_reported, file.path, target / file.name, overwrite)
+            report.add(file.name, outcome)
         return _answer(report, root, target, "files_uploaded")
 
 
