@@ -153,12 +153,12 @@ def _flag(fields: dict[str, str], name: str) -> bool:
 
 def _answer(report: Report, root: Root, target: Path, count_key: str) -> web.Response:
     """200 with the summary, or (nothing written and something refused) the error envelope plus it."""
+    status = report.status()
     body: dict[str, Any] = {
-        "success": report.status() == 200, count_key: len(report.written), "files_skipped": len(report.skipped),
+        "success": status == 200, count_key: len(report.written), "files_skipped": len(report.skipped),
         "files": report.written, "skipped": report.skipped, "errors": report.errors,
         "target_path": root.absolute(target), "relative_path": root.relative(target),
     }
-    status = report.status()
     if status != 200:
         first = report.errors[0]
         body["error"] = {"status": status, "message": f"No file was written: {first['file']}: {first['message']}"
