@@ -173,6 +173,7 @@ def _answer(report: Report, root: Root, target: Path, count_key: str) -> web.Res
 @accepts(tag="datasets")
 @require("dataset.view")
 async def datasets_root(request: web.Request) -> web.Response:
+    """The datasets root (``datasets_dir``): every dataset path is inside it."""
     root = _root(request, create=False)
     return web.json_response({"datasets_dir": str(root.shown), "exists": root.shown.is_dir()})
 
@@ -180,6 +181,7 @@ async def datasets_root(request: web.Request) -> web.Response:
 @accepts(tag="datasets")
 @require("dataset.view")
 async def list_folders(request: web.Request) -> web.Response:
+    """Top-level dataset folders with recursive image, caption and other file counts."""
     root = _root(request, create=False)
     datasets = await _disk(list_datasets, root.real) if root.shown.is_dir() else []
     return web.json_response({"datasets_dir": str(root.shown), "datasets": datasets, "count": len(datasets)})
@@ -188,6 +190,7 @@ async def list_folders(request: web.Request) -> web.Response:
 @accepts(query=FILES_QUERY, tag="datasets")
 @require("dataset.view")
 async def folder_files(request: web.Request) -> web.Response:
+    """One folder's subfolders and a page of its files (name, size, kind), by name."""
     root = _root(request, create=False)
     errors = []
     numbers = {"offset": 0, "limit": 1000}
@@ -208,6 +211,7 @@ async def folder_files(request: web.Request) -> web.Response:
 @accepts(form=FOLDER_FORM, tag="datasets")
 @require("dataset.upload")
 async def create_folder(request: web.Request) -> web.Response:
+    """Create a folder under ``parent_path`` (absolute inside the root, or relative to it); 409 if it exists."""
     fields = await small_fields(request)
     _require(fields, FOLDER_FORM)
     name = fields["folder_name"]
@@ -244,6 +248,11 @@ async def _staging(request: web.Request) -> AsyncIterator[tuple[Root, Path]]:
 @accepts(form=UPLOAD_FORM, tag="datasets")
 @require("dataset.upload")
 async def upload_files(request: web.Request) -> web.Response:
+    """Upload images and caption/metadata files into ``target_path``.
+
+    Files are checked by content; an existing file is kept unless ``overwrite=true``. 200 when anything was
+    written or nothing refused (per-file problems in ``errors``), else 413/415/422 with the same body.
+    """
     async with _staging(request) as (root, staging):
         upload = await read_upload(request, staging, upload_limits(request.app), FILE_FIELDS)
         _require(upload.fields, UPLOAD_FORM)
@@ -262,6 +271,11 @@ async def upload_files(request: web.Request) -> web.Response:
 @accepts(form=ZIP_FORM, tag="datasets")
 @require("dataset.upload")
 async def upload_zip(request: web.Request) -> web.Response:
+    """Upload a zip and extract its images and caption/metadata files into ``target_path``, folders kept.
+
+    Unsafe entries (absolute, ``..``, links) are refused one by one; an archive past the size, entry-count or
+    compression-ratio limits is refused whole (413) before anything is written.
+    """
     async with _staging(request) as (root, staging):
         limits = upload_limits(request.app)
         upload = await read_upload(request, staging, limits, ZIP_FIELDS, zip_mode=True)
