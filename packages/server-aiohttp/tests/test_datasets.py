@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
@@ -370,7 +369,6 @@ def test_roles_viewer_reads_anonymous_gets_nothing(tmp_path: Path) -> None:
     serve(tmp_path / "home", scenario)
 
 
-@pytest.mark.xfail(reason="needs body_limit_middleware to apply a handler's own body_limit", strict=False)
 def test_uploads_are_not_held_to_the_app_wide_body_limit(tmp_path: Path) -> None:
     async def scenario(client: TestClient, ds: Path) -> None:
         await ok(client, "POST", "/api/datasets/folders", 201, data={"parent_path": str(ds), "folder_name": "s"})

@@ -69,8 +69,7 @@ def upload_limits(app: web.Application) -> UploadLimits:
     if UPLOAD_LIMITS_KEY in app:
         return app[UPLOAD_LIMITS_KEY]
     settings = app[SETTINGS_KEY]
-    found = {ours: getattr(settings, theirs) for theirs, ours in SETTINGS_LIMITS.items() if hasattr(settings, theirs)}
-    return UploadLimits(**found)
+    return UploadLimits(**{ours: getattr(settings, theirs) for theirs, ours in SETTINGS_LIMITS.items()})
 
 
 def streams_body(handler: Callable[..., Any]) -> Callable[..., Any]:
