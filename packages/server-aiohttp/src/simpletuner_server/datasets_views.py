@@ -6,7 +6,7 @@ folder under the root (never through ``request.post()``, which would buffer the 
 as they arrive, and are only then moved into place, so a refused request leaves nothing behind and an existing
 file is replaced only when the client sends ``overwrite=true``. Messages name paths relative to the root.
 
-Any holder of ``dataset.upload`` may write anywhere under the root (no per-folder ownership yet).
+A top-level folder created through the API belongs to its creator: only they (and admins) write into it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from aiohttp import web
 
 from simpletuner_server import validation as v
 from simpletuner_server.api_spec import BINARY, BOOLEAN, STRING, Form, Query, accepts
-from simpletuner_server.auth import require
+from simpletuner_server.auth import current_principal, require
 from simpletuner_server.dataset_listing import list_datasets, list_files
-from simpletuner_server.keys import SETTINGS_KEY
+from simpletuner_server.keys import SETTINGS_KEY, STORE_KEY
 from simpletuner_server.routes_types import Route
 from simpletuner_server.upload_bodies import read_upload, small_fields, too_large
 from simpletuner_server.uploads import (
@@ -81,6 +81,32 @@ def streams_body(handler: Callable[..., Any]) -> Callable[..., Any]:
 
 async def _disk(func: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(func, *args)
+
+
+# --- ownership ----------------------------------------------------------------------------------------------
+
+OWNER_PREFIX = "dataset_owner:"
+
+
+def _top(root: Root, path: Path) -> str | None:
+    """The top-level dataset folder ``path`` lies in (None for the root itself)."""
+    rel = root.relative(path)
+    return None if rel == "." else rel.split("/", 1)[0]
+
+
+def _check_owner(request: web.Request, root: Root, path: Path, field: str) -> None:
+    """Writes go only into top-level folders the caller created through the API (admins: anywhere). Folders
+    made outside the API have no owner, so only admins may write into them or into the root itself."""
+    principal = current_principal(request)
+    if principal.can("*"):
+        return
+    top = _top(root, path)
+    owner = request.app[STORE_KEY].get_setting(OWNER_PREFIX + top) if top else None
+    if owner != principal.user.username:
+        holder = "another user" if owner else "no owner"
+        whose = "the datasets root" if top is None else f"dataset folder {top!r} ({holder})"
+        raise web.HTTPForbidden(text=f"{field}: {whose} is not yours to write to; create your own folder with "
+                                     "POST /api/datasets/folders (admins may write anywhere)")
 
 
 # --- paths --------------------------------------------------------------------------------------------------
@@ -220,10 +246,14 @@ async def create_folder(request: web.Request) -> web.Response:
     root = await _disk(_root, request, True)
     parent = await _disk(_existing_folder, root, fields["parent_path"], "parent_path")
     folder = parent / name
+    if parent != root.real:
+        _check_owner(request, root, parent, "parent_path")
     try:
         await _disk(folder.mkdir)
     except FileExistsError:
         raise web.HTTPConflict(text=f"Folder {root.relative(folder)!r} already exists") from None
+    if parent == root.real:  # a new top-level dataset: its creator owns it
+        request.app[STORE_KEY].set_setting(OWNER_PREFIX + name, current_principal(request).user.username)
     return web.json_response({"success": True, "path": root.absolute(folder), "name": name,
                               "relative_path": root.relative(folder)}, status=201)
 
@@ -260,6 +290,7 @@ async def upload_files(request: web.Request) -> web.Response:
         if not upload.files and not report.errors:
             raise v.InvalidRequest([{"path": "files[]", "message": "at least one file is required"}])
         target = await _disk(_existing_folder, root, upload.fields["target_path"], "target_path")
+        _check_owner(request, root, target, "target_path")
         for file in upload.files:
             outcome = await _disk(place_reported, file.path, target / file.name, overwrite)
             report.add(file.name, outcome)
@@ -281,6 +312,7 @@ async def upload_zip(request: web.Request) -> web.Response:
         _require({**upload.fields, **({"file": "sent"} if upload.files else {})}, ZIP_FORM)
         overwrite = _flag(upload.fields, "overwrite")
         target = await _disk(_existing_folder, root, upload.fields["target_path"], "target_path")
+        _check_owner(request, root, target, "target_path")
         archive = upload.files[0]
         try:
             if archive.problem:
