@@ -30,7 +30,7 @@ from simpletuner_core.training.checkpoint import (
 from simpletuner_core.training.control import Control, signals_to
 from simpletuner_core.training.data_setup import cache_dirs, make_plan, require
 from simpletuner_core.training.ema import Ema
-from simpletuner_core.training.validation import publish_images
+from simpletuner_core.training.validation import ValidationContext, publish_images
 
 TEXT_CACHE_MEMORY_BYTES = 2 * 2**30
 _DTYPES = {"no_change": "float32", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -131,6 +131,9 @@ class Trainer:
         self.family = self.registry.family(cfg.model_family)
         self.output_dir = Path(cfg.output_dir).expanduser()
         self.losses: list[float] = []
+        self.lrs: list[float] = []
+        self.hooks: Any = None  # JobHooks on the main process
+        self.previews: Any = None  # PreviewDecoder when validation_preview is on
 
     # -- stages ---------------------------------------------------------------------------------------------
     def stage(self, name: str, message: str) -> None:
@@ -152,15 +155,32 @@ class Trainer:
         if manifest:
             self._check_resume(manifest, fingerprint)
 
-        import torch
 
         accelerator = _make_accelerator(cfg, self.output_dir)
         device = accelerator.device
+        if accelerator.is_main_process:
+            from simpletuner_core.hooks.job import JobHooks
+
+            self.hooks = JobHooks(cfg, self.job_id, self.events, self.registry)
+        result = None
+        try:
+            result = self._run(cfg, accelerator, device, resume_dir, manifest, seed, datasets, plan, fingerprint)
+            return result
+        finally:
+            if self.hooks is not None:  # uploads of a stop checkpoint finish; a cancel or a crash skips them
+                self.hooks.close(abandon=result is None or result.status == "cancelled")
+
+    def _run(self, cfg: Any, accelerator: Any, device: Any, resume_dir: Path | None, manifest: Any, seed: int,
+             datasets: list[Any], plan: Any, fingerprint: str) -> TrainResult:
+        import torch
+
         weight_dtype = self._weight_dtype(torch)
         self.stage("loading_model", f"loading {self.family.name} ({cfg.model_flavour or cfg.pretrained_model_name_or_path})")
         _quiet_library_progress_bars()
         family = self.family.trainer()(cfg, self.family, self.home / "cache" / "models")
         family.load(device, weight_dtype, self.events.log)
+        if cfg.validation_preview and accelerator.is_main_process:
+            self.previews = self._preview_decoder(family, device)
 
         if not accelerator.is_main_process:  # the main process fills the caches; the others then read them
             accelerator.wait_for_everyone()
@@ -244,11 +264,24 @@ class Trainer:
                     ema.copy_to(params)
                     family.save_final(unwrapped, self.output_dir / "ema", adapter, fmt)
             accelerator.wait_for_everyone()
+            published = []
+            if self.hooks is not None:
+                published = self.hooks.finished(self.output_dir, state.global_step, self.losses, self.lrs)
             self.events.emit("job.completed", step=state.global_step, output_dir=str(self.output_dir),
-                             files=written)
+                             files=written, published=published)
         if cfg.report_to != "none":
             accelerator.end_training()
         return TrainResult(status, state.global_step, str(self.output_dir), list(self.losses))
+
+    def _preview_decoder(self, family: Any, device: Any) -> Any:
+        from simpletuner_core.training.preview import PreviewDecoder
+
+        if not getattr(family, "supports_preview", False):
+            self.events.log(f"validation_preview: {self.family.name} does not report intermediate latents; "
+                            "previews are off", level="warning")
+            return None
+        source = self.cfg.validation_preview_decoder or getattr(family, "preview_decoder", None)
+        return PreviewDecoder(source, device, self.events.log)
 
     def _weight_dtype(self, torch: Any) -> Any:
         name = _DTYPES.get(self.cfg.base_model_precision, "float32")
@@ -377,6 +410,7 @@ class Trainer:
 
     def _report(self, st: _LoopState, loss: float, rate: float) -> None:
         lr = float(st.scheduler.get_last_lr()[0])
+        self.lrs.append(lr)
         remaining = st.total - st.global_step
         self.events.emit("training.status", step=st.global_step, total=st.total, epoch=st.epoch + 1,
                          percent=round(100.0 * st.global_step / st.total, 2), loss=loss, lr=lr,
@@ -420,6 +454,8 @@ class Trainer:
         acc.wait_for_everyone()
         st.last_checkpoint = st.global_step
         self.events.emit("checkpoint.saved", step=st.global_step, path=str(path))
+        if self.hooks is not None:
+            self.hooks.checkpoint_saved(path, st.global_step, self.losses, self.lrs)
         return path
 
     def _validation_due(self, st: _LoopState, final: bool = False) -> bool:
@@ -439,13 +475,19 @@ class Trainer:
             self.events.emit("validation.started", step=st.global_step, forced=forced)
             model = st.accelerator.unwrap_model(st.model)
             model.eval()
+            context = ValidationContext(self.job_id, st.global_step, hooks=self.hooks)
+            if self.previews is not None:
+                from simpletuner_core.training.preview import PreviewPublisher
+
+                context.preview = PreviewPublisher(self.events, self.previews, every=cfg.validation_preview_steps,
+                                                   prompt=cfg.validation_prompt, global_step=st.global_step)
             try:
                 method = self.registry.validation_methods.get(cfg.validation_method)
-                images = method.run(st.family, model, cfg, st.global_step)
+                images = method.run(st.family, model, cfg, st.global_step, context=context)
             finally:
                 model.train()
             publish_images(self.events, images, self.output_dir, step=st.global_step,
-                           prompt=cfg.validation_prompt, final=st.global_step >= st.total)
+                           prompt=cfg.validation_prompt, final=st.global_step >= st.total, forced=forced)
         st.accelerator.wait_for_everyone()
 
 

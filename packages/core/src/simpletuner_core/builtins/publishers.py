@@ -1,0 +1,61 @@
+"""Built-in publishers: ``hub`` (Hugging Face Hub via huggingface_hub) and ``local`` (copy to a directory).
+
+Both run in the publishing thread (see :mod:`simpletuner_core.hooks.publish`). The hub client honours
+``HF_ENDPOINT`` (a mirror or a self-hosted hub) and ``HF_TOKEN``; the token is never logged or stored in events.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from simpletuner_core.hooks.publish import FINAL_IGNORE, PublishItem
+from simpletuner_core.hookspecs import hookimpl
+from simpletuner_core.records import PublisherSpec
+
+
+def _hub_wants(cfg: Any, kind: str) -> bool:
+    return bool(cfg.push_to_hub) and (kind == "final" or bool(cfg.push_checkpoints_to_hub))
+
+
+def _hub_publish(item: PublishItem) -> str:
+    from huggingface_hub import HfApi
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    api = HfApi(endpoint=endpoint, token=os.environ.get("HF_TOKEN") or None)
+    repo = item.config.hub_model_id
+    api.create_repo(repo, repo_type="model", exist_ok=True)
+    if item.kind == "checkpoint":
+        api.upload_folder(repo_id=repo, folder_path=str(item.path), path_in_repo=item.path.name,
+                          commit_message=f"checkpoint at step {item.step} (job {item.job_id})")
+        return f"{endpoint}/{repo}/tree/main/{item.path.name}"
+    api.upload_folder(repo_id=repo, folder_path=str(item.path), commit_message=f"final model, step {item.step} "
+                      f"(job {item.job_id})", ignore_patterns=[*FINAL_IGNORE, *(f"{p}/*" for p in FINAL_IGNORE)])
+    return f"{endpoint}/{repo}"
+
+
+def _local_wants(cfg: Any, kind: str) -> bool:
+    return bool(cfg.publish_local_dir) and (kind == "final" or bool(cfg.push_checkpoints_to_hub))
+
+
+def _local_publish(item: PublishItem) -> str:
+    root = Path(item.config.publish_local_dir).expanduser()
+    target = root / (item.path.name if item.kind == "checkpoint" else "final")
+    tmp = root / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ignore = None if item.kind == "checkpoint" else shutil.ignore_patterns(*FINAL_IGNORE)
+    shutil.copytree(item.path, tmp, ignore=ignore)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)  # readers never see a half-copied model
+    return str(target)
+
+
+@hookimpl
+def register_publishers(register: Callable[[PublisherSpec], None]) -> None:
+    register(PublisherSpec("hub", _hub_publish, "Hugging Face Hub (push_to_hub, hub_model_id; HF_ENDPOINT, "
+                           "HF_TOKEN).", wants=_hub_wants))
+    register(PublisherSpec("local", _local_publish, "Copy to publish_local_dir.", wants=_local_wants))
