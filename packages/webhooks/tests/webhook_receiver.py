@@ -10,6 +10,8 @@ import asyncio
 import json
 import threading
 from collections import deque
+from email import policy
+from email.parser import BytesParser
 from typing import Any
 
 from aiohttp import web
@@ -43,13 +45,15 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        record: dict[str, Any] = {"headers": dict(request.headers), "content_type": request.content_type,
+        record: dict[str, Any] = {"headers": request.headers.copy(), "content_type": request.content_type,
                                   "raw": raw, "parts": {}}
-        if request.content_type == "multipart/form-data":
-            reader = await request.multipart()
-            async for part in reader:
-                record["parts"][part.name] = {"filename": part.filename, "data": await part.read(),
-                                              "content_type": part.headers.get("Content-Type")}
+        if request.content_type == "multipart/form-data":  # parsed by the stdlib's MIME parser, not ours
+            head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
+            message = BytesParser(policy=policy.HTTP).parsebytes(head + raw)
+            for part in message.iter_parts():
+                record["parts"][part.get_param("name", header="content-disposition")] = {
+                    "filename": part.get_filename(), "data": part.get_payload(decode=True),
+                    "content_type": part.get_content_type()}
             body: Any = json.loads(record["parts"]["payload_json"]["data"]) if "payload_json" in record["parts"] \
                 else None
         else:
