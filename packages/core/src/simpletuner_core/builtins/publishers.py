@@ -6,6 +6,7 @@ Both run in the publishing thread (see :mod:`simpletuner_core.hooks.publish`). T
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 from collections.abc import Callable
@@ -21,20 +22,32 @@ def _hub_wants(cfg: Any, kind: str) -> bool:
     return bool(cfg.push_to_hub) and (kind == "final" or bool(cfg.push_checkpoints_to_hub))
 
 
+def _files(root: Path, skip_top: tuple[str, ...]) -> list[Path]:
+    """Files under ``root``, leaving out top-level entries matching ``skip_top`` (checkpoints, logs, dot-files)."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        top = path.relative_to(root).parts[0]
+        if path.is_file() and not any(fnmatch.fnmatch(top, pattern) for pattern in skip_top):
+            out.append(path)
+    return out
+
+
 def _hub_publish(item: PublishItem) -> str:
-    from huggingface_hub import HfApi
+    """One commit per checkpoint (under ``checkpoint-N/``) or for the final model (repo root, with the card)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     api = HfApi(endpoint=endpoint, token=os.environ.get("HF_TOKEN") or None)
     repo = item.config.hub_model_id
     api.create_repo(repo, repo_type="model", exist_ok=True)
-    if item.kind == "checkpoint":
-        api.upload_folder(repo_id=repo, folder_path=str(item.path), path_in_repo=item.path.name,
-                          commit_message=f"checkpoint at step {item.step} (job {item.job_id})")
-        return f"{endpoint}/{repo}/tree/main/{item.path.name}"
-    api.upload_folder(repo_id=repo, folder_path=str(item.path), commit_message=f"final model, step {item.step} "
-                      f"(job {item.job_id})", ignore_patterns=[*FINAL_IGNORE, *(f"{p}/*" for p in FINAL_IGNORE)])
-    return f"{endpoint}/{repo}"
+    checkpoint = item.kind == "checkpoint"
+    prefix = f"{item.path.name}/" if checkpoint else ""
+    files = _files(item.path, (".*",) if checkpoint else FINAL_IGNORE)
+    operations = [CommitOperationAdd(path_in_repo=prefix + f.relative_to(item.path).as_posix(), path_or_fileobj=f)
+                  for f in files]
+    message = (f"checkpoint at step {item.step}" if checkpoint else f"final model at step {item.step}")
+    api.create_commit(repo_id=repo, operations=operations, commit_message=f"{message} (job {item.job_id})")
+    return f"{endpoint}/{repo}/tree/main/{item.path.name}" if checkpoint else f"{endpoint}/{repo}"
 
 
 def _local_wants(cfg: Any, kind: str) -> bool:
