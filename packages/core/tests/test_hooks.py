@@ -15,6 +15,7 @@ import pytest
 from simpletuner_core.config import validate
 from simpletuner_core.events.emitter import EventEmitter
 from simpletuner_core.events.log import JsonlEventLog
+from simpletuner_core.events.types import EVENT_TYPES
 from simpletuner_core.hooks.publish import Publishing
 from simpletuner_core.hooks.scripts import HookScriptError, HookScripts, context_values, render
 from simpletuner_core.plot import PLOT_NAME, job_plot_path, plot_path, write_plot
@@ -76,6 +77,7 @@ def test_script_receives_its_argv_and_output_is_recorded(tmp_path: Path) -> None
     assert result is not None and result.ok
     assert json.loads(out.read_text()) == [str(tmp_path / "ck 3"), "3", "pixart_sigma"]
     (event,) = [e for e in log.read() if e.type == "hook.script"]
+    assert set(EVENT_TYPES["hook.script"]) <= set(event.data)
     assert event.data["hook"] == "post_checkpoint" and event.data["returncode"] == 0
     assert event.data["output"] == "wrote 3 args\n" and event.level == "info"
 
@@ -156,6 +158,7 @@ def test_local_publishing_runs_in_the_background_then_the_upload_hook(tmp_path: 
     assert json.loads(argv_out.read_text()) == [str(target / "checkpoint-4"), str(checkpoint), "4"]
     kinds = [e.type for e in log.read()]
     assert kinds == ["publish.completed", "hook.script"]
+    assert set(EVENT_TYPES["publish.completed"]) <= set(log.read()[0].data)
 
 
 def test_a_failed_upload_is_an_event_not_an_exception(tmp_path: Path) -> None:
@@ -168,6 +171,7 @@ def test_a_failed_upload_is_an_event_not_an_exception(tmp_path: Path) -> None:
     assert not result["ok"] and "no longer exists" in result["error"]
     (event,) = log.read()
     assert event.type == "publish.failed" and event.level == "warning"
+    assert set(EVENT_TYPES["publish.failed"]) <= set(event.data)
 
 
 def test_loss_plot_is_a_png_and_found_for_a_job(tmp_path: Path) -> None:

@@ -392,6 +392,9 @@ def test_validation_previews_decode_intermediate_latents(home: Path, tiny_cfg: A
     assert first["body"] == first["prompt"] == "a red square on a blue background"
     assert first["resolution"] == [64, 64] and first["global_step"] == 4
     assert all(_png(e).size == (64, 64) for e in previews)
+    from simpletuner_core.events.types import EVENT_TYPES
+
+    assert all(set(EVENT_TYPES["validation.image"]) <= set(e.data) for e in images)
     final = images[-1]
     assert final.data["validation_type"] == "final" and final.id > previews[-1].id
     assert _png(final).size == (64, 64)

@@ -51,7 +51,9 @@ class JobHooks:
             card = model_card(unstructure(self.cfg), output_dir, job_id=self.job_id, step=step)
             (Path(output_dir) / "README.md").write_text(card, encoding="utf-8")
             self.publishing.submit(output_dir, "final", step)
-        return self.publishing.drain()
+        results = self.publishing.drain()
+        self.scripts.wait()
+        return results
 
     def close(self, abandon: bool = False) -> None:
         """End of the run however it ended: pending uploads finish (or are skipped), background scripts end."""

@@ -50,7 +50,12 @@ RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epo
                      "checkpoints_total_limit", "validation_steps", "validation_prompt", "validation_disable",
                      "report_to", "webhook_config", "webhook_reporting_interval", "tracker_run_name",
                      "tracker_project_name", "output_dir", "data_backend_config", "cache_dir_vae", "cache_dir_text",
-                     "pretrained_model_name_or_path", "dataloader_prefetch")
+                     "pretrained_model_name_or_path", "dataloader_prefetch",
+                     # hooks, previews and publishing observe training without changing it
+                     "validation_method", "validation_external_script", "validation_external_background",
+                     "validation_preview", "validation_preview_steps", "validation_preview_decoder",
+                     "post_checkpoint_script", "post_upload_script", "hook_script_timeout", "hook_script_fatal",
+                     "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "publish_local_dir")
 
 
 def config_hash(cfg: Any) -> str:
@@ -245,11 +250,16 @@ class Trainer:
         self.stage("training", f"training {total} steps ({steps_per_epoch} per epoch), seed {seed}")
         with signals_to(self.control):
             status = self._loop(state, sampler, plan.samples, latents, texts)
+        # Hooks end before the final event, so job.completed/stopped/cancelled is the last thing readers see.
         if status == "cancelled":
+            if self.hooks is not None:
+                self.hooks.close(abandon=True)
             self.events.emit("job.cancelled", step=state.global_step)
         elif status == "stopped":
             path = (self.output_dir / f"checkpoint-{state.global_step}" if state.last_checkpoint == state.global_step
                     else self._checkpoint(state))
+            if self.hooks is not None:
+                self.hooks.close()
             self.events.emit("job.stopped", step=state.global_step, checkpoint=str(path))
         else:
             if self._validation_due(state, final=True):
