@@ -171,6 +171,22 @@ class ConfigField:
 
 
 @attrs.frozen
+class ConfigExample:
+    """A shipped environment template (``GET /api/configs/examples``).
+
+    ``config`` uses wire keys (``--key``) and ``dataloader`` the dataloader JSON; string values may contain the
+    placeholders ``{datasets_dir}``, ``{output_dir}``, ``{cache_dir}`` and ``{env}``, filled in when an
+    environment is created from the example. ``datasets`` names the folders (under ``datasets_dir``) it reads.
+    """
+
+    name: str = attrs.field(validator=_name)
+    description: str
+    config: dict[str, Any] = attrs.field(repr=False)
+    dataloader: list[dict[str, Any]] = attrs.field(repr=False)
+    datasets: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class CliCommand:
     """A ``simpletuner`` subcommand: ``add_arguments(parser)`` then ``run(args) -> int`` exit code."""
 

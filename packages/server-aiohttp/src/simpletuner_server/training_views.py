@@ -44,7 +44,10 @@ PROGRESS_KEYS = ("step", "total", "percent", "loss", "lr", "eta_seconds")
 async def _fields(request: web.Request) -> dict[str, Any]:
     """The body as a flat dict: a form's text fields or a JSON object; empty for no body. ``__`` keys dropped."""
     if request.content_type in FORM_TYPES:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # e.g. multipart without a boundary: the client's mistake, not ours
+            raise web.HTTPBadRequest(text=f"Malformed form body: {str(exc)[:200]}") from None
         raw: dict[str, Any] = {}
         for key, value in form.items():
             if not isinstance(value, str):
