@@ -199,3 +199,25 @@ def test_loss_plot_is_a_png_and_found_for_a_job(tmp_path: Path) -> None:
 ])
 def test_preview_steps_follow_the_tutorial(total: int, every: int, expected: list[int]) -> None:
     assert preview_steps(total, every) == expected
+
+
+def test_preview_decoder_needs_a_family_that_reports_latents_and_a_decoder() -> None:
+    from types import SimpleNamespace
+
+    from simpletuner_core.training.preview import decoder_for
+
+    notes: list[tuple[str, str]] = []
+
+    def log(message: str, level: str = "info") -> None:
+        notes.append((level, message))
+
+    no_config = SimpleNamespace(validation_preview_decoder=None)
+    assert decoder_for(object(), no_config, "toyfam", "cpu", log) is None
+    nameless = decoder_for(SimpleNamespace(supports_preview=True), no_config, "toyfam", "cpu", log)
+    assert nameless is not None and nameless.broken and nameless.safe_decode(None) == []
+    named = decoder_for(SimpleNamespace(supports_preview=True, preview_decoder="org/taesd"), no_config, "toyfam",
+                        "cpu", log)
+    assert named is not None and named.source == "org/taesd" and not named.broken
+    assert [level for level, _ in notes] == ["warning", "warning"]
+    assert "toyfam does not report intermediate latents" in notes[0][1]
+    assert "--validation_preview_decoder" in notes[1][1]

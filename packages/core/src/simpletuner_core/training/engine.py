@@ -185,7 +185,9 @@ class Trainer:
         family = self.family.trainer()(cfg, self.family, self.home / "cache" / "models")
         family.load(device, weight_dtype, self.events.log)
         if cfg.validation_preview and accelerator.is_main_process:
-            self.previews = self._preview_decoder(family, device)
+            from simpletuner_core.training.preview import decoder_for
+
+            self.previews = decoder_for(family, cfg, self.family.name, device, self.events.log)
 
         if not accelerator.is_main_process:  # the main process fills the caches; the others then read them
             accelerator.wait_for_everyone()
@@ -282,16 +284,6 @@ class Trainer:
         if cfg.report_to != "none":
             accelerator.end_training()
         return TrainResult(status, state.global_step, str(self.output_dir), list(self.losses))
-
-    def _preview_decoder(self, family: Any, device: Any) -> Any:
-        from simpletuner_core.training.preview import PreviewDecoder
-
-        if not getattr(family, "supports_preview", False):
-            self.events.log(f"validation_preview: {self.family.name} does not report intermediate latents; "
-                            "previews are off", level="warning")
-            return None
-        source = self.cfg.validation_preview_decoder or getattr(family, "preview_decoder", None)
-        return PreviewDecoder(source, device, self.events.log)
 
     def _weight_dtype(self, torch: Any) -> Any:
         name = _DTYPES.get(self.cfg.base_model_precision, "float32")

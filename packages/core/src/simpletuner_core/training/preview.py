@@ -62,6 +62,15 @@ class PreviewDecoder:
             return []
 
 
+def decoder_for(family: Any, cfg: Any, family_name: str, device: Any, log: Any) -> PreviewDecoder | None:
+    """The run's preview decoder, or None (with a warning) when the family cannot report latents."""
+    if not getattr(family, "supports_preview", False):
+        log(f"validation_preview: {family_name} does not report intermediate latents; previews are off",
+            level="warning")
+        return None
+    return PreviewDecoder(cfg.validation_preview_decoder or getattr(family, "preview_decoder", None), device, log)
+
+
 class PreviewPublisher:
     """The ``on_latents`` callback for one validation run: emits ``validation.image`` (intermediary) events."""
 
