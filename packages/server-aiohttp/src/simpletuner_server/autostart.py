@@ -13,9 +13,7 @@ from aiohttp import web
 
 from simpletuner_core.config import environments as envs
 from simpletuner_core.config.errors import ConfigInvalid
-from simpletuner_server.keys import RUNNER_KEY, STORE_KEY
-
-ACTIVE_SETTING = "active_config"
+from simpletuner_server.keys import RUNNER_KEY
 
 
 class AutostartError(RuntimeError):
@@ -36,7 +34,6 @@ def autostart(env: str, report: Callable[[str], None]) -> Callable[[web.Applicat
             raise AutostartError(f"--env {env}: the configuration is invalid:\n{lines}") from None
         if not result.success:
             raise AutostartError(f"--env {env}: rejected by the queue: {result.reason}")
-        app[STORE_KEY].set_setting(ACTIVE_SETTING, env)
         where = "running" if result.status == "running" else f"queued (position {result.queue_position})"
         report(f"environment {env!r}: job {result.job_id} {where}")
 

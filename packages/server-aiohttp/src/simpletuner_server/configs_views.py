@@ -29,12 +29,11 @@ from simpletuner_core.plugins.registry import RegistryError
 from simpletuner_core.records import ConfigExample
 from simpletuner_server import validation as v
 from simpletuner_server.api_spec import accepts
-from simpletuner_server.auth import iso, require
+from simpletuner_server.auth import current_principal, iso, require
 from simpletuner_server.keys import SETTINGS_KEY, STORE_KEY
 
 T = TypeVar("T")
 
-ACTIVE_SETTING = "active_config"
 CONFIG_TYPES = ("model",)  # every environment is a model config; dataloaders live inside them
 MODES = ("replace", "merge")
 MODEL_KEYS = ("model_family", "model_flavour", "model_type", "lora_type")
@@ -67,6 +66,25 @@ CREATE_ENV = v.Body({
 UPDATE_ENV = v.Body({
     "name": name_check, "description": _any_text, "tags": v.string_list, "config": _object, "merge": v.boolean,
 })
+
+
+def active_key(request: web.Request) -> str:
+    """Each user has their own active environment: one researcher activating must not retarget another's
+    ``/api/training/start``."""
+    return f"active_config:{current_principal(request).user.username}"
+
+
+async def _owned(request: web.Request, name: str) -> dict[str, Any]:
+    """The environment, if the caller may change it: its creator, or an admin. Environments made outside the
+    server (CLI, files) have no owner and only admins may change them over HTTP."""
+    env = await _load(request, name)
+    principal = current_principal(request)
+    owner = env["metadata"].get("owner")
+    if not principal.can("*") and owner != principal.user.username:
+        raise web.HTTPForbidden(text=f"Environment {name!r} belongs to "
+                                     f"{'another user' if owner else 'no user (created outside the server)'}; "
+                                     "only its owner or an admin may change it")
+    return env
 
 
 def _home(request: web.Request) -> Path:
@@ -183,7 +201,7 @@ async def _create_from_example(request: web.Request, body: dict[str, Any]) -> we
     try:
         await _disk(create_from_example, body["name"], example, home=settings.home,
                     datasets_dir=settings.datasets_dir, description=body.get("description"),
-                    tags=body.get("tags"))
+                    tags=body.get("tags"), owner=current_principal(request).user.username)
     except envs.EnvironmentError_:
         raise web.HTTPConflict(text=f"Environment {body['name']!r} already exists") from None
     return web.json_response(await _load(request, body["name"]), status=201)
@@ -209,7 +227,7 @@ async def create_config(request: web.Request) -> web.Response:
         await _disk(envs.create_environment, name, model_family=body["model_family"],
                     model_flavour=body.get("model_flavour"), model_type=body.get("model_type", "full"),
                     lora_type=body.get("lora_type"), description=body.get("description", ""),
-                    tags=body.get("tags", []), home=home)
+                    tags=body.get("tags", []), home=home, owner=current_principal(request).user.username)
     except envs.EnvironmentError_:
         raise web.HTTPConflict(text=f"Environment {name!r} already exists") from None
     return web.json_response(await _load(request, name), status=201)
@@ -233,7 +251,7 @@ async def update_config(request: web.Request) -> web.Response:
         raise v.InvalidRequest([{"path": "name", "message": f"does not match the environment in the URL ({name!r});"
                                  " renaming is not supported"}])
     merge = mode == "merge" or body.get("merge", False)
-    current = (await _load(request, name))["config"]
+    current = (await _owned(request, name))["config"]
     incoming = body.get("config")
     if incoming is None:
         result = current  # metadata-only update
@@ -253,28 +271,27 @@ async def update_config(request: web.Request) -> web.Response:
 @require("config.delete.own")
 async def delete_config(request: web.Request) -> web.Response:
     name = _path_name(request)
+    await _owned(request, name)
     try:
         await _disk(envs.delete_environment, name, home=_home(request))
     except envs.EnvironmentError_ as exc:
         raise web.HTTPNotFound(text=str(exc)) from None
-    store = request.app[STORE_KEY]
-    if store.get_setting(ACTIVE_SETTING) == name:
-        store.set_setting(ACTIVE_SETTING, None)
     return web.Response(status=204)
 
 
 @require("config.edit.own")
 async def activate_config(request: web.Request) -> web.Response:
+    """Make ``name`` the caller's active environment (what ``/api/training/validate`` and ``start`` use)."""
     name = _path_name(request)
-    await _load(request, name)  # 404 for an unknown one
-    request.app[STORE_KEY].set_setting(ACTIVE_SETTING, name)
+    await _load(request, name)  # 404 for an unknown one; anyone who may view it may train it
+    request.app[STORE_KEY].set_setting(active_key(request), name)
     return web.json_response({"active": name})
 
 
 @require("config.view")
 async def active_config(request: web.Request) -> web.Response:
     """The active environment and its config; null when none is set or it has since been deleted."""
-    name = request.app[STORE_KEY].get_setting(ACTIVE_SETTING)
+    name = request.app[STORE_KEY].get_setting(active_key(request))
     if not isinstance(name, str) or name_check(name):
         return web.json_response({"active": None, "config": None})
     try:
@@ -296,7 +313,7 @@ async def export_config(request: web.Request) -> web.Response:
 async def save_dataloader(request: web.Request) -> web.Response:
     """No body: regenerate the starter dataloader. A JSON list: validate it, then save it as given."""
     name, home = _path_name(request), _home(request)
-    await _load(request, name)
+    await _owned(request, name)
     raw = (await request.read()).strip()
     if not raw:
         dataloader = envs.starter_dataloader(name, home=home)

@@ -6,7 +6,7 @@ folder under the root (never through ``request.post()``, which would buffer the 
 as they arrive, and are only then moved into place, so a refused request leaves nothing behind and an existing
 file is replaced only when the client sends ``overwrite=true``. Messages name paths relative to the root.
 
-Any holder of ``dataset.upload`` may write anywhere under the root (no per-folder ownership yet).
+A top-level folder created through the API belongs to its creator: only they (and admins) write into it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from aiohttp import web
 
 from simpletuner_server import validation as v
 from simpletuner_server.api_spec import BINARY, BOOLEAN, STRING, Form, Query, accepts
-from simpletuner_server.auth import require
+from simpletuner_server.auth import current_principal, require
 from simpletuner_server.dataset_listing import list_datasets, list_files
-from simpletuner_server.keys import SETTINGS_KEY
+from simpletuner_server.keys import SETTINGS_KEY, STORE_KEY
 from simpletuner_server.routes_types import Route
 from simpletuner_server.upload_bodies import read_upload, small_fields, too_large
 from simpletuner_server.uploads import (
@@ -69,8 +69,7 @@ def upload_limits(app: web.Application) -> UploadLimits:
     if UPLOAD_LIMITS_KEY in app:
         return app[UPLOAD_LIMITS_KEY]
     settings = app[SETTINGS_KEY]
-    found = {ours: getattr(settings, theirs) for theirs, ours in SETTINGS_LIMITS.items() if hasattr(settings, theirs)}
-    return UploadLimits(**found)
+    return UploadLimits(**{ours: getattr(settings, theirs) for theirs, ours in SETTINGS_LIMITS.items()})
 
 
 def streams_body(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,6 +81,32 @@ def streams_body(handler: Callable[..., Any]) -> Callable[..., Any]:
 
 async def _disk(func: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(func, *args)
+
+
+# --- ownership ----------------------------------------------------------------------------------------------
+
+OWNER_PREFIX = "dataset_owner:"
+
+
+def _top(root: Root, path: Path) -> str | None:
+    """The top-level dataset folder ``path`` lies in (None for the root itself)."""
+    rel = root.relative(path)
+    return None if rel == "." else rel.split("/", 1)[0]
+
+
+def _check_owner(request: web.Request, root: Root, path: Path, field: str) -> None:
+    """Writes go only into top-level folders the caller created through the API (admins: anywhere). Folders
+    made outside the API have no owner, so only admins may write into them or into the root itself."""
+    principal = current_principal(request)
+    if principal.can("*"):
+        return
+    top = _top(root, path)
+    owner = request.app[STORE_KEY].get_setting(OWNER_PREFIX + top) if top else None
+    if owner != principal.user.username:
+        holder = "another user" if owner else "no owner"
+        whose = "the datasets root" if top is None else f"dataset folder {top!r} ({holder})"
+        raise web.HTTPForbidden(text=f"{field}: {whose} is not yours to write to; create your own folder with "
+                                     "POST /api/datasets/folders (admins may write anywhere)")
 
 
 # --- paths --------------------------------------------------------------------------------------------------
@@ -153,12 +178,12 @@ def _flag(fields: dict[str, str], name: str) -> bool:
 
 def _answer(report: Report, root: Root, target: Path, count_key: str) -> web.Response:
     """200 with the summary, or (nothing written and something refused) the error envelope plus it."""
+    status = report.status()
     body: dict[str, Any] = {
-        "success": report.status() == 200, count_key: len(report.written), "files_skipped": len(report.skipped),
+        "success": status == 200, count_key: len(report.written), "files_skipped": len(report.skipped),
         "files": report.written, "skipped": report.skipped, "errors": report.errors,
         "target_path": root.absolute(target), "relative_path": root.relative(target),
     }
-    status = report.status()
     if status != 200:
         first = report.errors[0]
         body["error"] = {"status": status, "message": f"No file was written: {first['file']}: {first['message']}"
@@ -173,6 +198,7 @@ def _answer(report: Report, root: Root, target: Path, count_key: str) -> web.Res
 @accepts(tag="datasets")
 @require("dataset.view")
 async def datasets_root(request: web.Request) -> web.Response:
+    """The datasets root (``datasets_dir``): every dataset path is inside it."""
     root = _root(request, create=False)
     return web.json_response({"datasets_dir": str(root.shown), "exists": root.shown.is_dir()})
 
@@ -180,6 +206,7 @@ async def datasets_root(request: web.Request) -> web.Response:
 @accepts(tag="datasets")
 @require("dataset.view")
 async def list_folders(request: web.Request) -> web.Response:
+    """Top-level dataset folders with recursive image, caption and other file counts."""
     root = _root(request, create=False)
     datasets = await _disk(list_datasets, root.real) if root.shown.is_dir() else []
     return web.json_response({"datasets_dir": str(root.shown), "datasets": datasets, "count": len(datasets)})
@@ -188,6 +215,7 @@ async def list_folders(request: web.Request) -> web.Response:
 @accepts(query=FILES_QUERY, tag="datasets")
 @require("dataset.view")
 async def folder_files(request: web.Request) -> web.Response:
+    """One folder's subfolders and a page of its files (name, size, kind), by name."""
     root = _root(request, create=False)
     errors = []
     numbers = {"offset": 0, "limit": 1000}
@@ -208,6 +236,7 @@ async def folder_files(request: web.Request) -> web.Response:
 @accepts(form=FOLDER_FORM, tag="datasets")
 @require("dataset.upload")
 async def create_folder(request: web.Request) -> web.Response:
+    """Create a folder under ``parent_path`` (absolute inside the root, or relative to it); 409 if it exists."""
     fields = await small_fields(request)
     _require(fields, FOLDER_FORM)
     name = fields["folder_name"]
@@ -217,10 +246,14 @@ async def create_folder(request: web.Request) -> web.Response:
     root = await _disk(_root, request, True)
     parent = await _disk(_existing_folder, root, fields["parent_path"], "parent_path")
     folder = parent / name
+    if parent != root.real:
+        _check_owner(request, root, parent, "parent_path")
     try:
         await _disk(folder.mkdir)
     except FileExistsError:
         raise web.HTTPConflict(text=f"Folder {root.relative(folder)!r} already exists") from None
+    if parent == root.real:  # a new top-level dataset: its creator owns it
+        request.app[STORE_KEY].set_setting(OWNER_PREFIX + name, current_principal(request).user.username)
     return web.json_response({"success": True, "path": root.absolute(folder), "name": name,
                               "relative_path": root.relative(folder)}, status=201)
 
@@ -244,6 +277,11 @@ async def _staging(request: web.Request) -> AsyncIterator[tuple[Root, Path]]:
 @accepts(form=UPLOAD_FORM, tag="datasets")
 @require("dataset.upload")
 async def upload_files(request: web.Request) -> web.Response:
+    """Upload images and caption/metadata files into ``target_path``.
+
+    Files are checked by content; an existing file is kept unless ``overwrite=true``. 200 when anything was
+    written or nothing refused (per-file problems in ``errors``), else 413/415/422 with the same body.
+    """
     async with _staging(request) as (root, staging):
         upload = await read_upload(request, staging, upload_limits(request.app), FILE_FIELDS)
         _require(upload.fields, UPLOAD_FORM)
@@ -252,6 +290,7 @@ async def upload_files(request: web.Request) -> web.Response:
         if not upload.files and not report.errors:
             raise v.InvalidRequest([{"path": "files[]", "message": "at least one file is required"}])
         target = await _disk(_existing_folder, root, upload.fields["target_path"], "target_path")
+        _check_owner(request, root, target, "target_path")
         for file in upload.files:
             outcome = await _disk(place_reported, file.path, target / file.name, overwrite)
             report.add(file.name, outcome)
@@ -262,12 +301,18 @@ async def upload_files(request: web.Request) -> web.Response:
 @accepts(form=ZIP_FORM, tag="datasets")
 @require("dataset.upload")
 async def upload_zip(request: web.Request) -> web.Response:
+    """Upload a zip and extract its images and caption/metadata files into ``target_path``, folders kept.
+
+    Unsafe entries (absolute, ``..``, links) are refused one by one; an archive past the size, entry-count or
+    compression-ratio limits is refused whole (413) before anything is written.
+    """
     async with _staging(request) as (root, staging):
         limits = upload_limits(request.app)
         upload = await read_upload(request, staging, limits, ZIP_FIELDS, zip_mode=True)
         _require({**upload.fields, **({"file": "sent"} if upload.files else {})}, ZIP_FORM)
         overwrite = _flag(upload.fields, "overwrite")
         target = await _disk(_existing_folder, root, upload.fields["target_path"], "target_path")
+        _check_owner(request, root, target, "target_path")
         archive = upload.files[0]
         try:
             if archive.problem:

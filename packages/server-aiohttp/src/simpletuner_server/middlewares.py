@@ -77,8 +77,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Reject a declared oversize body before routing; chunked bodies hit ``client_max_size`` on read."""
-    limit = request.app[SETTINGS_KEY].max_body_bytes
+    """Reject a declared oversize body before routing; chunked bodies hit ``client_max_size`` on read.
+    Streaming upload routes declare their own, larger limit as ``handler.body_limit(app)`` and meter it."""
+    own_limit = getattr(request.match_info.handler, "body_limit", None)
+    limit = own_limit(request.app) if own_limit is not None else request.app[SETTINGS_KEY].max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)

@@ -87,6 +87,10 @@ class ServerSettings:
     #: Read the client address from ``X-Forwarded-For`` (last hop). Off: the TCP peer is the client, and a
     #: loopback peer carrying forwarding headers is not treated as local (it is a proxy on this host).
     trust_proxy: bool = attrs.field(default=False, converter=parse_bool)
+    #: Dataset uploads stream to disk past ``max_body_bytes``, under their own limits (``$SIMPLETUNER_MAX_…``).
+    max_upload_bytes: int = attrs.field(default=4 * 2**30, converter=int, validator=_positive)
+    max_upload_file_bytes: int = attrs.field(default=2**30, converter=int, validator=_positive)
+    max_extracted_bytes: int = attrs.field(default=16 * 2**30, converter=int, validator=_positive)
     #: Browser origins allowed to call the API cross-site (``$SIMPLETUNER_CORS_ORIGINS``, comma-separated).
     #: Empty by default: CORS is off.
     cors_origins: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(
@@ -108,6 +112,10 @@ class ServerSettings:
             "trust_proxy": default_trust_proxy,
         }
         env = os.environ if environ is None else environ
+        for key in ("max_upload_bytes", "max_upload_file_bytes", "max_extracted_bytes"):
+            raw = env.get(f"SIMPLETUNER_{key.upper()}")
+            if raw and key not in overrides:
+                overrides = {**overrides, key: raw}
         if env.get("SIMPLETUNER_CORS_ORIGINS") and "cors_origins" not in overrides:
             overrides = {**overrides, "cors_origins": env["SIMPLETUNER_CORS_ORIGINS"]}
         if env.get("SIMPLETUNER_DATASETS_DIR") and "datasets_dir" not in overrides:

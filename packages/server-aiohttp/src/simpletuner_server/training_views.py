@@ -29,9 +29,9 @@ from simpletuner_core.plugins import get_registry
 from simpletuner_core.training.checkpoint import list_checkpoints
 from simpletuner_server import validation as v
 from simpletuner_server.auth import current_principal, require
+from simpletuner_server.configs_views import active_key
 from simpletuner_server.keys import RUNNER_KEY, SETTINGS_KEY, STORE_KEY
 
-ACTIVE_SETTING = "active_config"  # the same store setting configs_views writes
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_EVENTS = 10_000
 DEFAULT_EVENTS = 1_000
@@ -94,7 +94,7 @@ def _check(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
 async def _merged(request: web.Request) -> tuple[str | None, dict[str, Any], list[dict[str, Any]], list[str]]:
     """(active env, submitted keys, errors, warnings) for the submitted keys over the active environment."""
     submitted = _config_keys(await _fields(request))
-    active = request.app[STORE_KEY].get_setting(ACTIVE_SETTING)
+    active = request.app[STORE_KEY].get_setting(active_key(request))
     env, base = await asyncio.to_thread(_load_env, active, request.app[SETTINGS_KEY].home)
     errors, warnings = await asyncio.to_thread(_check, {**base, **submitted})
     return env, submitted, errors, warnings

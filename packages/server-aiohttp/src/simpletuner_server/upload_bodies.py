@@ -118,19 +118,17 @@ class Upload:
         if len(self.files) + len(self.report.errors) >= self.limits.max_files:
             raise too_large(f"Too many files in one request (limit {self.limits.max_files})", self.limits.max_files)
         problem, kind = name_problem(name), kind_for(name)
-        if problem:
-            why: str | None = f"Invalid filename: {problem}"
-        elif kind is None:
-            why = unsupported(name)
-        else:
-            why = "Sent twice in one request" if any(f.name == name for f in self.files) else None
-        if why or kind is None:
-            self.report.refuse(name, why or unsupported(name))
+        duplicate = any(f.name == name for f in self.files)
+        if problem or kind is None or duplicate:
+            if problem or duplicate:
+                self.report.refuse(name, f"Invalid filename: {problem}" if problem else "Sent twice in one request")
+            else:
+                self.report.refuse(name, unsupported(name), 415)
             await _drain(part, self.budget)
             return
         staged = await _stage(part, self.staging, name, kind, self.limits.max_file_bytes, self.budget)
         if staged.problem:
-            self.report.refuse(name, staged.problem)
+            self.report.refuse(name, staged.problem, staged.problem_status)
         else:
             self.files.append(staged)
 
@@ -151,7 +149,8 @@ async def read_upload(request: web.Request, staging: Path, limits: UploadLimits,
     if request.content_type != "multipart/form-data":
         raise web.HTTPUnsupportedMediaType(text="Uploads must be sent as multipart/form-data")
     if request.content_length is not None and request.content_length > limits.max_request_bytes:
-        Budget(limits.max_request_bytes).take(request.content_length)  # refuse before reading anything
+        raise too_large(f"Upload too large: the limit for one request is {limits.max_request_bytes} bytes",
+                        limits.max_request_bytes)  # refused before reading anything
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:

@@ -74,6 +74,7 @@ class Report:
     written: list[str] = attrs.field(factory=list)
     skipped: list[dict[str, str]] = attrs.field(factory=list)
     errors: list[dict[str, str]] = attrs.field(factory=list)
+    statuses: set[int] = attrs.field(factory=set)  # the HTTP status each refusal alone would earn
 
     def add(self, name: str, outcome: str | None) -> None:
         """Record a :func:`place_reported` outcome: None written, else why not."""
@@ -82,24 +83,21 @@ class Report:
         elif outcome == EXISTS:
             self.skip(name, outcome)
         else:
-            self.refuse(name, outcome)
+            self.refuse(name, outcome, 422)
 
     def skip(self, name: str, message: str) -> None:
         self.skipped.append({"file": name, "message": message})
 
-    def refuse(self, name: str, message: str) -> None:
+    def refuse(self, name: str, message: str, status: int = 422) -> None:
+        """``status``: 413 too large, 415 a refused type or content, 422 anything else (names, paths)."""
         self.errors.append({"file": name, "message": message})
+        self.statuses.add(status)
 
     def status(self) -> int:
         """200 when anything was written or nothing was refused; else the status the refusals point to."""
         if self.written or not self.errors:
             return 200
-        messages = [e["message"] for e in self.errors]
-        if all(m.startswith("Too large") for m in messages):
-            return 413
-        if all(m.startswith(("Unsupported file type", "Content does not match")) for m in messages):
-            return 415
-        return 422
+        return next(iter(self.statuses)) if len(self.statuses) == 1 else 422
 
 
 # --- names and paths ----------------------------------------------------------------------------------------
@@ -205,13 +203,14 @@ class StagedFile:
         self.name, self.max_bytes, self.size = name, max_bytes, 0
         self.check = ContentCheck(kind, name)
         self.problem: str | None = None
+        self.problem_status = 415  # 413 once the problem is the size
 
     def write(self, chunk: bytes) -> str | None:
         """Write one chunk; after the first problem the rest is ignored (the caller still drains it)."""
         if self.problem is None:
             self.size += len(chunk)
             if self.size > self.max_bytes:
-                self.problem = f"Too large: {self.name} exceeds {self.max_bytes} bytes"
+                self.problem, self.problem_status = f"Too large: {self.name} exceeds {self.max_bytes} bytes", 413
             else:
                 self.problem = self.check.feed(chunk)
             if self.problem is None:
@@ -363,7 +362,7 @@ def _extract_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, kind: str, s
                     return staged
     except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, ValueError) as exc:
         staged.discard()
-        staged.problem = f"Cannot read entry: {exc}"
+        staged.problem, staged.problem_status = f"Cannot read entry: {exc}", 422
         return staged
     staged.finish()
     return staged
@@ -408,11 +407,11 @@ def extract_zip(archive_path: Path, target: Path, root: Path, staging: Path, lim
                 continue
             kind = kind_for(parts[-1])
             if kind is None:
-                report.refuse(info.filename, unsupported(info.filename))
+                report.refuse(info.filename, unsupported(info.filename), 415)
                 continue
             staged = _extract_entry(archive, info, kind, staging, limits)
             if staged.problem:
-                report.refuse(info.filename, staged.problem)
+                report.refuse(info.filename, staged.problem, staged.problem_status)
             else:
                 report.add("/".join(parts), place_reported(staged.path, folder / parts[-1], overwrite))
     return report

@@ -38,7 +38,8 @@ def render_example(example: ConfigExample, env: str, home: Path,
 
 
 def create_from_example(name: str, example: ConfigExample, *, home: Path, datasets_dir: Path | None = None,
-                        description: str | None = None, tags: list[str] | None = None) -> Path:
+                        description: str | None = None, tags: list[str] | None = None,
+                        owner: str | None = None) -> Path:
     """Create environment ``name`` holding the example's config and dataloader; refuses to overwrite."""
     config, dataloader = render_example(example, name, home, datasets_dir)
     directory = envs.create_environment(name, model_family=config["--model_family"],
@@ -46,7 +47,7 @@ def create_from_example(name: str, example: ConfigExample, *, home: Path, datase
                                         model_type=config.get("--model_type", "full"),
                                         lora_type=config.get("--lora_type"),
                                         description=description if description is not None else example.description,
-                                        tags=tags, home=home)
+                                        tags=tags, home=home, owner=owner)
     envs.save_environment(name, config, home=home)
     envs.save_dataloader(name, dataloader, home=home)
     return directory
