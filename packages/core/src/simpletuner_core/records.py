@@ -135,11 +135,17 @@ class ValidationMethodSpec:
 
 @attrs.frozen
 class PublisherSpec:
-    """``publish(path, config) -> str | None`` uploads a checkpoint or final model; returns a remote path."""
+    """Uploads checkpoints and the final model, in a background thread.
+
+    ``wants(config, kind) -> bool`` says whether this job publishes ``kind`` (``checkpoint`` or ``final``) here;
+    ``publish(item) -> str | None`` uploads :class:`simpletuner_core.hooks.publish.PublishItem` and returns the
+    remote location (handed to ``post_upload_script`` as ``{remote_checkpoint_path}``).
+    """
 
     name: str = attrs.field(validator=_name)
     publish: Callable[..., Any] = attrs.field(repr=False)
     description: str = ""
+    wants: Callable[..., bool] = attrs.field(default=lambda config, kind: False, repr=False)
 
 
 @attrs.frozen
