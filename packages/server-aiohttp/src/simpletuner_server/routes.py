@@ -68,6 +68,7 @@ TRAINING_ROUTES: tuple[Route, ...] = (
     ("POST", "/api/training/validation/run", training_views.run_validation),
     ("POST", "/api/training/checkpoint/run", training_views.run_checkpoint),
     ("POST", "/api/training/checkpoints", training_views.list_job_checkpoints),
+    ("GET", "/api/training/plot", training_views.training_plot),
 )
 
 

@@ -25,6 +25,7 @@ from simpletuner_core.config.errors import ConfigInvalid
 from simpletuner_core.config.rules import validate, warnings_for
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.runner import Runner
+from simpletuner_core.plot import job_plot_path
 from simpletuner_core.plugins import get_registry
 from simpletuner_core.training.checkpoint import list_checkpoints
 from simpletuner_server import validation as v
@@ -320,3 +321,16 @@ async def list_job_checkpoints(request: web.Request) -> web.Response:
     found = await asyncio.to_thread(list_checkpoints, Path(output_dir)) if output_dir else []
     return web.json_response({"job_id": job.id, "output_dir": output_dir,
                               "checkpoints": [{"step": step, "path": str(path)} for step, path in found]})
+
+
+@require("job.view.own")
+async def training_plot(request: web.Request) -> web.StreamResponse:
+    """The job's loss/learning-rate plot (PNG), refreshed at each checkpoint and at the end of the run."""
+    job_id = request.query.get("job_id")
+    job = _job(request, job_id) if job_id is not None else _current_job(request)
+    if job is None:
+        raise web.HTTPNotFound(text="No training job")
+    path = await asyncio.to_thread(job_plot_path, request.app[STORE_KEY], job.id)
+    if path is None:
+        raise web.HTTPNotFound(text=f"job {job.id} has no plot yet (it is written at the first checkpoint)")
+    return web.FileResponse(path, headers={"Content-Type": "image/png", "Cache-Control": "no-cache"})
