@@ -73,6 +73,8 @@ def envelope(event: Any, job_id: str | None = None) -> tuple[dict[str, Any], str
     for key in LIFTED:
         if key in data:
             payload[key] = data.pop(key)
+        elif key in raw:  # already in wire form (Event.to_dict lifts them)
+            payload[key] = raw[key]
     payload["data"] = data
     return payload, level
 
