@@ -35,6 +35,21 @@ def tiny_pixart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_taesd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init diffusers AutoencoderTiny for 4-channel latents (8x upsampling), saved like a hub repo."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    vae = AutoencoderTiny(in_channels=3, out_channels=3, latent_channels=4, encoder_block_out_channels=(8, 8, 8, 8),
+                          decoder_block_out_channels=(8, 8, 8, 8), num_encoder_blocks=(1, 1, 1, 1),
+                          num_decoder_blocks=(1, 1, 1, 1))
+    target = tmp_path_factory.mktemp("models") / "taesd-tiny"
+    vae.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session")
 def demo_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from simpletuner_core.demo_data import write_demo_dataset
 

@@ -25,7 +25,8 @@ def install(session: nox.Session, *targets: str) -> None:
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """The whole suite: every package plus the cross-package tests (CPU; GPU tests skip without CUDA)."""
-    install(session, "packages/core[train,test,tensorboard]", *PACKAGES[1:])
+    extras = {"packages/server-aiohttp": "packages/server-aiohttp[test]"}  # schemathesis
+    install(session, "packages/core[train,test,tensorboard]", *[extras.get(p, p) for p in PACKAGES[1:]])
     session.env["SIMPLETUNER_PROGRESS"] = "0"
     session.run("python", "-m", "pytest", "-n", "2", "--dist", "loadfile", *session.posargs)
 
@@ -48,9 +49,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
-    """Install, then train the tiny PixArt demo on CPU through the CLI (state in ./demo-home)."""
+    """Install, then run the tutorial's API walkthrough against a real server: tiny PixArt on CPU (./demo-home)."""
     install(session, *PACKAGES)
-    session.run("simpletuner", "demo", "--home", "demo-home", *session.posargs)
+    session.run("simpletuner", "api-demo", "--home", "demo-home", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -85,6 +85,16 @@ def test_plugin_entry_modules_are_light(module: str) -> None:
     assert out.returncode == 0, out.stderr or out.stdout
 
 
+def test_minimal_hooks_publishing_and_plot_helpers_are_torch_free() -> None:
+    """The server serves the loss plot and reads hook results; none of that may pull in torch (or Pillow)."""
+    code = ("import sys, simpletuner_core.plot, simpletuner_core.hooks.job, simpletuner_core.hooks.scripts, "
+            "simpletuner_core.builtins.publishers, simpletuner_core.builtins.validation\n"
+            "heavy = [m for m in ('torch', 'PIL', 'huggingface_hub') if m in sys.modules]\n"
+            "sys.exit(f'imported {heavy}' if heavy else 0)")
+    out = fresh(code)
+    assert out.returncode == 0, out.stderr
+
+
 def test_minimal_torch_free_training_helpers_stay_torch_free() -> None:
     imports = "; ".join(f"import {name}" for name in sorted(TORCH_FREE_TRAINING))
     out = fresh(f"import sys; {imports}; sys.exit('torch imported' if 'torch' in sys.modules else 0)")

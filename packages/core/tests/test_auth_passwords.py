@@ -61,9 +61,9 @@ def test_kdf_cost_is_deliberately_slow_but_usable() -> None:
     verify_password("timing password", stored)
     elapsed = time.perf_counter() - start
     assert 0.01 < elapsed < 2.0, elapsed
-    start = time.perf_counter()
-    assert not verify_password("timing password", dummy_hash())  # the unknown-user path costs the same
-    assert time.perf_counter() - start > 0.3 * elapsed
+    dummy = dummy_hash()
+    assert not verify_password("timing password", dummy)  # the unknown-user path runs the same KDF…
+    assert dummy.rsplit("$", 2)[0] == stored.rsplit("$", 2)[0]  # …with the same scheme and cost parameters
 
 
 def test_tokens_are_random_and_only_hashes_compare() -> None:

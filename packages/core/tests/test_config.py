@@ -241,7 +241,27 @@ def test_plugin_field_choices_are_enforced() -> None:
 def test_accepted_but_inert_keys_are_flagged() -> None:
     from simpletuner_core.config import warnings_for
 
-    cfg = validate(base(**{"--push_to_hub": "true", "--hub_model_id": "me/model"}))
+    cfg = validate(base(**{"--validation_noise_scheduler": "ddim", "--push_to_hub": "true",
+                           "--hub_model_id": "me/model"}))
     notes = warnings_for(cfg)
-    assert any(n.startswith("push_to_hub is accepted but has no effect yet") for n in notes)
+    assert any(n.startswith("validation_noise_scheduler is accepted but has no effect yet") for n in notes)
+    assert not any(n.startswith("push_to_hub") for n in notes)  # implemented: no longer inert
     assert warnings_for(validate(base())) == []
+
+
+@pytest.mark.parametrize(("overrides", "path", "message"), [
+    ({"--push_to_hub": True}, "hub_model_id", "required with push_to_hub"),
+    ({"--validation_method": "external-script"}, "validation_external_script", "required with"),
+    ({"--post_checkpoint_script": "run.sh {global_stepp}"}, "post_checkpoint_script", "unknown placeholder"),
+    ({"--post_upload_script": "notify 'unterminated"}, "post_upload_script", "quotation"),
+    ({"--hook_script_timeout": 0}, "hook_script_timeout", "must be > 0"),
+    ({"--report_to": "comet"}, "report_to", "pip install comet-ml"),
+])
+def test_hook_and_publishing_rules(overrides: dict[str, Any], path: str, message: str) -> None:
+    errors = errors_of(base(**overrides))
+    assert message in errors[path].message, errors
+
+
+def test_hook_placeholders_include_validation_keys() -> None:
+    cfg = validate(base(**{"--post_checkpoint_script": "x {validation_guidance} {model_type} {lora_type}"}))
+    assert cfg.post_checkpoint_script.startswith("x ")

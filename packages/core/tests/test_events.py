@@ -82,3 +82,18 @@ def test_progress_bar_lines() -> None:
     assert "step 10/10 [########################] loss 0.5000 2.00 it/s ETA 00:00" in text
     assert "checkpoint saved at step 10: /x" in text
     assert format_eta(3725) == "1:02:05" and format_eta(None) == "--:--"
+
+
+def test_wire_form_lifts_presentation_fields_like_the_tutorial_payload() -> None:
+    image = {"src": "data:image/png;base64,AAAA", "mime_type": "image/png"}
+    event = Event("validation.image", "j", {"title": "Validation (step 5/20)", "body": "a prompt", "step": 5,
+                                            "validation_type": "intermediary", "images": [image]}, id=7)
+    wire = event.to_dict()
+    assert wire["title"] == "Validation (step 5/20)" and wire["body"] == "a prompt" and wire["images"] == [image]
+    assert wire["data"] == {"step": 5, "validation_type": "intermediary"}
+    assert Event.from_dict(wire) == event  # round trip
+    older = {**wire, "data": event.data}
+    for key in ("title", "body", "images"):
+        del older[key]
+    assert Event.from_dict(older) == event  # logs written before the lift still read back
+    assert "title" not in Event("log", "j", {"message": "x"}).to_dict()

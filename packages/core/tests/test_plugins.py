@@ -81,6 +81,10 @@ class Throwaway:
         register(r.EventSinkSpec("toysink", _noop))
 
     @hookimpl
+    def register_config_examples(self, register: Any) -> None:
+        register(r.ConfigExample("toyexample", "toy", {"--model_family": "toyfam"}, []))
+
+    @hookimpl
     def register_cli_commands(self, register: Any) -> None:
         register(r.CliCommand("toycmd", "toy", _noop, lambda args: 0))
 
@@ -94,6 +98,7 @@ EXPECTED = {
     "register_validation_methods": ("validation_methods", "toyvalidate"),
     "register_publishers": ("publishers", "toypublish"), "register_event_sinks": ("event_sinks", "toysink"),
     "register_cli_commands": ("cli_commands", "toycmd"),
+    "register_config_examples": ("examples", "toyexample"),
 }
 
 

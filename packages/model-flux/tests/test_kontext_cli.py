@@ -20,25 +20,33 @@ def test_tutorial_kontext_example_trains_through_the_cli_and_changes_the_pipelin
     from PIL import Image
     from safetensors import safe_open
 
+    from simpletuner_core.plugins import get_registry
     from simpletuner_core.training.lora_io import inspect_lora
-    from simpletuner_flux.examples import EDIT_DIR, REFERENCE_DIR, write_tiny_kontext_example
+    from simpletuner_flux.examples import (
+        EDIT_DATASET,
+        EXAMPLE_NAME,
+        REFERENCE_DATASET,
+        write_tiny_kontext_example,
+    )
 
+    assert get_registry().examples.owner(EXAMPLE_NAME) == "flux"  # shipped as a template through the hook
     home = tmp_path / "state"
-    example = write_tiny_kontext_example(home, max_train_steps=12)
-    config = json.loads((home / "config" / example["name"] / "config.json").read_text())
+    write_tiny_kontext_example(home, overrides={"--max_train_steps": 12, "--validation_steps": 12})
+    config = json.loads((home / "config" / EXAMPLE_NAME / "config.json").read_text())
     for key, value in {"--model_family": "flux", "--model_flavour": "tiny-kontext", "--model_type": "lora",
                        "--lora_type": "lycoris", "--optimizer": "optimi-lion", "--base_model_precision": "int8-quanto",
                        "--lora_rank": 16, "--lora_dropout": 0.05, "--conditioning_multidataset_sampling": "combined",
                        "--clip_skip": 2}.items():
         assert config[key] == value, key
-    ids = [d["id"] for d in json.loads((home / "config" / example["name"] / "multidatabackend.json").read_text())]
-    assert ids == ["kontext-edit", "kontext-reference", "kontext-text-embeds"]
+    dataloader = json.loads((home / "config" / EXAMPLE_NAME / "multidatabackend.json").read_text())
+    assert [d["id"] for d in dataloader] == ["kontext-edit", "kontext-reference", "kontext-text-embeds"]
+    assert dataloader[0]["instance_data_dir"] == str(home / "datasets" / EDIT_DATASET)
 
     env = {**os.environ, "SIMPLETUNER_HOME": str(home), "SIMPLETUNER_PROGRESS": "0"}
-    out = subprocess.run([sys.executable, "-m", "simpletuner_core.cli", "train", "--env", example["name"]],
+    out = subprocess.run([sys.executable, "-m", "simpletuner_core.cli", "train", "--env", EXAMPLE_NAME],
                          env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
-    output = home / "output" / example["name"]
+    output = home / "output" / EXAMPLE_NAME
     assert "completed at step 12" in out.stdout
     assert (output / "checkpoint-10" / "manifest.json").exists()
     assert list((output / "validation").glob("step-000012-*.png"))
@@ -48,8 +56,8 @@ def test_tutorial_kontext_example_trains_through_the_cli_and_changes_the_pipelin
 
     pipe = FluxKontextPipeline.from_pretrained(str(home / "cache" / "models" / "flux-kontext-tiny-v1"))
     pipe.set_progress_bar_config(disable=True)
-    reference = Image.open(sorted((home / REFERENCE_DIR).glob("*.png"))[0]).convert("RGB")
-    prompt = (home / EDIT_DIR / "pair_000.txt").read_text().strip()
+    reference = Image.open(sorted((home / "datasets" / REFERENCE_DATASET).glob("*.png"))[0]).convert("RGB")
+    prompt = (home / "datasets" / EDIT_DATASET / "pair_000.txt").read_text().strip()
 
     def render() -> torch.Tensor:
         return pipe(image=reference, prompt=prompt, num_inference_steps=2, height=64, width=64,

@@ -367,3 +367,63 @@ def test_lora_on_a_quantized_base_trains_checkpoints_and_resumes_exactly(home: P
 def test_quantized_base_needs_an_adapter(tiny_cfg: Any) -> None:
     with pytest.raises(ConfigInvalid, match="train an adapter on it with model_type=lora"):
         validate(tiny_cfg(base_model_precision="int8-quanto"))
+
+
+def _png(event: Any) -> Image.Image:
+    src = event.data["images"][0]["src"]
+    assert src.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+
+
+def test_validation_previews_decode_intermediate_latents(home: Path, tiny_cfg: Any, tiny_taesd_dir: Path) -> None:
+    raw = tiny_cfg(max_train_steps=4, validation_prompt="a red square on a blue background", validation_steps=4,
+                   validation_num_inference_steps=5, validation_resolution="64x64", validation_preview=True,
+                   validation_preview_steps=2, validation_preview_decoder=str(tiny_taesd_dir))
+    code, _, events = train(raw, home)
+    assert code == 0
+    images = of_type(events, "validation.image")
+    previews = [e for e in images if e.data["validation_type"] == "intermediary"]
+    assert [e.data["step"] for e in previews] == [1, 3, 5]
+    assert [e.data["step_label"] for e in previews] == ["1/5", "3/5", "5/5"]
+    timesteps = [e.data["timestep"] for e in previews]
+    assert all(isinstance(t, float) for t in timesteps) and timesteps == sorted(timesteps, reverse=True)
+    first = previews[0].data
+    assert first["title"] == "Validation (step 1/5): a red square on a blue background"
+    assert first["body"] == first["prompt"] == "a red square on a blue background"
+    assert first["resolution"] == [64, 64] and first["global_step"] == 4
+    assert all(_png(e).size == (64, 64) for e in previews)
+    from simpletuner_core.events.types import EVENT_TYPES
+
+    assert all(set(EVENT_TYPES["validation.image"]) <= set(e.data) for e in images)
+    final = images[-1]
+    assert final.data["validation_type"] == "final" and final.id > previews[-1].id
+    assert _png(final).size == (64, 64)
+
+
+def test_a_broken_preview_decoder_turns_previews_off_not_the_run(home: Path, tiny_cfg: Any) -> None:
+    raw = tiny_cfg(max_train_steps=2, validation_prompt="a red square", validation_steps=2,
+                   validation_num_inference_steps=2, validation_resolution="64x64", validation_preview=True,
+                   validation_preview_decoder=str(home / "no-such-decoder"))
+    code, _, events = train(raw, home)
+    assert code == 0
+    assert [e.data["validation_type"] for e in of_type(events, "validation.image")] == ["final"]
+    warnings = [e.data["message"] for e in of_type(events, "log") if e.level == "warning"]
+    assert sum("validation previews are off" in w for w in warnings) == 1
+
+
+def test_tensorboard_tracker_and_loss_plot(home: Path, tiny_cfg: Any) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, result, _ = train(tiny_cfg(max_train_steps=6, report_to="tensorboard", tracker_project_name="toyproj"),
+                            home)
+    assert code == 0
+    runs = list((home / "output" / "logs").rglob("events.out.tfevents.*"))
+    assert runs, list((home / "output").rglob("*"))
+    acc = EventAccumulator(str(runs[0].parent))
+    acc.Reload()
+    losses = acc.Scalars("train_loss")
+    assert [s.step for s in losses] == list(range(1, 7))
+    assert [round(s.value, 5) for s in losses] == [round(v, 5) for v in result.losses]
+    plot = home / "output" / "training-plot.png"
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.size == (640, 360)

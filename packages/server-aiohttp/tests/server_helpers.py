@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,3 +46,18 @@ async def call(s: Any, method: str, path: str, **kw: Any) -> tuple[int, Any, aio
     except json.JSONDecodeError:
         body = text
     return resp.status, body, resp
+
+
+
+@contextlib.asynccontextmanager
+async def as_user(admin: TestClient, username: str, levels: list[str]) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session logged in as a new user with ``levels`` (created through the admin client)."""
+    password = "long enough password"
+    resp = await admin.post("/api/users", json={"email": f"{username}@example.com", "username": username,
+                                                "password": password, "level_names": levels})
+    assert resp.status == 201, await resp.text()
+    base = str(admin.make_url("/"))
+    async with aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        resp = await session.post("/api/cloud/auth/login", json={"username": username, "password": password})
+        assert resp.status == 200, await resp.text()
+        yield session

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from simpletuner_core.plugins import get_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_helpers import call, needs_pixart, serve_as_admin
+from server_helpers import as_user, call, needs_pixart, serve_as_admin
 
 VIEWER = {"email": "vi@example.com", "username": "victor", "password": "only-looking", "level_names": ["viewer"]}
 NAME = "pixart-api-demo"
@@ -184,5 +184,34 @@ def test_bad_input_and_permissions(tmp_path: Path) -> None:
                                  ("PUT", f"/api/configs/{NAME}"), ("GET", "/api/configs/active")):
                 status, _, resp = await call(anonymous, method, path)
                 assert status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+
+    serve_as_admin(tmp_path, scenario)
+
+
+@needs_pixart
+def test_environment_ownership_and_per_user_active(tmp_path: Path) -> None:
+    """Only an environment's creator (or an admin) may change or delete it; each user has their own active one."""
+
+    async def scenario(client: TestClient) -> None:
+        env = {"name": "ada-env", "model_family": "pixart_sigma", "model_flavour": "tiny"}
+        async with as_user(client, "ada", ["researcher"]) as ada, as_user(client, "bob", ["researcher"]) as bob:
+            status, body, _ = await call(ada, "POST", "/api/configs/environments", json=env)
+            assert status == 201 and body["metadata"]["owner"] == "ada"
+            for method, path, kw in (("PUT", "/api/configs/ada-env", {"json": {"config": {}}}),
+                                     ("DELETE", "/api/configs/ada-env", {}),
+                                     ("POST", "/api/configs/ada-env/dataloader", {})):
+                status, body, _ = await call(bob, method, path, **kw)
+                assert status == 403 and "belongs to another user" in body["error"]["message"], (method, path)
+            assert (await call(bob, "GET", "/api/configs/ada-env"))[0] == 200  # viewing and training are shared
+            assert (await call(bob, "POST", "/api/configs/ada-env/activate"))[0] == 200
+            assert (await call(ada, "GET", "/api/configs/active"))[1]["active"] is None  # bob's choice only
+            assert (await call(bob, "GET", "/api/configs/active"))[1]["active"] == "ada-env"
+            status, body, _ = await call(ada, "PUT", "/api/configs/ada-env?mode=merge",
+                                         json={"config": {"--learning_rate": 0.001}})
+            assert status == 200 and body["metadata"]["owner"] == "ada"  # edits keep the owner
+        status, _, _ = await call(client, "PUT", "/api/configs/ada-env?mode=merge",
+                                  json={"config": {"--seed": 3}})
+        assert status == 200  # admins may change anyone's
+        assert (await call(client, "DELETE", "/api/configs/ada-env"))[0] == 204
 
     serve_as_admin(tmp_path, scenario)

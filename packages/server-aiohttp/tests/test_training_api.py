@@ -192,6 +192,11 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
             assert body["output_dir"] == str(home / "output" / name)
             paths = [c["path"] for c in body["checkpoints"]]
             assert checkpoint["data"]["path"] in paths
+
+            resp = await client.get(f"/api/training/plot?job_id={job_id}")  # the loss plot, as a PNG
+            png = await resp.read()
+            assert resp.status == 200 and resp.content_type == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (await call(client, "GET", "/api/training/plot?job_id=nope"))[0] == 404
         finally:
             _, state, _ = await call(client, "GET", "/api/training/status")
             if state["state"] not in FINAL:

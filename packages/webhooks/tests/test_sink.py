@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,65 +16,14 @@ from typing import Any
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from webhook_receiver import Receiver
+
 from simpletuner_core.plugins import get_registry, reset_plugin_manager
 from simpletuner_webhooks import FanoutSink, RawWebhookSink, parse_webhook_config
 from simpletuner_webhooks.plugin import make_sink
 
-web = pytest.importorskip("aiohttp.web")
-
-ENVELOPE_KEYS = {"type", "job_id", "id", "timestamp", "data"}
-
-
-class Receiver:
-    """An aiohttp app on its own loop/thread that records JSON posts and answers scripted statuses."""
-
-    def __init__(self, statuses: list[int] | None = None, hold: bool = False) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.content_types: list[str] = []
-        self.hits = 0
-        self.statuses = deque(statuses or [])
-        self.release = threading.Event()
-        if not hold:
-            self.release.set()
-        self._cond = threading.Condition()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self.port: int = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-
-    async def _start(self) -> int:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        return int(self._runner.addresses[0][1])
-
-    async def _handle(self, request: Any) -> Any:
-        body = await request.json()
-        with self._cond:
-            self.hits += 1
-            self._cond.notify_all()
-        while not self.release.is_set():
-            await asyncio.sleep(0.005)
-        with self._cond:
-            status = self.statuses.popleft() if self.statuses else 200
-            if status < 300:
-                self.posts.append(body)
-                self.content_types.append(request.content_type)
-            self._cond.notify_all()
-        return web.json_response({"ok": status < 300}, status=status)
-
-    def wait_hits(self, n: int, timeout: float = 5.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.hits >= n, timeout)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+ENVELOPE_KEYS = {"type", "job_id", "id", "timestamp", "version", "level", "data"}
 
 
 @pytest.fixture
@@ -192,7 +138,9 @@ def test_dead_receiver_never_blocks_emit_and_failures_are_counted() -> None:
         sink.emit({"type": "log", "data": {"i": i}})
     assert time.monotonic() - started < 0.1
     assert sink.close(5) is True
-    assert (sink.sent, sink.failed, sink.dropped) == (0, 5, 0)
+    # three events exhaust their retries, then the breaker opens and the rest are skipped without a request
+    assert (sink.sent, sink.failed, sink.skipped, sink.dropped) == (0, 3, 2, 0)
+    assert sink.attempts == 3 * 3 and sink.state == "down"
 
 
 def test_close_returns_within_its_bound_when_deliveries_keep_failing() -> None:
@@ -203,9 +151,9 @@ def test_close_returns_within_its_bound_when_deliveries_keep_failing() -> None:
     assert sink.close(0.3) is False
     assert time.monotonic() - started < 0.6
     deadline = time.monotonic() + 2  # the in-flight event is abandoned at its next backoff
-    while sink.failed + sink.dropped < 10 and time.monotonic() < deadline:
+    while sink.failed + sink.dropped + sink.skipped < 10 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert sink.sent == 0 and sink.failed + sink.dropped == 10
+    assert sink.sent == 0 and sink.failed + sink.dropped + sink.skipped == 10
     sink.emit({"type": "late"})  # after close: counted, never queued
     assert sink.pending == 0
 
@@ -213,8 +161,11 @@ def test_close_returns_within_its_bound_when_deliveries_keep_failing() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ('{"webhook_type": "discord", "callback_url": "https://x.test"}', "supported webhook types: raw"),
+        ('{"webhook_type": "slack", "callback_url": "https://x.test"}', "supported webhook types: raw, discord"),
         ([{"callback_url": "https://x.test"}], r"webhook_type is missing; supported webhook types: raw"),
+        ('{"webhook_type": "raw", "callback_url": "https://x.test", "max_attempts": 0}', "max_attempts"),
+        ('{"webhook_type": "raw", "callback_url": "https://x.test", "secret_env": "ST_NO_SUCH_VAR"}',
+         "is not set in the environment"),
         ('[{"webhook_type": "raw", "callback_url": "ftp://x.test/in"}]', "http:// or https://"),
         ('{"webhook_type": "raw"}', "callback_url is required"),
         ('{"webhook_type": "raw", "callback_url": "https://x.test", "log_level": "loud"}', "log_level"),

@@ -15,6 +15,7 @@ from simpletuner_core.records import (
     AdapterSpec,
     CaptionStrategySpec,
     CliCommand,
+    ConfigExample,
     ConfigField,
     DataBackendSpec,
     EventSinkSpec,
@@ -105,6 +106,11 @@ def register_validation_methods(register: Callable[[ValidationMethodSpec], None]
 @hookspec
 def register_publishers(register: Callable[[PublisherSpec], None]) -> None:
     """Contribute publishers that receive checkpoints and final weights."""
+
+
+@hookspec
+def register_config_examples(register: Callable[[ConfigExample], None]) -> None:
+    """Contribute environment templates (a config plus its dataloader), listed by the server's examples API."""
 
 
 @hookspec

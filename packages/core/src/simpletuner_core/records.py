@@ -169,11 +169,17 @@ class ValidationMethodSpec:
 
 @attrs.frozen
 class PublisherSpec:
-    """``publish(path, config) -> str | None`` uploads a checkpoint or final model; returns a remote path."""
+    """Uploads checkpoints and the final model, in a background thread.
+
+    ``wants(config, kind) -> bool`` says whether this job publishes ``kind`` (``checkpoint`` or ``final``) here;
+    ``publish(item) -> str | None`` uploads :class:`simpletuner_core.hooks.publish.PublishItem` and returns the
+    remote location (handed to ``post_upload_script`` as ``{remote_checkpoint_path}``).
+    """
 
     name: str = attrs.field(validator=_name)
     publish: Callable[..., Any] = attrs.field(repr=False)
     description: str = ""
+    wants: Callable[..., bool] = attrs.field(default=lambda config, kind: False, repr=False)
 
 
 @attrs.frozen
@@ -196,6 +202,22 @@ class ConfigField:
     choices: tuple[Any, ...] = ()
     #: Family the key belongs to; rules reject it for other families. None: any family.
     family: str | None = None
+
+
+@attrs.frozen
+class ConfigExample:
+    """A shipped environment template (``GET /api/configs/examples``).
+
+    ``config`` uses wire keys (``--key``) and ``dataloader`` the dataloader JSON; string values may contain the
+    placeholders ``{datasets_dir}``, ``{output_dir}``, ``{cache_dir}`` and ``{env}``, filled in when an
+    environment is created from the example. ``datasets`` names the folders (under ``datasets_dir``) it reads.
+    """
+
+    name: str = attrs.field(validator=_name)
+    description: str
+    config: dict[str, Any] = attrs.field(repr=False)
+    dataloader: list[dict[str, Any]] = attrs.field(repr=False)
+    datasets: tuple[str, ...] = ()
 
 
 @attrs.frozen

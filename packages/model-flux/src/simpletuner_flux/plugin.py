@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from simpletuner_core import hookimpl
-from simpletuner_core.records import ConfigField, Flavour, ModelFamily
+from simpletuner_core.records import ConfigExample, ConfigField, Flavour, ModelFamily
 
 KONTEXT = ("reference_conditioning",)
 
@@ -77,3 +77,10 @@ def register_config_fields(register: Callable[[ConfigField], None]) -> None:
                          choices=("logit_normal", "shifted"), family="flux"))
     register(ConfigField("flow_schedule_shift", float, 3.0,
                          "Shift applied to uniform noise levels when flux_sigma_sampling=shifted.", family="flux"))
+
+
+@hookimpl
+def register_config_examples(register: Callable[[ConfigExample], None]) -> None:
+    from simpletuner_flux.examples import tiny_kontext_example
+
+    register(tiny_kontext_example())

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from simpletuner_core.training.loading import ModelLoadError, load_component, resolve_source, weights_identity
-from simpletuner_flux.packing import latent_ids, pack
+from simpletuner_flux.packing import latent_ids, pack, unpack
 
 #: SimpleTuner's default Flux LoRA target set ("all"): attention projections of both block kinds.
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
@@ -30,6 +30,9 @@ LYCORIS_PRESETS: dict[str, dict[str, Any]] = {
 
 class FluxTrainer:
     lora_targets = LORA_TARGETS
+    supports_preview = True
+    #: Flux's tiny autoencoder (16 latent channels) for validation previews.
+    preview_decoder = "madebyollin/taef1"
     lycoris_presets = LYCORIS_PRESETS
     #: Kept in full precision under a quantized base: the input/output projections and the embedders.
     quantize_exclude = ["proj_out", "x_embedder", "context_embedder", "norm_out*", "time_text_embed*"]
@@ -174,8 +177,21 @@ class FluxTrainer:
         self.validation_size = size
         self.validation_reference = references[0] if references else None
 
+    @staticmethod
+    def _preview(on_latents: Any, pipe: Any, config: Any, height: int, width: int) -> Any:
+        """diffusers' step callback → ``on_latents`` with latents unpacked to ``(B, C, h, w)``."""
+        rows = 2 * (height // (pipe.vae_scale_factor * 2))
+        cols = 2 * (width // (pipe.vae_scale_factor * 2))
+
+        def report(_pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            on_latents(index, config.validation_num_inference_steps, float(timestep),
+                       unpack(tensors["latents"], rows, cols))
+            return tensors
+
+        return report
+
     @torch.no_grad()
-    def validation_images(self, model: Any, config: Any) -> list[Any]:
+    def validation_images(self, model: Any, config: Any, on_latents: Any = None) -> list[Any]:
         from simpletuner_core.config.rules import parse_resolution
 
         if config.validation_resolution:
@@ -190,6 +206,8 @@ class FluxTrainer:
         images = []
         for width, height in sizes:
             kwargs: dict[str, Any] = {}
+            if on_latents is not None:
+                kwargs["callback_on_step_end"] = self._preview(on_latents, pipe, config, height, width)
             if self.kontext:
                 kwargs = {"_auto_resize": False, "max_area": width * height}  # else it renders 1024²
                 if self.validation_reference is not None:

@@ -17,6 +17,9 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 class PixArtSigmaTrainer:
     lora_targets = LORA_TARGETS
+    supports_preview = True
+    #: TAESD decodes the SD-style 4-channel latents PixArt Sigma samples in.
+    preview_decoder = "madebyollin/taesd"
     #: Kept in full precision under a quantized base: input/output projections and the conditioning embedders.
     quantize_exclude = ["proj_out", "pos_embed*", "caption_projection*", "adaln_single*"]
 
@@ -111,7 +114,7 @@ class PixArtSigmaTrainer:
         return [str(save_adapter(adapter, self.family, lora_format, output_dir))]
 
     @torch.no_grad()
-    def validation_images(self, model: Any, config: Any) -> list[Any]:
+    def validation_images(self, model: Any, config: Any, on_latents: Any = None) -> list[Any]:
         from simpletuner_core.config.rules import parse_resolution
 
         if config.validation_resolution:
@@ -126,6 +129,12 @@ class PixArtSigmaTrainer:
         mixed = self.weight_dtype != next(model.parameters()).dtype
         # Frozen parts may be bf16/fp16 while the trained transformer is fp32: autocast bridges the dtypes.
         cast = torch.autocast(self.device.type, dtype=self.weight_dtype) if mixed else contextlib.nullcontext()
+        step_kwargs: dict[str, Any] = {}
+        if on_latents is not None:  # PixArt's pipeline has the legacy per-step callback(step, timestep, latents)
+            def report(index: int, timestep: Any, latents: torch.Tensor) -> None:
+                on_latents(index, len(pipe.scheduler.timesteps), float(timestep), latents)
+
+            step_kwargs = {"callback": report, "callback_steps": 1}
         for width, height in sizes:
             generator = torch.Generator(device="cpu").manual_seed(seed)
             with cast:
@@ -133,6 +142,6 @@ class PixArtSigmaTrainer:
                            num_inference_steps=config.validation_num_inference_steps,
                            guidance_scale=config.validation_guidance, height=height, width=width,
                            generator=generator, use_resolution_binning=False,
-                           max_sequence_length=self.max_length, clean_caption=False)
+                           max_sequence_length=self.max_length, clean_caption=False, **step_kwargs)
             images.extend(out.images)
         return images

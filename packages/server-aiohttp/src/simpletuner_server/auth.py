@@ -55,6 +55,8 @@ PUBLIC_PATHS: frozenset[str] = frozenset({
     "/health", "/api/version", "/openapi.json", "/docs", "/redoc",
     *(prefix + path for prefix in AUTH_PREFIXES for path in PUBLIC_AUTH_PATHS),
 })
+#: Static assets of the ``/docs`` and ``/redoc`` pages (files only; no handler behind them).
+PUBLIC_PREFIXES = ("/docs/static/",)
 FIRST_ADMIN_PATH = AUTH_PREFIXES[0] + "/setup/first-admin"
 
 
@@ -169,7 +171,7 @@ def authenticate(request: web.Request) -> Principal | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Everything outside :data:`PUBLIC_PATHS` needs a principal; unknown paths too (no route probing)."""
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
     if not request.app[AUTH_KEY].admin_exists(request.app[STORE_KEY]):
         raise unauthorized(f"No admin account exists yet: create the first admin with "

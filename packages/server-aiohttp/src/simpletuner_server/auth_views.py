@@ -38,7 +38,11 @@ from simpletuner_server.auth import (
 from simpletuner_server.clients import is_local_request
 from simpletuner_server.keys import AUTH_KEY, SETTINGS_KEY, STORE_KEY
 
-NEW_USER_CHECKS = {"email": v.email, "username": v.username, "password": v.password}
+NEW_USER = v.Body({"email": v.email, "username": v.username, "password": v.password},
+                  required=("email", "username", "password"))
+LOGIN = v.Body({"username": v.text(254), "password": v.text(v.MAX_PASSWORD)}, required=("username", "password"))
+NEW_KEY = v.Body({"name": v.text(100), "expires_days": v.integer(1, 3650), "scoped_permissions": v.string_list},
+                 required=("name",))
 INVALID_LOGIN = "Invalid username or password"
 SETUP_DONE = "Setup already completed: an admin account exists; log in instead"
 
@@ -63,7 +67,7 @@ async def first_admin(request: web.Request) -> web.Response:
         state.limiter.record(ip)
         raise web.HTTPForbidden(text=f"The first admin can only be created from the server's machine, or "
                                      f"with the {SETUP_TOKEN_HEADER} header printed by `simpletuner server`")
-    body = await v.read_json(request, NEW_USER_CHECKS, required=NEW_USER_CHECKS)
+    body = await v.read_json(request, NEW_USER)
     password_hash = await run_kdf(request, hash_password, body["password"])
     try:
         with store.transaction():  # write lock: two racing setups cannot both create an admin
@@ -83,8 +87,7 @@ async def login(request: web.Request) -> web.Response:
     """Same message and one scrypt run whether or not the user exists; failures rate-limited per client."""
     store, limiter = request.app[STORE_KEY], request.app[AUTH_KEY].limiter
     ip = rate_limited(request)
-    body = await v.read_json(request, {"username": v.text(254), "password": v.text(v.MAX_PASSWORD)},
-                             required=("username", "password"))
+    body = await v.read_json(request, LOGIN)
     limiter.record(ip)  # counted before the slow check so parallel guesses cannot overrun the budget
     user = store.find_user(body["username"])
     stored = user.password_hash if user is not None else dummy_hash()
@@ -136,9 +139,7 @@ def _scope(request: web.Request, requested: list[str] | None) -> list[str] | Non
 @require("api.keys.own")
 async def create_api_key(request: web.Request) -> web.Response:
     """The key is in this response only; the store keeps its sha256 and its clear ``st_xxxxxxxx`` prefix."""
-    body = await v.read_json(
-        request, {"name": v.text(100), "expires_days": v.integer(1, 3650),
-                  "scoped_permissions": v.string_list}, required=("name",))
+    body = await v.read_json(request, NEW_KEY)
     scope = _scope(request, body.get("scoped_permissions"))
     expires_at = time.time() + body["expires_days"] * 86400 if "expires_days" in body else None
     key = new_api_key()

@@ -20,23 +20,28 @@ from aiohttp import web
 from simpletuner_core import paths
 from simpletuner_core.config import environments as envs
 from simpletuner_core.config.errors import ConfigError, ConfigInvalid
+from simpletuner_core.config.examples import create_from_example
 from simpletuner_core.config.model import structure
 from simpletuner_core.config.rules import apply_family_defaults, check, validate, warnings_for
 from simpletuner_core.data.config import parse_dataloader
 from simpletuner_core.plugins import get_registry
+from simpletuner_core.plugins.registry import RegistryError
+from simpletuner_core.records import ConfigExample
 from simpletuner_server import validation as v
-from simpletuner_server.auth import iso, require
+from simpletuner_server.api_spec import accepts
+from simpletuner_server.auth import current_principal, iso, require
 from simpletuner_server.keys import SETTINGS_KEY, STORE_KEY
 
 T = TypeVar("T")
 
-ACTIVE_SETTING = "active_config"
 CONFIG_TYPES = ("model",)  # every environment is a model config; dataloaders live inside them
 MODES = ("replace", "merge")
 MODEL_KEYS = ("model_family", "model_flavour", "model_type", "lora_type")
+RESERVED_NAMES = ("active", "environments", "examples")  # static paths next to /api/configs/{name}
 
 
-def _name_check(value: Any) -> str | None:
+@v.check({"type": "string", "pattern": f"^{paths.NAME_RE.pattern}$"})
+def name_check(value: Any) -> str | None:
     try:
         paths.check_name(value)
     except ValueError as exc:
@@ -44,21 +49,42 @@ def _name_check(value: Any) -> str | None:
     return None
 
 
+@v.check({"type": "string", "maxLength": 4096})
 def _any_text(value: Any) -> str | None:
     return None if isinstance(value, str) and len(value) <= 4096 else "must be a string (at most 4096 characters)"
 
 
+@v.check({"type": "object", "description": "config keys (with or without the leading --) and values"})
 def _object(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be a JSON object of --key: value pairs"
 
 
-CREATE_CHECKS: dict[str, v.Check] = {
-    "name": _name_check, "model_family": v.text(), "model_flavour": v.text(), "model_type": v.text(),
-    "lora_type": v.text(), "description": _any_text, "tags": v.string_list,
-}
-UPDATE_CHECKS: dict[str, v.Check] = {
-    "name": _name_check, "description": _any_text, "tags": v.string_list, "config": _object, "merge": v.boolean,
-}
+CREATE_ENV = v.Body({
+    "name": name_check, "model_family": v.text(), "model_flavour": v.text(), "model_type": v.text(),
+    "lora_type": v.text(), "description": _any_text, "tags": v.string_list, "example": v.text(64),
+}, required=("name",))
+UPDATE_ENV = v.Body({
+    "name": name_check, "description": _any_text, "tags": v.string_list, "config": _object, "merge": v.boolean,
+})
+
+
+def active_key(request: web.Request) -> str:
+    """Each user has their own active environment: one researcher activating must not retarget another's
+    ``/api/training/start``."""
+    return f"active_config:{current_principal(request).user.username}"
+
+
+async def _owned(request: web.Request, name: str) -> dict[str, Any]:
+    """The environment, if the caller may change it: its creator, or an admin. Environments made outside the
+    server (CLI, files) have no owner and only admins may change them over HTTP."""
+    env = await _load(request, name)
+    principal = current_principal(request)
+    owner = env["metadata"].get("owner")
+    if not principal.can("*") and owner != principal.user.username:
+        raise web.HTTPForbidden(text=f"Environment {name!r} belongs to "
+                                     f"{'another user' if owner else 'no user (created outside the server)'}; "
+                                     "only its owner or an admin may change it")
+    return env
 
 
 def _home(request: web.Request) -> Path:
@@ -67,7 +93,7 @@ def _home(request: web.Request) -> Path:
 
 def _path_name(request: web.Request) -> str:
     name = request.match_info["name"]
-    problem = _name_check(name)
+    problem = name_check(name)
     if problem:
         raise v.InvalidRequest([{"path": "name", "message": problem}])
     return name
@@ -133,9 +159,66 @@ async def list_configs(request: web.Request) -> web.Response:
     return web.json_response({"configs": configs, "count": len(configs)})
 
 
+def _example_json(example: ConfigExample, detail: bool = False) -> dict[str, Any]:
+    config = example.config
+    out: dict[str, Any] = {
+        "name": example.name, "description": example.description, "datasets": list(example.datasets),
+        "defaults": {key: config.get(f"--{key}") for key in (*MODEL_KEYS, "data_backend_config")},
+        "has_dataloader": bool(example.dataloader),
+    }
+    if detail:
+        out.update(config=config, dataloader=example.dataloader)
+    return out
+
+
+def _example(name: str) -> ConfigExample:
+    try:
+        return get_registry().examples.get(name)
+    except RegistryError as exc:
+        raise web.HTTPNotFound(text=str(exc)) from None
+
+
+@require("config.view")
+async def list_examples(request: web.Request) -> web.Response:
+    """Shipped templates (from ``register_config_examples``); create one with ``{"name", "example"}``."""
+    examples = [_example_json(e) for e in get_registry().examples.values()]
+    return web.json_response({"examples": examples, "count": len(examples)})
+
+
+@require("config.view")
+async def get_example(request: web.Request) -> web.Response:
+    """One template in full, placeholders (``{datasets_dir}``, …) left in."""
+    return web.json_response(_example_json(_example(request.match_info["example"]), detail=True))
+
+
+async def _create_from_example(request: web.Request, body: dict[str, Any]) -> web.Response:
+    example = _example(body["example"])
+    given = [key for key in MODEL_KEYS if key in body]
+    if given:
+        raise v.InvalidRequest([{"path": key, "message": "comes from the example; set it afterwards with PUT"}
+                                for key in given])
+    settings = request.app[SETTINGS_KEY]
+    try:
+        await _disk(create_from_example, body["name"], example, home=settings.home,
+                    datasets_dir=settings.datasets_dir, description=body.get("description"),
+                    tags=body.get("tags"), owner=current_principal(request).user.username)
+    except envs.EnvironmentError_:
+        raise web.HTTPConflict(text=f"Environment {body['name']!r} already exists") from None
+    return web.json_response(await _load(request, body["name"]), status=201)
+
+
+@accepts(body=CREATE_ENV, tag="configurations")
 @require("config.create")
 async def create_config(request: web.Request) -> web.Response:
-    body = await v.read_json(request, CREATE_CHECKS, required=("name", "model_family"))
+    """A starter environment for ``model_family`` (…), or a copy of a shipped template with ``example``."""
+    body = await v.read_json(request, CREATE_ENV)
+    if body["name"] in RESERVED_NAMES:
+        raise v.InvalidRequest([{"path": "name", "message": f"{body['name']!r} is reserved by the API (its path "
+                                 f"/api/configs/{body['name']} means something else)"}])
+    if "example" in body:
+        return await _create_from_example(request, body)
+    if "model_family" not in body:
+        raise v.InvalidRequest([{"path": "model_family", "message": "is required (or give an example name)"}])
     errors = _model_errors(body)
     if errors:
         raise _invalid(errors)
@@ -144,7 +227,7 @@ async def create_config(request: web.Request) -> web.Response:
         await _disk(envs.create_environment, name, model_family=body["model_family"],
                     model_flavour=body.get("model_flavour"), model_type=body.get("model_type", "full"),
                     lora_type=body.get("lora_type"), description=body.get("description", ""),
-                    tags=body.get("tags", []), home=home)
+                    tags=body.get("tags", []), home=home, owner=current_principal(request).user.username)
     except envs.EnvironmentError_:
         raise web.HTTPConflict(text=f"Environment {name!r} already exists") from None
     return web.json_response(await _load(request, name), status=201)
@@ -155,11 +238,12 @@ async def get_config(request: web.Request) -> web.Response:
     return web.json_response(await _load(request, _path_name(request)))
 
 
+@accepts(body=UPDATE_ENV, tag="configurations")
 @require("config.edit.own")
 async def update_config(request: web.Request) -> web.Response:
     """Replace the stored config (default) or overlay keys (``?mode=merge`` or ``"merge": true``)."""
     name = _path_name(request)
-    body = await v.read_json(request, UPDATE_CHECKS)
+    body = await v.read_json(request, UPDATE_ENV)
     mode = request.query.get("mode", "replace")
     if mode not in MODES:
         raise v.InvalidRequest([{"path": "mode", "message": f"must be one of: {', '.join(MODES)}"}])
@@ -167,7 +251,7 @@ async def update_config(request: web.Request) -> web.Response:
         raise v.InvalidRequest([{"path": "name", "message": f"does not match the environment in the URL ({name!r});"
                                  " renaming is not supported"}])
     merge = mode == "merge" or body.get("merge", False)
-    current = (await _load(request, name))["config"]
+    current = (await _owned(request, name))["config"]
     incoming = body.get("config")
     if incoming is None:
         result = current  # metadata-only update
@@ -187,29 +271,28 @@ async def update_config(request: web.Request) -> web.Response:
 @require("config.delete.own")
 async def delete_config(request: web.Request) -> web.Response:
     name = _path_name(request)
+    await _owned(request, name)
     try:
         await _disk(envs.delete_environment, name, home=_home(request))
     except envs.EnvironmentError_ as exc:
         raise web.HTTPNotFound(text=str(exc)) from None
-    store = request.app[STORE_KEY]
-    if store.get_setting(ACTIVE_SETTING) == name:
-        store.set_setting(ACTIVE_SETTING, None)
     return web.Response(status=204)
 
 
 @require("config.edit.own")
 async def activate_config(request: web.Request) -> web.Response:
+    """Make ``name`` the caller's active environment (what ``/api/training/validate`` and ``start`` use)."""
     name = _path_name(request)
-    await _load(request, name)  # 404 for an unknown one
-    request.app[STORE_KEY].set_setting(ACTIVE_SETTING, name)
+    await _load(request, name)  # 404 for an unknown one; anyone who may view it may train it
+    request.app[STORE_KEY].set_setting(active_key(request), name)
     return web.json_response({"active": name})
 
 
 @require("config.view")
 async def active_config(request: web.Request) -> web.Response:
     """The active environment and its config; null when none is set or it has since been deleted."""
-    name = request.app[STORE_KEY].get_setting(ACTIVE_SETTING)
-    if not isinstance(name, str) or _name_check(name):
+    name = request.app[STORE_KEY].get_setting(active_key(request))
+    if not isinstance(name, str) or name_check(name):
         return web.json_response({"active": None, "config": None})
     try:
         env = await _disk(envs.load_environment, name, home=_home(request))
@@ -230,7 +313,7 @@ async def export_config(request: web.Request) -> web.Response:
 async def save_dataloader(request: web.Request) -> web.Response:
     """No body: regenerate the starter dataloader. A JSON list: validate it, then save it as given."""
     name, home = _path_name(request), _home(request)
-    await _load(request, name)
+    await _owned(request, name)
     raw = (await request.read()).strip()
     if not raw:
         dataloader = envs.starter_dataloader(name, home=home)

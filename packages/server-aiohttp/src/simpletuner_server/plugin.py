@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 
 from simpletuner_core import hookimpl
@@ -29,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=_port_arg, default=port, help="TCP port (env SIMPLETUNER_PORT; default %(default)s)"
     )
+    parser.add_argument("--home", default=None,
+                        help="state directory (env SIMPLETUNER_HOME; default ~/.simpletuner)")
+    parser.add_argument("--datasets-dir", default=None,
+                        help="root for dataset uploads (env SIMPLETUNER_DATASETS_DIR; default HOME/datasets)")
+    parser.add_argument("--env", default=None, metavar="NAME",
+                        help="validate this environment and start it once the server is ready")
 
 
 def _url(host: str, port: int) -> str:
@@ -47,9 +54,12 @@ def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from simpletuner_server.app import create_app
+    from simpletuner_server.autostart import AutostartError, autostart
     from simpletuner_server.settings import ServerSettings
 
-    settings = ServerSettings.from_env(host=args.host, port=args.port)
+    overrides = {key: value for key, value in (("home", args.home), ("datasets_dir", args.datasets_dir))
+                 if value is not None}
+    settings = ServerSettings.from_env(host=args.host, port=args.port, **overrides)
     url = _url(settings.host, settings.port)
     tokens: list[str] = []  # filled at app startup, before ``announce`` runs
 
@@ -58,21 +68,23 @@ def run(args: argparse.Namespace) -> int:
         while tokens:
             print(setup_token_line(tokens.pop()), flush=True)
 
-    web.run_app(
-        create_app(settings, on_setup_token=tokens.append), host=settings.host, port=settings.port,
-        print=announce, shutdown_timeout=5.0,
-    )
+    app = create_app(settings, on_setup_token=tokens.append)
+    if args.env:
+        app.on_startup.append(autostart(args.env, lambda line: print(line, flush=True)))
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, print=announce, shutdown_timeout=5.0)
+    except AutostartError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 
 @hookimpl
 def register_cli_commands(register: Callable[[CliCommand], None]) -> None:
-    """Contribute ``simpletuner server``."""
-    register(
-        CliCommand(
-            name="server",
-            help="run the HTTP API server (no torch needed)",
-            add_arguments=add_arguments,
-            run=run,
-        )
-    )
+    """Contribute ``simpletuner server`` and ``simpletuner api-demo``."""
+    from simpletuner_server import demo_command
+
+    register(CliCommand(name="server", help="run the HTTP API server (no torch needed)",
+                        add_arguments=add_arguments, run=run))
+    register(CliCommand(name="api-demo", help="start a server and run the tutorial's API walkthrough on the tiny "
+                        "PixArt Sigma (CPU)", add_arguments=demo_command.add_arguments, run=demo_command.run))

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from simpletuner_server import auth_views, configs_views, stream_views, training_views, users_views, views
+from simpletuner_server import (
+    auth_views,
+    configs_views,
+    datasets_views,
+    queue_views,
+    stream_views,
+    system_views,
+    training_views,
+    users_views,
+    views,
+)
 from simpletuner_server.auth import AUTH_PREFIXES
-
-Route = tuple[str, str, Handler]
+from simpletuner_server.openapi import setup_docs
+from simpletuner_server.routes_types import Route
 
 #: Registered under each of ``AUTH_PREFIXES``; which of them are public is in ``auth.PUBLIC_PATHS``.
 AUTH_ROUTES: tuple[Route, ...] = (
@@ -38,6 +47,8 @@ CONFIG_ROUTES: tuple[Route, ...] = (
     ("GET", "/api/configs/", configs_views.list_configs),
     ("POST", "/api/configs/environments", configs_views.create_config),
     ("GET", "/api/configs/active", configs_views.active_config),
+    ("GET", "/api/configs/examples", configs_views.list_examples),
+    ("GET", "/api/configs/examples/{example}", configs_views.get_example),
     ("GET", CONFIG_NAME, configs_views.get_config),
     ("PUT", CONFIG_NAME, configs_views.update_config),
     ("DELETE", CONFIG_NAME, configs_views.delete_config),
@@ -57,6 +68,16 @@ TRAINING_ROUTES: tuple[Route, ...] = (
     ("POST", "/api/training/validation/run", training_views.run_validation),
     ("POST", "/api/training/checkpoint/run", training_views.run_checkpoint),
     ("POST", "/api/training/checkpoints", training_views.list_job_checkpoints),
+    ("GET", "/api/training/plot", training_views.training_plot),
+)
+
+
+QUEUE_ROUTES: tuple[Route, ...] = (
+    ("GET", "/api/system/status", system_views.system_status),
+    ("GET", "/api/queue/stats", queue_views.queue_stats),
+    ("POST", "/api/queue/submit", queue_views.submit),
+    ("GET", "/api/queue/concurrency", queue_views.get_concurrency),
+    ("POST", "/api/queue/concurrency", queue_views.set_concurrency),
 )
 
 
@@ -69,6 +90,8 @@ def setup_routes(app: web.Application) -> None:
     for prefix in AUTH_PREFIXES:
         for method, path, handler in AUTH_ROUTES:
             app.router.add_route(method, prefix + path, handler)
-    for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES):
+    for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES, *QUEUE_ROUTES,
+                                  *datasets_views.DATASET_ROUTES):
         app.router.add_route(method, path, handler)
+    setup_docs(app)  # /openapi.json, /docs, /redoc: after every API route, since it documents them
     stream_views.setup_streams(app)  # the open-stream registry and its on_shutdown hook

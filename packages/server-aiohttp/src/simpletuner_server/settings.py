@@ -87,15 +87,38 @@ class ServerSettings:
     #: Read the client address from ``X-Forwarded-For`` (last hop). Off: the TCP peer is the client, and a
     #: loopback peer carrying forwarding headers is not treated as local (it is a proxy on this host).
     trust_proxy: bool = attrs.field(default=False, converter=parse_bool)
+    #: Dataset uploads stream to disk past ``max_body_bytes``, under their own limits (``$SIMPLETUNER_MAX_…``).
+    max_upload_bytes: int = attrs.field(default=4 * 2**30, converter=int, validator=_positive)
+    max_upload_file_bytes: int = attrs.field(default=2**30, converter=int, validator=_positive)
+    max_extracted_bytes: int = attrs.field(default=16 * 2**30, converter=int, validator=_positive)
+    #: Browser origins allowed to call the API cross-site (``$SIMPLETUNER_CORS_ORIGINS``, comma-separated).
+    #: Empty by default: CORS is off.
+    cors_origins: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(
+        o.strip().rstrip("/") for o in (v.split(",") if isinstance(v, str) else v) if o.strip()))
+    #: Root for dataset folders and uploads (``$SIMPLETUNER_DATASETS_DIR``, else ``home/datasets``); created on
+    #: first use. Every dataset path the API accepts must resolve inside it.
+    datasets_dir: Path = attrs.field(
+        default=attrs.Factory(lambda self: self.home / "datasets", takes_self=True),
+        converter=lambda v: Path(v).expanduser())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
-        """Defaults, then ``SIMPLETUNER_HOST``/``_PORT``/``_HOME``/``_TRUST_PROXY``, then ``overrides``."""
+        """Defaults, then ``SIMPLETUNER_HOST``/``_PORT``/``_HOME``/``_TRUST_PROXY``/``_DATASETS_DIR``/``_CORS_ORIGINS``,
+        then ``overrides``."""
         defaults: dict[str, Callable[[Mapping[str, str] | None], Any]] = {
             "host": default_host,
             "port": default_port,
             "home": default_home,
             "trust_proxy": default_trust_proxy,
         }
+        env = os.environ if environ is None else environ
+        for key in ("max_upload_bytes", "max_upload_file_bytes", "max_extracted_bytes"):
+            raw = env.get(f"SIMPLETUNER_{key.upper()}")
+            if raw and key not in overrides:
+                overrides = {**overrides, key: raw}
+        if env.get("SIMPLETUNER_CORS_ORIGINS") and "cors_origins" not in overrides:
+            overrides = {**overrides, "cors_origins": env["SIMPLETUNER_CORS_ORIGINS"]}
+        if env.get("SIMPLETUNER_DATASETS_DIR") and "datasets_dir" not in overrides:
+            overrides = {**overrides, "datasets_dir": env["SIMPLETUNER_DATASETS_DIR"]}
         values = {key: read(environ) for key, read in defaults.items() if key not in overrides}
         return cls(**values, **overrides)

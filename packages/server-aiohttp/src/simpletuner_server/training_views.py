@@ -25,13 +25,14 @@ from simpletuner_core.config.errors import ConfigInvalid
 from simpletuner_core.config.rules import validate, warnings_for
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.runner import Runner
+from simpletuner_core.plot import job_plot_path
 from simpletuner_core.plugins import get_registry
 from simpletuner_core.training.checkpoint import list_checkpoints
 from simpletuner_server import validation as v
 from simpletuner_server.auth import current_principal, require
+from simpletuner_server.configs_views import active_key
 from simpletuner_server.keys import RUNNER_KEY, SETTINGS_KEY, STORE_KEY
 
-ACTIVE_SETTING = "active_config"  # the same store setting configs_views writes
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_EVENTS = 10_000
 DEFAULT_EVENTS = 1_000
@@ -44,7 +45,10 @@ PROGRESS_KEYS = ("step", "total", "percent", "loss", "lr", "eta_seconds")
 async def _fields(request: web.Request) -> dict[str, Any]:
     """The body as a flat dict: a form's text fields or a JSON object; empty for no body. ``__`` keys dropped."""
     if request.content_type in FORM_TYPES:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # e.g. multipart without a boundary: the client's mistake, not ours
+            raise web.HTTPBadRequest(text=f"Malformed form body: {str(exc)[:200]}") from None
         raw: dict[str, Any] = {}
         for key, value in form.items():
             if not isinstance(value, str):
@@ -91,7 +95,7 @@ def _check(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
 async def _merged(request: web.Request) -> tuple[str | None, dict[str, Any], list[dict[str, Any]], list[str]]:
     """(active env, submitted keys, errors, warnings) for the submitted keys over the active environment."""
     submitted = _config_keys(await _fields(request))
-    active = request.app[STORE_KEY].get_setting(ACTIVE_SETTING)
+    active = request.app[STORE_KEY].get_setting(active_key(request))
     env, base = await asyncio.to_thread(_load_env, active, request.app[SETTINGS_KEY].home)
     errors, warnings = await asyncio.to_thread(_check, {**base, **submitted})
     return env, submitted, errors, warnings
@@ -317,3 +321,16 @@ async def list_job_checkpoints(request: web.Request) -> web.Response:
     found = await asyncio.to_thread(list_checkpoints, Path(output_dir)) if output_dir else []
     return web.json_response({"job_id": job.id, "output_dir": output_dir,
                               "checkpoints": [{"step": step, "path": str(path)} for step, path in found]})
+
+
+@require("job.view.own")
+async def training_plot(request: web.Request) -> web.StreamResponse:
+    """The job's loss/learning-rate plot (PNG), refreshed at each checkpoint and at the end of the run."""
+    job_id = request.query.get("job_id")
+    job = _job(request, job_id) if job_id is not None else _current_job(request)
+    if job is None:
+        raise web.HTTPNotFound(text="No training job")
+    path = await asyncio.to_thread(job_plot_path, request.app[STORE_KEY], job.id)
+    if path is None:
+        raise web.HTTPNotFound(text=f"job {job.id} has no plot yet (it is written at the first checkpoint)")
+    return web.FileResponse(path, headers={"Content-Type": "image/png", "Cache-Control": "no-cache"})

@@ -17,10 +17,11 @@ from simpletuner_server.auth import current_principal, forbidden, require, run_k
 from simpletuner_server.keys import STORE_KEY
 
 DEFAULT_LEVELS = ["viewer"]  # least privilege when an admin does not say
-CREATE_CHECKS = {"email": v.email, "username": v.username, "password": v.password,
-                 "level_names": v.level_names, "is_active": v.boolean}
-UPDATE_CHECKS = {"email": v.email, "password": v.password, "level_names": v.level_names,
-                 "is_active": v.boolean}
+CREATE_USER = v.Body({"email": v.email, "username": v.username, "password": v.password,
+                      "level_names": v.level_names, "is_active": v.boolean},
+                     required=("email", "username", "password"))
+UPDATE_USER = v.Body({"email": v.email, "password": v.password, "level_names": v.level_names,
+                      "is_active": v.boolean})
 
 
 def _user_id(request: web.Request) -> int:
@@ -50,7 +51,7 @@ def _conflict(exc: DuplicateUserError) -> web.HTTPConflict:
 
 @require("user.manage")
 async def create_user(request: web.Request) -> web.Response:
-    body = await v.read_json(request, CREATE_CHECKS, required=("email", "username", "password"))
+    body = await v.read_json(request, CREATE_USER)
     password_hash = await run_kdf(request, hash_password, body["password"])
     try:
         user = request.app[STORE_KEY].create_user(
@@ -79,7 +80,7 @@ async def update_user(request: web.Request) -> web.Response:
     """PUT and PATCH both update only the fields given. A password change or deactivation ends the user's
     other sessions (API keys stop working for inactive users without being revoked)."""
     store, principal, user_id = request.app[STORE_KEY], current_principal(request), _user_id(request)
-    body = await v.read_json(request, UPDATE_CHECKS)
+    body = await v.read_json(request, UPDATE_USER)
     fields: dict[str, Any] = {}
     if "password" in body:
         fields["password_hash"] = await run_kdf(request, hash_password, body["password"])

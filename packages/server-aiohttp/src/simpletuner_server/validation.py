@@ -11,11 +11,41 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
 from aiohttp import web
 
 from simpletuner_core.auth import LEVELS, unknown_levels
 
-Check = Callable[[Any], "str | None"]  # a message when the value is wrong, else None
+
+@attrs.frozen
+class Check:
+    """A field test (a message when the value is wrong, else None) and the JSON Schema it enforces."""
+
+    test: Callable[[Any], str | None]
+    schema: Mapping[str, Any]
+
+    def __call__(self, value: Any) -> str | None:
+        return self.test(value)
+
+
+def check(schema: Mapping[str, Any]) -> Callable[[Callable[[Any], str | None]], Check]:
+    """Decorator: a test function becomes a :class:`Check` documented by ``schema``."""
+    return lambda test: Check(test, schema)
+
+
+@attrs.frozen
+class Body:
+    """A JSON object body: its fields' checks and which are required. Handlers validate with it and the
+    OpenAPI document is generated from it, so the two cannot disagree."""
+
+    checks: Mapping[str, Check]
+    required: tuple[str, ...] = ()
+    #: Keep explicit nulls (they mean something, e.g. "unlimited"); otherwise null means "not given".
+    keep_nulls: bool = False
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "object", "properties": {k: dict(c.schema) for k, c in self.checks.items()},
+                "required": list(self.required), "additionalProperties": False}
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,64}")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
@@ -32,18 +62,21 @@ class InvalidRequest(web.HTTPUnprocessableEntity):
         self.errors = errors
 
 
+@check({"type": "string", "pattern": USERNAME_RE.pattern, "minLength": 3, "maxLength": 64})
 def username(value: Any) -> str | None:
     if not isinstance(value, str) or not USERNAME_RE.fullmatch(value):
         return "must be 3-64 characters: letters, digits, '_', '.' or '-'"
     return None
 
 
+@check({"type": "string", "format": "email", "maxLength": 254})
 def email(value: Any) -> str | None:
     if not isinstance(value, str) or len(value) > 254 or not EMAIL_RE.fullmatch(value):
         return "must be a valid email address"
     return None
 
 
+@check({"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD})
 def password(value: Any) -> str | None:
     if not isinstance(value, str) or len(value) < MIN_PASSWORD:
         return f"must be at least {MIN_PASSWORD} characters"
@@ -53,32 +86,42 @@ def password(value: Any) -> str | None:
 
 
 def text(max_length: int = 256) -> Check:
-    def check(value: Any) -> str | None:
+    @check({"type": "string", "minLength": 1, "maxLength": max_length, "pattern": r"\S"})
+    def non_empty(value: Any) -> str | None:
         if not isinstance(value, str) or not value.strip():
             return "must be a non-empty string"
         return f"must be at most {max_length} characters" if len(value) > max_length else None
 
-    return check
+    return non_empty
 
 
+@check({"type": "boolean"})
 def boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
-def integer(low: int, high: int) -> Check:
-    def check(value: Any) -> str | None:
+def integer(low: int, high: int, nullable: bool = False) -> Check:
+    schema: dict[str, Any] = {"type": ["integer", "null"] if nullable else "integer", "minimum": low,
+                              "maximum": high}
+
+    @check(schema)
+    def bounded(value: Any) -> str | None:
+        if nullable and value is None:
+            return None
         ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-        return None if ok else f"must be an integer between {low} and {high}"
+        return None if ok else f"must be an integer between {low} and {high}" + (" or null" if nullable else "")
 
-    return check
+    return bounded
 
 
+@check({"type": "array", "items": {"type": "string"}})
 def string_list(value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         return "must be a list of strings"
     return None
 
 
+@check({"type": "array", "items": {"type": "string", "enum": list(LEVELS)}})
 def level_names(value: Any) -> str | None:
     problem = string_list(value)
     if problem:
@@ -98,23 +141,22 @@ def _unknown_key_error(key: str, known: Iterable[str]) -> dict[str, Any]:
     return error
 
 
-async def read_json(request: web.Request, checks: Mapping[str, Check],
-                    required: Iterable[str] = ()) -> dict[str, Any]:
-    """The body as a dict whose present fields all passed ``checks``; unknown fields are errors (typos in a
+async def read_json(request: web.Request, body_type: Body) -> dict[str, Any]:
+    """The body as a dict whose present fields all passed the checks; unknown fields are errors (typos in a
     field name must not silently drop what the client meant to set)."""
+    checks, required = body_type.checks, body_type.required
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise web.HTTPBadRequest(text="Request body must be valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidRequest([{"path": "", "message": "expected a JSON object"}])
-    required = tuple(required)
     errors: list[dict[str, Any]] = [{"path": k, "message": "is required"} for k in required if k not in body]
     for key, value in body.items():
         check = checks.get(key)
         if check is None:
             errors.append(_unknown_key_error(key, checks))
-        elif key not in required and value is None:
+        elif key not in required and value is None and not body_type.keep_nulls:
             continue  # an explicit null means "not given" for optional fields
         else:
             problem = check(value)
@@ -122,4 +164,4 @@ async def read_json(request: web.Request, checks: Mapping[str, Check],
                 errors.append({"path": key, "message": problem})
     if errors:
         raise InvalidRequest(errors)
-    return {key: value for key, value in body.items() if value is not None}
+    return {key: value for key, value in body.items() if value is not None or body_type.keep_nulls}

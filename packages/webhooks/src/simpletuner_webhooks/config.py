@@ -1,9 +1,8 @@
 """Parse ``webhook_config`` the way SimpleTuner accepts it, failing early with messages that say what to fix.
 
 Accepted: a JSON string holding one object or a list of objects, a path to such a JSON file, a dict, or a list
-of dicts. Each object needs ``webhook_type`` (only ``raw`` for now) and ``callback_url`` (http/https);
-``log_level`` and ``ssl_no_verify`` are optional. Other keys (e.g. SimpleTuner's ``message_prefix``) are
-ignored so existing configs keep working.
+of dicts. Each object needs ``webhook_type`` (``raw`` or ``discord``) and ``callback_url`` (http/https); the
+delivery knobs below are optional. Unknown keys are ignored so SimpleTuner's configs keep working.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-SUPPORTED_TYPES: tuple[str, ...] = ("raw",)
+SUPPORTED_TYPES: tuple[str, ...] = ("raw", "discord")
 #: Ordered lowest to highest; an event is sent when its level is at or above the target's ``log_level``.
 LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -37,6 +36,15 @@ class WebhookTarget:
     callback_url: str
     log_level: str = "info"
     ssl_no_verify: bool = False
+    #: HMAC-SHA256 key for the ``X-SimpleTuner-Signature`` header (from ``secret`` or the ``secret_env`` variable).
+    secret: str | None = attrs.field(default=None, repr=False)
+    timeout: float = 5.0
+    max_attempts: int = 3
+    backoff: float = 0.5
+    #: Consecutive undeliverable events that mark the receiver down; ``cooldown`` seconds before a retry probe.
+    failure_threshold: int = 3
+    cooldown: float = 30.0
+    message_prefix: str = ""
 
 
 def _load(value: Any) -> Any:
@@ -83,8 +91,25 @@ def _target(index: int, raw: Any) -> WebhookTarget:
     no_verify = raw.get("ssl_no_verify", False)
     if not isinstance(no_verify, bool):
         raise ValueError(f"{where}.ssl_no_verify must be true or false, got {no_verify!r}")
+    secret = raw.get("secret")
+    secret_env = raw.get("secret_env")
+    if secret_env:
+        secret = os.environ.get(str(secret_env))
+        if not secret:
+            raise ValueError(f"{where}.secret_env names {secret_env!r}, which is not set in the environment")
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise ValueError(f"{where}.secret must be a non-empty string")
+    numbers: dict[str, Any] = {}
+    for key, kind_of, low in (("timeout", float, 0.001), ("max_attempts", int, 1), ("backoff", float, 0.0),
+                              ("failure_threshold", int, 1), ("cooldown", float, 0.0)):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+                raise ValueError(f"{where}.{key} must be a number >= {low:g}, got {value!r}")
+            numbers[key] = kind_of(value)
     return WebhookTarget(
-        webhook_type=kind, callback_url=url.strip(), log_level=level, ssl_no_verify=no_verify
+        webhook_type=kind, callback_url=url.strip(), log_level=level, ssl_no_verify=no_verify, secret=secret,
+        message_prefix=str(raw.get("message_prefix") or ""), **numbers,
     )
 
 

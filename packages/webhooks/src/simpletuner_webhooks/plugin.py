@@ -1,4 +1,4 @@
-"""The ``webhooks`` plugin: an event sink active when the config sets ``webhook_config``."""
+"""The ``webhooks`` plugin: event sinks active when the config sets ``webhook_config``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from simpletuner_core.records import EventSinkSpec
 
 
 def make_sink(config: Any, job_dir: Path | str | None = None) -> Any:
-    """A sink for the job's ``webhook_config``, or None when none is configured.
+    """A sink for the job's ``webhook_config`` (one per target), or None when none is configured.
 
     Invalid configs raise ValueError here, at job start, rather than failing silently mid-training.
     """
@@ -19,16 +19,19 @@ def make_sink(config: Any, job_dir: Path | str | None = None) -> Any:
     if not value:
         return None
     from simpletuner_webhooks.config import parse_webhook_config
+    from simpletuner_webhooks.discord import DiscordWebhookSink
     from simpletuner_webhooks.sink import FanoutSink, RawWebhookSink
 
+    kinds = {"raw": RawWebhookSink, "discord": DiscordWebhookSink}
     job_id = Path(job_dir).name if job_dir else None
-    sinks = [RawWebhookSink.from_target(t, job_id=job_id) for t in parse_webhook_config(value)]
+    interval = getattr(config, "webhook_reporting_interval", None)
+    sinks = [kinds[t.webhook_type].from_target(t, job_id=job_id, reporting_interval=interval)
+             for t in parse_webhook_config(value)]
     return sinks[0] if len(sinks) == 1 else FanoutSink(sinks)
 
 
 @hookimpl
 def register_event_sinks(register: Callable[[EventSinkSpec], None]) -> None:
-    """Contribute the ``webhook`` sink."""
-    register(
-        EventSinkSpec(name="webhook", factory=make_sink, description="POST events as JSON to webhook URLs.")
-    )
+    """Contribute the ``webhook`` sink (``raw`` JSON and ``discord`` targets)."""
+    register(EventSinkSpec(name="webhook", factory=make_sink,
+                           description="POST events to webhook URLs (raw JSON or Discord messages)."))

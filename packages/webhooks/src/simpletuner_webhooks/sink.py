@@ -1,12 +1,16 @@
-"""A webhook event sink that can never stall training.
+"""Webhook event sinks that can never stall or fail training.
 
-``emit`` only serialises and enqueues; one daemon thread POSTs with the stdlib (no extra dependency).
-The queue is bounded and drops the oldest event when full: a slow receiver may cost a bounded amount of
-events, never training time. Failed deliveries are retried a few times with backoff, then counted.
+``emit`` only filters, formats and enqueues; one daemon thread per target POSTs with the stdlib (no extra
+dependency, no torch). The queue is bounded and drops the oldest event when full. Failed deliveries are retried
+with exponential backoff (honouring ``Retry-After``); after ``failure_threshold`` undeliverable events in a row
+the target is marked *down* (a circuit breaker): events are skipped without touching the network until
+``cooldown`` has passed, then one event probes it. Each change of state (down, back up) is logged once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import ssl
@@ -19,12 +23,18 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from http.client import HTTPException
 from typing import Any
+from urllib.parse import urlsplit
 
 from simpletuner_webhooks.config import LEVELS, WebhookTarget, level_value
 
 log = logging.getLogger(__name__)
 
+SCHEMA_VERSION = 1
 MAX_BACKOFF_S = 30.0
+SIGNATURE_HEADER = "X-SimpleTuner-Signature"
+TIMESTAMP_HEADER = "X-SimpleTuner-Timestamp"
+#: Keys of an event's data that the wire format carries at the top level (SimpleTuner's payload shape).
+LIFTED = ("title", "body", "images", "videos")
 _USER_AGENT = "simpletuner-webhooks/0.1.0"
 
 
@@ -38,8 +48,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def envelope(event: Any, job_id: str | None = None) -> tuple[dict[str, Any], str]:
     """``(payload, level)`` for an event object with ``to_dict()`` or a plain mapping.
 
-    The payload is the stable wire shape ``{"type", "job_id", "id", "timestamp", "data"}``; missing fields get
-    the sink's job id, a fresh id and the current time so receivers can always rely on them.
+    The payload is ``{"type", "job_id", "id", "timestamp", "version", "level", "data"}`` plus ``title``,
+    ``body``, ``images`` and ``videos`` lifted out of ``data`` when present. Missing fields get the sink's job
+    id, a fresh id and the current time so receivers can always rely on them.
     """
     if isinstance(event, Mapping):
         raw: Any = event
@@ -49,21 +60,45 @@ def envelope(event: Any, job_id: str | None = None) -> tuple[dict[str, Any], str
             raise TypeError(f"{type(event).__name__}.to_dict() returned {type(raw).__name__}, not a mapping")
     else:
         raise TypeError(f"webhook events must be mappings or have to_dict(), got {type(event).__name__}")
-    payload = {
+    data = dict(raw.get("data") or {})
+    level = str(raw.get("level") or "info")
+    payload: dict[str, Any] = {
         "type": raw.get("type"),
         "job_id": raw.get("job_id") or job_id,
         "id": raw.get("id") or uuid.uuid4().hex,
         "timestamp": raw.get("timestamp") or time.time(),
-        "data": raw.get("data") if raw.get("data") is not None else {},
+        "version": raw.get("version") or SCHEMA_VERSION,
+        "level": level,
     }
-    return payload, str(raw.get("level") or "info")
+    for key in LIFTED:
+        if key in data:
+            payload[key] = data.pop(key)
+        elif key in raw:  # already in wire form (Event.to_dict lifts them)
+            payload[key] = raw[key]
+    payload["data"] = data
+    return payload, level
 
 
-class RawWebhookSink:
-    """POST each event as JSON to ``callback_url`` from a background thread.
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256 over ``timestamp + "." + body``; receivers recompute and compare."""
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
 
-    Counters (``sent``, ``failed``, ``dropped``, ``filtered``) make silent loss observable in tests and logs.
+
+def _redact(url: str) -> str:
+    """Scheme, host and port only: webhook URLs (Discord's) carry tokens in the path."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class WebhookSink:
+    """Deliver events to one HTTP target from a background thread. Subclasses choose the body (``format``).
+
+    Counters (``sent``, ``failed``, ``dropped``, ``filtered``, ``throttled``, ``skipped``, ``attempts``) make
+    every lost event observable; ``state`` is ``up`` or ``down``.
     """
+
+    kind = "raw"
 
     def __init__(
         self,
@@ -76,37 +111,53 @@ class RawWebhookSink:
         backoff: float = 0.5,
         max_queue: int = 1000,
         job_id: str | None = None,
+        secret: str | None = None,
+        failure_threshold: int = 3,
+        cooldown: float = 30.0,
+        reporting_interval: float | None = None,
+        message_prefix: str = "",
     ) -> None:
-        if max_attempts < 1 or max_queue < 1 or timeout <= 0:
-            raise ValueError("max_attempts and max_queue must be >= 1 and timeout > 0")
+        if max_attempts < 1 or max_queue < 1 or timeout <= 0 or failure_threshold < 1:
+            raise ValueError("max_attempts, max_queue and failure_threshold must be >= 1 and timeout > 0")
         if str(log_level).lower() not in LEVELS:
             raise ValueError(f"log_level {log_level!r} is not one of: {', '.join(LEVELS)}")
         self.callback_url = callback_url
+        self.label = f"{self.kind} webhook {_redact(callback_url)}"
         self.log_level = str(log_level).lower()
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_queue = max_queue
         self.job_id = job_id
-        self.sent = 0
-        self.failed = 0
-        self.dropped = 0
-        self.filtered = 0
+        self.failure_threshold = failure_threshold
+        self.cooldown = cooldown
+        self.reporting_interval = reporting_interval or 0.0
+        self.message_prefix = message_prefix
+        self._secret = secret
+        self.sent = self.failed = self.dropped = self.filtered = self.throttled = self.skipped = 0
+        self.attempts = 0
+        self.state = "up"
+        self._failures_in_row = 0
+        self._down_since = 0.0
+        self._skipped_while_down = 0
+        self._last_status = float("-inf")
         self._min_level = LEVELS[self.log_level]
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[bytes, str]] = deque()
         self._cond = threading.Condition()
         self._closing = False
         self._abort = threading.Event()
         self._opener = self._build_opener(ssl_no_verify)
-        self._thread = threading.Thread(target=self._run, name="simpletuner-webhook", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"simpletuner-{self.kind}-webhook", daemon=True)
         self._thread.start()
 
     @classmethod
-    def from_target(cls, target: WebhookTarget, **kwargs: Any) -> RawWebhookSink:
+    def from_target(cls, target: WebhookTarget, **kwargs: Any) -> WebhookSink:
         """Build from a parsed ``webhook_config`` entry."""
-        return cls(
-            target.callback_url, log_level=target.log_level, ssl_no_verify=target.ssl_no_verify, **kwargs
-        )
+        options = {"log_level": target.log_level, "ssl_no_verify": target.ssl_no_verify, "secret": target.secret,
+                   "timeout": target.timeout, "max_attempts": target.max_attempts, "backoff": target.backoff,
+                   "failure_threshold": target.failure_threshold, "cooldown": target.cooldown,
+                   "message_prefix": target.message_prefix}
+        return cls(target.callback_url, **{**options, **kwargs})
 
     @staticmethod
     def _build_opener(ssl_no_verify: bool) -> urllib.request.OpenerDirector:
@@ -116,16 +167,39 @@ class RawWebhookSink:
             context.verify_mode = ssl.CERT_NONE
         return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=context))
 
+    def format(self, payload: dict[str, Any]) -> tuple[bytes, str] | None:
+        """``(body, content type)`` for one event, or None to skip it. Raw: the JSON envelope."""
+        return json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8"), "application/json"
+
     # -- producer side (training thread) ------------------------------------------------------------
+
+    def _throttle(self, payload: dict[str, Any]) -> bool:
+        """True when a ``training.status`` arrives within ``reporting_interval`` of the last one sent."""
+        if payload.get("type") != "training.status" or self.reporting_interval <= 0:
+            return False
+        data = payload.get("data") or {}
+        last_step = data.get("total") is not None and data.get("step") == data.get("total")
+        now = time.monotonic()
+        if not last_step and now - self._last_status < self.reporting_interval:
+            return True
+        self._last_status = now
+        return False
 
     def emit(self, event: Any) -> None:
         """Queue ``event`` without touching the network; events below ``log_level`` are skipped."""
         payload, level = envelope(event, self.job_id)
-        if level_value(level) < self._min_level:
+        with self._cond:
+            if level_value(level) < self._min_level:
+                self.filtered += 1
+                return
+            if self._throttle(payload):
+                self.throttled += 1
+                return
+        formatted = self.format(payload)
+        if formatted is None:
             with self._cond:
                 self.filtered += 1
             return
-        body = json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8")
         with self._cond:
             if self._closing:
                 self.dropped += 1
@@ -133,7 +207,7 @@ class RawWebhookSink:
             if len(self._queue) >= self.max_queue:
                 self._queue.popleft()
                 self.dropped += 1
-            self._queue.append(body)
+            self._queue.append(formatted)
             self._cond.notify()
 
     def close(self, timeout: float = 10.0) -> bool:
@@ -153,7 +227,7 @@ class RawWebhookSink:
             self.dropped += len(self._queue)
             self._queue.clear()
             self._cond.notify_all()
-        log.warning("webhook %s: gave up after %.1fs with deliveries outstanding", self.callback_url, timeout)
+        log.warning("%s: gave up after %.1fs with deliveries outstanding", self.label, timeout)
         return False
 
     @property
@@ -171,64 +245,108 @@ class RawWebhookSink:
                     self._cond.wait()
                 if not self._queue or self._abort.is_set():
                     return
-                body = self._queue.popleft()
+                body, content_type = self._queue.popleft()
+            if self.state == "down" and time.monotonic() - self._down_since < self.cooldown:
+                with self._cond:
+                    self.skipped += 1
+                    self._skipped_while_down += 1
+                continue
+            probe = self.state == "down"
             try:
-                ok = self._deliver(body)
+                ok = self._deliver(body, content_type, attempts=1 if probe else self.max_attempts)
             except Exception:  # a bug here must not kill the worker and strand the queue
-                log.exception("webhook %s: unexpected error delivering event", self.callback_url)
+                log.exception("%s: unexpected error delivering event", self.label)
                 ok = False
             with self._cond:
                 if ok:
                     self.sent += 1
                 else:
                     self.failed += 1
+            self._track(ok)
 
-    def _post(self, body: bytes) -> int:
-        request = urllib.request.Request(
-            self.callback_url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": _USER_AGENT},
-        )
+    def _track(self, ok: bool) -> None:
+        """Breaker bookkeeping; the only place that logs, once per change of state."""
+        if ok:
+            self._failures_in_row = 0
+            if self.state == "down":
+                self.state = "up"
+                log.warning("%s: receiver is back up (%d event(s) skipped while it was down)", self.label,
+                            self._skipped_while_down)
+            return
+        self._failures_in_row += 1
+        if self.state == "down":
+            self._down_since = time.monotonic()  # the probe failed: wait another cooldown, quietly
+        elif self._failures_in_row >= self.failure_threshold:
+            self.state = "down"
+            self._down_since = time.monotonic()
+            self._skipped_while_down = 0
+            log.warning("%s: receiver is down (%d event(s) in a row undeliverable: %s); skipping events, "
+                        "retrying every %.0fs", self.label, self._failures_in_row, self._last_problem,
+                        self.cooldown)
+
+    _last_problem = ""
+
+    def _headers(self, body: bytes, content_type: str) -> dict[str, str]:
+        headers = {"Content-Type": content_type, "User-Agent": _USER_AGENT}
+        if self._secret:
+            stamp = str(int(time.time()))
+            headers[TIMESTAMP_HEADER] = stamp
+            headers[SIGNATURE_HEADER] = signature(self._secret, stamp, body)
+        return headers
+
+    def _post(self, body: bytes, content_type: str) -> tuple[int, float | None]:
+        """``(status, retry_after seconds or None)``."""
+        request = urllib.request.Request(self.callback_url, data=body, method="POST",
+                                         headers=self._headers(body, content_type))
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 response.read()
-                return int(response.status)
+                return int(response.status), None
         except urllib.error.HTTPError as exc:  # non-2xx (including refused redirects)
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
             exc.close()
-            return int(exc.code)
+            try:
+                wait = float(retry_after) if retry_after is not None else None
+            except ValueError:
+                wait = None
+            return int(exc.code), wait
 
-    def _deliver(self, body: bytes) -> bool:
-        """Up to ``max_attempts`` tries; 5xx, 429 and network errors are retried with exponential backoff."""
-        for attempt in range(1, self.max_attempts + 1):
+    def _deliver(self, body: bytes, content_type: str, attempts: int) -> bool:
+        """Up to ``attempts`` tries; 5xx, 429 and network errors are retried with exponential backoff."""
+        for attempt in range(1, attempts + 1):
             if self._abort.is_set():
                 return False
+            self.attempts += 1
+            retry_after: float | None = None
             try:
-                status: int | None = self._post(body)
+                status: int | None
+                status, retry_after = self._post(body, content_type)
                 problem = f"HTTP {status}"
             except (OSError, HTTPException) as exc:  # URLError, refused, reset, timeout, bad status line
                 status, problem = None, f"{type(exc).__name__}: {exc}"
             if status is not None and 200 <= status < 300:
                 return True
+            self._last_problem = problem
             retryable = status is None or status >= 500 or status == 429
-            if not retryable or attempt == self.max_attempts:
-                log.warning(
-                    "webhook %s: giving up on event after %d attempt(s): %s",
-                    self.callback_url,
-                    attempt,
-                    problem,
-                )
+            if not retryable or attempt == attempts:
+                log.debug("%s: event undeliverable after %d attempt(s): %s", self.label, attempt, problem)
                 return False
-            log.debug("webhook %s: attempt %d failed (%s), retrying", self.callback_url, attempt, problem)
-            if self._abort.wait(min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF_S)):
+            delay = retry_after if retry_after is not None else self.backoff * 2 ** (attempt - 1)
+            if self._abort.wait(min(max(0.0, delay), MAX_BACKOFF_S)):
                 return False
         return False
+
+
+class RawWebhookSink(WebhookSink):
+    """POST each event's JSON envelope to ``callback_url``."""
+
+    kind = "raw"
 
 
 class FanoutSink:
     """Several webhook targets behind the single sink a factory may return."""
 
-    def __init__(self, sinks: Iterable[RawWebhookSink]) -> None:
+    def __init__(self, sinks: Iterable[WebhookSink]) -> None:
         self.sinks = list(sinks)
 
     def emit(self, event: Any) -> None:

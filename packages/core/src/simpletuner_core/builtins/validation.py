@@ -1,4 +1,4 @@
-"""Built-in validation: render ``validation_prompt`` with the family's own pipeline."""
+"""Built-in validation methods: ``pipeline`` (the family's own pipeline) and ``external-script``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,29 @@ from simpletuner_core.hookspecs import hookimpl
 from simpletuner_core.records import ValidationMethodSpec
 
 
-def _pipeline(trainer: Any, model: Any, cfg: Any, step: int) -> list[Any]:
+def _pipeline(trainer: Any, model: Any, cfg: Any, step: int, context: Any = None) -> list[Any]:
+    preview = getattr(context, "preview", None)
+    if preview is not None:
+        return trainer.validation_images(model, cfg, on_latents=preview)
     return trainer.validation_images(model, cfg)
+
+
+def _external(trainer: Any, model: Any, cfg: Any, step: int, context: Any = None) -> list[Any]:
+    """Hand validation to ``validation_external_script``; it renders and reports on its own (no images here).
+
+    ``{local_checkpoint_path}`` is the newest checkpoint written so far (empty before the first one);
+    ``{remote_checkpoint_path}`` is always empty for validation.
+    """
+    if context is None or context.hooks is None:
+        return []
+    values = context.hooks.values(step, context.hooks.last_checkpoint)
+    context.hooks.scripts.run("validation", cfg.validation_external_script, values,
+                              background=cfg.validation_external_background)
+    return []
 
 
 @hookimpl
 def register_validation_methods(register: Callable[[ValidationMethodSpec], None]) -> None:
     register(ValidationMethodSpec("pipeline", _pipeline, "The family's diffusers pipeline on the trained weights."))
+    register(ValidationMethodSpec("external-script", _external,
+                                  "Run validation_external_script with the training context as placeholders."))

@@ -65,7 +65,7 @@ def starter_dataloader(name: str, home: Path | None = None) -> list[dict[str, An
 def create_environment(name: str, *, model_family: str, model_flavour: str | None = None,
                        model_type: str = "full", lora_type: str | None = None, description: str = "",
                        tags: list[str] | None = None, home: Path | None = None,
-                       extra: dict[str, Any] | None = None) -> Path:
+                       extra: dict[str, Any] | None = None, owner: str | None = None) -> Path:
     """Create ``config/<name>/`` with a starter config and dataloader; refuses to overwrite."""
     directory = env_dir(name, home)
     if (directory / CONFIG_FILE).exists():
@@ -81,19 +81,22 @@ def create_environment(name: str, *, model_family: str, model_flavour: str | Non
     for key, value in (extra or {}).items():
         config[key if key.startswith("--") else f"--{key}"] = value
     write_json_atomic(directory / DATALOADER_FILE, starter_dataloader(name, home))
-    save_metadata(name, description=description, tags=tags or [], home=home)
+    save_metadata(name, description=description, tags=tags or [], home=home, owner=owner)
     write_json_atomic(directory / CONFIG_FILE, config)
     return directory
 
 
-def save_metadata(name: str, *, description: str, tags: list[str], home: Path | None = None) -> None:
+def save_metadata(name: str, *, description: str, tags: list[str], home: Path | None = None,
+                  owner: str | None = None) -> None:
+    """Write ``metadata.json``; ``created_at`` and ``owner`` are kept from the existing file (set once)."""
     path = env_dir(name, home) / METADATA_FILE
     now = time.time()
-    created = now
-    if path.exists():
-        created = json.loads(path.read_text()).get("created_at", now)
-    write_json_atomic(path, {"name": name, "description": description, "tags": list(tags),
-                             "created_at": created, "updated_at": now})
+    old = json.loads(path.read_text()) if path.exists() else {}
+    meta = {"name": name, "description": description, "tags": list(tags),
+            "created_at": old.get("created_at", now), "updated_at": now}
+    if old.get("owner", owner) is not None:
+        meta["owner"] = old.get("owner", owner)  # who created it (the server's user); None from the CLI
+    write_json_atomic(path, meta)
 
 
 def load_environment(name: str, home: Path | None = None) -> dict[str, Any]:

@@ -88,23 +88,32 @@ class CoreConfig:
     validation_num_inference_steps: int = f(20, "Sampler steps for validation.")
     validation_seed: int | None = f(None, "Seed for validation images; default: seed.")
     validation_disable: bool = f(False, "Never run validation.")
-    validation_method: str = f("pipeline", "Validation method name.")
+    validation_method: str = f("pipeline", "Validation method name (pipeline, external-script).")
     validation_noise_scheduler: str | None = f(None, "Scheduler override for validation.")
-    validation_external_script: str | None = f(None, "Script run by validation_method=external-script.")
-    validation_external_background: bool = f(False, "Run the external script without waiting.")
+    validation_external_script: str | None = f(None, "Command run by validation_method=external-script "
+                                                     "(argv, no shell; {placeholders} as in docs/hooks.md).")
+    validation_external_background: bool = f(False, "Run the external validation script without waiting for it.")
     validation_preview: bool = f(False, "Emit intermediate validation previews.")
-    validation_preview_steps: int = f(1, "Preview every N sampler steps.")
-    post_checkpoint_script: str | None = f(None, "Command run after each checkpoint is written.")
-    post_upload_script: str | None = f(None, "Command run after each upload.")
+    validation_preview_steps: int = f(1, "Preview every N sampler steps (the first and last are always sent).")
+    validation_preview_decoder: str | None = f(
+        None, "AutoencoderTiny (hub id or local dir) that decodes previews; default: the family's.")
+    post_checkpoint_script: str | None = f(None, "Command run (in the background) after each checkpoint is "
+                                                 "written; {placeholders} as in docs/hooks.md.")
+    post_upload_script: str | None = f(None, "Command run after each successful upload, once per publisher.")
+    hook_script_timeout: float = f(600.0, "Seconds a hook script may run before it is killed.")
+    hook_script_fatal: bool = f(False, "A failing foreground hook script (external validation) fails the job.")
     # --- tracking and publishing ----------------------------------------------------------------------------
     report_to: str = f("none", "Tracker.", ("none", "tensorboard", "wandb", "comet", "all"))
     tracker_project_name: str = f("simpletuner", "Tracker project name.")
     tracker_run_name: str | None = f(None, "Tracker run name; default: the job id.")
     webhook_config: Any = f(None, "Webhook targets (JSON list or a JSON string of one).")
-    webhook_reporting_interval: int | None = f(None, "Seconds between progress webhooks.")
+    webhook_reporting_interval: float | None = f(None, "At most one training.status webhook per N seconds "
+                                                       "(the last step is always sent); default: every step.")
     push_to_hub: bool = f(False, "Upload the final model to the hub.")
-    push_checkpoints_to_hub: bool = f(False, "Upload checkpoints too.")
+    push_checkpoints_to_hub: bool = f(False, "Publish checkpoints too (to the hub and every other publisher).")
     hub_model_id: str | None = f(None, "Hub repository for uploads.")
+    publish_local_dir: str | None = f(None, "Copy the final model (and checkpoints with push_checkpoints_to_hub) "
+                                            "into this directory.")
     # --- processes ----------------------------------------------------------------------------------------------
     num_processes: int = f(1, "Trainer processes for a queued job (one per GPU); above 1 the runner launches them "
                               "with torchrun, or with `accelerate launch` when accelerate_config is set.")

@@ -7,6 +7,7 @@ reported once as a ``log`` event and never stops training.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any, Protocol
 
 from simpletuner_core.events.types import Event
@@ -30,11 +31,16 @@ class EventEmitter:
         self.store = store
         self.sinks = list(sinks or [])
         self._broken: set[int] = set()
+        self._lock = threading.RLock()  # hook scripts and uploads report from their own threads
 
     def add_sink(self, sink: EventSink) -> None:
         self.sinks.append(sink)
 
     def emit(self, event_type: str, level: str = "info", **data: Any) -> Event:
+        with self._lock:
+            return self._emit(event_type, level, data)
+
+    def _emit(self, event_type: str, level: str, data: dict[str, Any]) -> Event:
         event = self.store.append(Event(type=event_type, job_id=self.job_id, data=data, level=level))
         for index, sink in enumerate(self.sinks):
             try:
@@ -50,6 +56,12 @@ class EventEmitter:
 
     def log(self, message: str, level: str = "info") -> Event:
         return self.emit("log", level=level, message=message)
+
+    def thread_done(self) -> None:
+        """A helper thread that emitted events is ending: let the store release that thread's resources."""
+        release = getattr(self.store, "close_thread", None)
+        if release is not None:
+            release()
 
     def close(self) -> None:
         for sink in self.sinks:

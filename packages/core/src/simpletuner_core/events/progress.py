@@ -50,7 +50,13 @@ class ProgressPrinter:
         elif event.type == "checkpoint.saved":
             self.stream.write(f"checkpoint saved at step {event.data.get('step')}: {event.data.get('path')}\n")
         elif event.type == "validation.image":
+            if event.data.get("validation_type") == "intermediary":
+                return  # previews are for dashboards, not the console
             self.stream.write(f"validation image (step {event.data.get('step')}): {event.data.get('path')}\n")
+        elif event.type == "publish.completed":
+            self.stream.write(f"published {event.data.get('kind')} to {event.data.get('remote')}\n")
+        elif event.type in ("hook.script", "publish.failed") and event.level == "warning":
+            self.stream.write(f"warning: {event.data.get('message')}\n")
         elif event.type in ("job.failed", "job.completed", "job.stopped", "job.cancelled"):
             self.stream.write(f"{event.type}: {event.data}\n")
         elif event.type == "log" and event.level in ("warning", "error"):

@@ -22,7 +22,11 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "training.status": ("step", "total", "epoch", "percent", "loss", "lr", "rate", "eta_seconds"),
     "checkpoint.saved": ("step", "path"),
     "validation.started": ("step",),
-    "validation.image": ("step", "prompt", "path", "images"),
+    "validation.image": ("title", "body", "step", "global_step", "prompt", "validation_type", "resolution",
+                         "images"),
+    "hook.script": ("hook", "argv", "returncode", "timed_out", "seconds", "output", "background", "message"),
+    "publish.completed": ("publisher", "kind", "step", "path", "remote", "seconds"),
+    "publish.failed": ("publisher", "kind", "step", "path", "error", "message"),
     "job.completed": ("step", "output_dir"),
     "job.failed": ("reason", "resumable"),
     "job.cancelled": ("step",),
@@ -31,6 +35,9 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 LEVELS = ("debug", "info", "warning", "error")
+#: Presentation fields carried at the top level of the wire form (API, streams, webhooks, JSONL), as in
+#: SimpleTuner's ``validation.image`` payload; in memory they live in ``data`` like every other field.
+LIFTED = ("title", "body", "images", "videos")
 
 
 @attrs.frozen
@@ -44,6 +51,10 @@ class Event:
     version: int = EVENT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
+        """The wire form: envelope fields, ``title``/``body``/``images``/``videos`` (when set) at the top level,
+        and the rest of the payload under ``data``."""
+        data = {key: value for key, value in self.data.items() if key not in LIFTED}
+        lifted = {key: self.data[key] for key in LIFTED if key in self.data}
         return {
             "id": self.id,
             "type": self.type,
@@ -51,15 +62,17 @@ class Event:
             "timestamp": self.timestamp,
             "level": self.level,
             "version": self.version,
-            "data": self.data,
+            **lifted,
+            "data": data,
         }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:
+        """Inverse of :meth:`to_dict` (also reads the older form with everything under ``data``)."""
         return cls(
             type=str(raw["type"]),
             job_id=str(raw.get("job_id", "")),
-            data=dict(raw.get("data") or {}),
+            data={**dict(raw.get("data") or {}), **{key: raw[key] for key in LIFTED if key in raw}},
             id=int(raw.get("id", 0)),
             timestamp=float(raw.get("timestamp", 0.0)),
             level=str(raw.get("level", "info")),

@@ -28,6 +28,10 @@ class StoreEventLog:
         """Closes only this thread's connection: other threads (the server's handlers) keep theirs."""
         self.store.close()
 
+    def close_thread(self) -> None:
+        """A helper thread (hook script, upload) is done: close its connection."""
+        self.store.close()
+
 
 def follow(store: Store, job_id: str, after_id: int = 0, poll_timeout: float = 1.0,
            stop: Callable[[], bool] | None = None) -> Iterator[Event]:

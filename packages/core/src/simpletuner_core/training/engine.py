@@ -31,7 +31,7 @@ from simpletuner_core.training.checkpoint import (
 from simpletuner_core.training.control import Control, signals_to
 from simpletuner_core.training.data_setup import cache_dirs, make_plan, require
 from simpletuner_core.training.ema import Ema
-from simpletuner_core.training.validation import publish_images
+from simpletuner_core.training.validation import ValidationContext, publish_images
 
 TEXT_CACHE_MEMORY_BYTES = 2 * 2**30
 _DTYPES = {"no_change": "float32", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -51,7 +51,12 @@ RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epo
                      "checkpoints_total_limit", "validation_steps", "validation_prompt", "validation_disable",
                      "report_to", "webhook_config", "webhook_reporting_interval", "tracker_run_name",
                      "tracker_project_name", "output_dir", "data_backend_config", "cache_dir_vae", "cache_dir_text",
-                     "pretrained_model_name_or_path", "dataloader_prefetch")
+                     "pretrained_model_name_or_path", "dataloader_prefetch",
+                     # hooks, previews and publishing observe training without changing it
+                     "validation_method", "validation_external_script", "validation_external_background",
+                     "validation_preview", "validation_preview_steps", "validation_preview_decoder",
+                     "post_checkpoint_script", "post_upload_script", "hook_script_timeout", "hook_script_fatal",
+                     "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "publish_local_dir")
 
 
 def config_hash(cfg: Any) -> str:
@@ -143,6 +148,9 @@ class Trainer:
         self.family = self.registry.family(cfg.model_family)
         self.output_dir = Path(cfg.output_dir).expanduser()
         self.losses: list[float] = []
+        self.lrs: list[float] = []
+        self.hooks: Any = None  # JobHooks on the main process
+        self.previews: Any = None  # PreviewDecoder when validation_preview is on
 
     # -- stages ---------------------------------------------------------------------------------------------
     def stage(self, name: str, message: str) -> None:
@@ -165,15 +173,34 @@ class Trainer:
         if manifest:
             self._check_resume(manifest, fingerprint)
 
-        import torch
 
         accelerator = _make_accelerator(cfg, self.output_dir)
         device = accelerator.device
+        if accelerator.is_main_process:
+            from simpletuner_core.hooks.job import JobHooks
+
+            self.hooks = JobHooks(cfg, self.job_id, self.events, self.registry)
+        result = None
+        try:
+            result = self._run(cfg, accelerator, device, resume_dir, manifest, seed, datasets, plan, fingerprint)
+            return result
+        finally:
+            if self.hooks is not None:  # uploads of a stop checkpoint finish; a cancel or a crash skips them
+                self.hooks.close(abandon=result is None or result.status == "cancelled")
+
+    def _run(self, cfg: Any, accelerator: Any, device: Any, resume_dir: Path | None, manifest: Any, seed: int,
+             datasets: list[Any], plan: Any, fingerprint: str) -> TrainResult:
+        import torch
+
         weight_dtype = self._weight_dtype(torch)
         self.stage("loading_model", f"loading {self.family.name} ({cfg.model_flavour or cfg.pretrained_model_name_or_path})")
         _quiet_library_progress_bars()
         family = self.family.trainer()(cfg, self.family, self.home / "cache" / "models")
         family.load(device, weight_dtype, self.events.log)
+        if cfg.validation_preview and accelerator.is_main_process:
+            from simpletuner_core.training.preview import decoder_for
+
+            self.previews = decoder_for(family, cfg, self.family.name, device, self.events.log)
 
         if not accelerator.is_main_process:  # the main process fills the caches; the others then read them
             accelerator.wait_for_everyone()
@@ -253,11 +280,16 @@ class Trainer:
         with signals_to(self.control):
             status = self._loop(state, sampler, plan.samples, latents, texts,
                                 (conditioning.reference_index(plan), refs))
+        # Hooks end before the final event, so job.completed/stopped/cancelled is the last thing readers see.
         if status == "cancelled":
+            if self.hooks is not None:
+                self.hooks.close(abandon=True)
             self.events.emit("job.cancelled", step=state.global_step)
         elif status == "stopped":
             path = (self.output_dir / f"checkpoint-{state.global_step}" if state.last_checkpoint == state.global_step
                     else self._checkpoint(state))
+            if self.hooks is not None:
+                self.hooks.close()
             self.events.emit("job.stopped", step=state.global_step, checkpoint=str(path))
         else:
             if self._validation_due(state, final=True):
@@ -272,8 +304,11 @@ class Trainer:
                     ema.copy_to(params)
                     family.save_final(unwrapped, self.output_dir / "ema", adapter, fmt)
             accelerator.wait_for_everyone()
+            published = []
+            if self.hooks is not None:
+                published = self.hooks.finished(self.output_dir, state.global_step, self.losses, self.lrs)
             self.events.emit("job.completed", step=state.global_step, output_dir=str(self.output_dir),
-                             files=written)
+                             files=written, published=published)
         if cfg.report_to != "none":
             accelerator.end_training()
         return TrainResult(status, state.global_step, str(self.output_dir), list(self.losses))
@@ -441,6 +476,7 @@ class Trainer:
 
     def _report(self, st: _LoopState, loss: float, rate: float) -> None:
         lr = float(st.scheduler.get_last_lr()[0])
+        self.lrs.append(lr)
         remaining = st.total - st.global_step
         self.events.emit("training.status", step=st.global_step, total=st.total, epoch=st.epoch + 1,
                          percent=round(100.0 * st.global_step / st.total, 2), loss=loss, lr=lr,
@@ -484,6 +520,8 @@ class Trainer:
         acc.wait_for_everyone()
         st.last_checkpoint = st.global_step
         self.events.emit("checkpoint.saved", step=st.global_step, path=str(path))
+        if self.hooks is not None:
+            self.hooks.checkpoint_saved(path, st.global_step, self.losses, self.lrs)
         return path
 
     def _validation_due(self, st: _LoopState, final: bool = False) -> bool:
@@ -503,13 +541,19 @@ class Trainer:
             self.events.emit("validation.started", step=st.global_step, forced=forced)
             model = st.accelerator.unwrap_model(st.model)
             model.eval()
+            context = ValidationContext(self.job_id, st.global_step, hooks=self.hooks)
+            if self.previews is not None:
+                from simpletuner_core.training.preview import PreviewPublisher
+
+                context.preview = PreviewPublisher(self.events, self.previews, every=cfg.validation_preview_steps,
+                                                   prompt=cfg.validation_prompt, global_step=st.global_step)
             try:
                 method = self.registry.validation_methods.get(cfg.validation_method)
-                images = method.run(st.family, model, cfg, st.global_step)
+                images = method.run(st.family, model, cfg, st.global_step, context=context)
             finally:
                 model.train()
             publish_images(self.events, images, self.output_dir, step=st.global_step,
-                           prompt=cfg.validation_prompt, final=st.global_step >= st.total)
+                           prompt=cfg.validation_prompt, final=st.global_step >= st.total, forced=forced)
         st.accelerator.wait_for_everyone()
 
 

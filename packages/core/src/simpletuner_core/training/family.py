@@ -13,6 +13,10 @@ from typing import Any, Protocol
 class FamilyTrainer(Protocol):
     #: Default module names for LoRA targets.
     lora_targets: list[str]
+    #: True when ``validation_images`` honours ``on_latents`` (validation previews); optional, default False.
+    supports_preview: bool
+    #: Default AutoencoderTiny (hub id or local dir) for previews, e.g. ``madebyollin/taesd``; optional.
+    preview_decoder: str | None
 
     def __init__(self, config: Any, family: Any, cache_dir: Path) -> None: ...
 
@@ -42,8 +46,15 @@ class FamilyTrainer(Protocol):
     def save_final(self, model: Any, output_dir: Path, adapter: Any, lora_format: Any) -> list[str]:
         """Write final weights in diffusers layout; returns the files/directories written."""
 
-    def validation_images(self, model: Any, config: Any) -> list[Any]:
-        """Render ``validation_prompt`` with the current weights; returns PIL images."""
+    def validation_images(self, model: Any, config: Any, on_latents: Any = None) -> list[Any]:
+        """Render ``validation_prompt`` with the current weights; returns PIL images.
+
+        With ``on_latents`` (only passed when ``supports_preview``), call ``on_latents(index, total, timestep,
+        latents)`` after every sampler step (diffusers ``callback_on_step_end`` or the legacy ``callback``), with
+        ``index`` 0-based, ``total`` the number of sampler steps and ``latents`` unpacked to ``(B, C, h, w)`` in
+        the pipeline's latent space (what it would hand to ``vae.decode`` before scaling; Flux-style families
+        unpack their sequence layout first). Core decodes them with a tiny autoencoder.
+        """
 
     # Optional, looked up with getattr by the engine:
     #   lycoris_presets: dict[str, dict]      named LyCORIS presets (``"default"`` when no apply_preset is given)

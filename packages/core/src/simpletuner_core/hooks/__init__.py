@@ -1,0 +1,1 @@
+"""User hooks around training: scripts run at checkpoints, validation and uploads; publishers. Torch-free."""

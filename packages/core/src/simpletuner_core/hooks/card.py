@@ -1,0 +1,41 @@
+"""The model card (``README.md``) uploaded with the final model: what was trained, how, and what it renders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+#: Config keys that may hold credentials or private URLs: never published.
+REDACT = ("webhook_config", "hub_token", "token", "secret", "post_checkpoint_script", "post_upload_script",
+          "validation_external_script")
+MAX_IMAGES = 8
+
+
+def _redacted(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("<redacted>" if v and any(r in k for r in REDACT) else v) for k, v in sorted(config.items())}
+
+
+def model_card(config: dict[str, Any], output_dir: Path, *, job_id: str, step: int) -> str:
+    """Markdown with a YAML header the hub understands, the training config and the latest validation images."""
+    base = config.get("pretrained_model_name_or_path") or config.get("model_flavour") or ""
+    tags = ["simpletuner", "diffusers", "text-to-image", str(config.get("model_family") or "")]
+    if config.get("model_type") == "lora":
+        tags.append("lora")
+    header = ["---", "library_name: diffusers", "tags:", *[f"- {t}" for t in tags if t]]
+    if base and "/" in str(base) and not Path(str(base)).exists():
+        header.append(f"base_model: {base}")
+    header.append("---")
+    images = sorted((Path(output_dir) / "validation").glob("*.png"))[-MAX_IMAGES:]
+    lines = [*header, "", f"# {Path(output_dir).name}", "",
+             f"Trained with simpletuner-core (job `{job_id}`): {config.get('model_family')} "
+             f"{config.get('model_type')} fine-tune, {step} optimizer steps.", ""]
+    if config.get("validation_prompt"):
+        lines += [f"Validation prompt: `{config['validation_prompt']}`", ""]
+    if images:
+        lines += ["## Validation images", ""]
+        lines += [f"![{p.stem}](validation/{p.name})" for p in images]
+        lines.append("")
+    lines += ["## Training configuration", "", "```json", json.dumps(_redacted(config), indent=2, default=str),
+              "```", ""]
+    return "\n".join(lines)

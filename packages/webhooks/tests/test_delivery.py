@@ -1,0 +1,157 @@
+"""Delivery behaviour against a real loopback receiver: circuit breaker, HMAC, throttling, Discord messages."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from webhook_receiver import Receiver
+
+from simpletuner_webhooks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    DiscordWebhookSink,
+    RawWebhookSink,
+    parse_webhook_config,
+)
+from simpletuner_webhooks.plugin import make_sink
+
+SINK_LOGGER = "simpletuner_webhooks.sink"
+
+
+def _png(size: tuple[int, int] = (16, 8)) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 10, 10)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_breaker_goes_down_then_up_with_one_log_line_each(caplog: pytest.LogCaptureFixture) -> None:
+    receiver = Receiver(statuses=[503] * 4)  # two events x two attempts fail, then the receiver recovers
+    caplog.set_level(logging.DEBUG, logger=SINK_LOGGER)
+    try:
+        sink = RawWebhookSink(receiver.url, max_attempts=2, backoff=0.0, failure_threshold=2, cooldown=0.0)
+        for i in range(5):
+            sink.emit({"type": "log", "data": {"i": i}})
+        assert sink.close(5) is True
+        assert receiver.hits == 4 + 3  # the third event probes (cooldown 0) and succeeds; 4 and 5 follow
+        assert [p["data"]["i"] for p in receiver.posts] == [2, 3, 4]
+        assert (sink.sent, sink.failed, sink.state) == (3, 2, "up")
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert len(lines) == 2, lines
+        assert "receiver is down" in lines[0] and "HTTP 503" in lines[0]
+        assert "receiver is back up" in lines[1]
+        assert "/hook" not in " ".join(lines)  # URLs are logged without their path (Discord puts tokens there)
+    finally:
+        receiver.stop()
+
+
+def test_hmac_signature_over_timestamp_and_body() -> None:
+    receiver = Receiver()
+    try:
+        signed = RawWebhookSink(receiver.url, secret="s3cret")
+        signed.emit({"type": "job.started", "data": {"pid": 1}})
+        assert signed.close(5)
+        plain = RawWebhookSink(receiver.url)
+        plain.emit({"type": "job.started", "data": {}})
+        assert plain.close(5)
+        first, second = receiver.requests
+        stamp = first["headers"][TIMESTAMP_HEADER]
+        expected = hmac.new(b"s3cret", stamp.encode() + b"." + first["raw"], hashlib.sha256).hexdigest()
+        assert first["headers"][SIGNATURE_HEADER] == f"sha256={expected}"
+        forged = hmac.new(b"other", stamp.encode() + b"." + first["raw"], hashlib.sha256).hexdigest()
+        assert first["headers"][SIGNATURE_HEADER] != f"sha256={forged}"
+        assert SIGNATURE_HEADER not in second["headers"]
+    finally:
+        receiver.stop()
+
+
+def test_secret_from_environment_is_not_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ST_HOOK_SECRET", "from-env")
+    (target,) = parse_webhook_config(
+        [{"webhook_type": "raw", "callback_url": "http://127.0.0.1:9/h", "secret_env": "ST_HOOK_SECRET"}])
+    assert target.secret == "from-env" and "from-env" not in repr(target)
+
+
+def test_reporting_interval_throttles_status_but_keeps_the_last_step() -> None:
+    receiver = Receiver()
+    try:
+        sink = make_sink(SimpleNamespace(webhook_reporting_interval=3600, webhook_config=[
+            {"webhook_type": "raw", "callback_url": receiver.url}]), None)
+        for step in range(1, 11):
+            sink.emit({"type": "training.status", "data": {"step": step, "total": 10}})
+        sink.emit({"type": "checkpoint.saved", "data": {"step": 10}})
+        assert sink.close(5)
+        assert [(p["type"], p["data"]["step"]) for p in receiver.posts] == [
+            ("training.status", 1), ("training.status", 10), ("checkpoint.saved", 10)]
+        assert sink.throttled == 8
+    finally:
+        receiver.stop()
+
+
+def test_validation_image_payload_has_the_tutorial_shape() -> None:
+    from simpletuner_core.events import Event
+
+    receiver = Receiver()
+    try:
+        sink = RawWebhookSink(receiver.url)
+        image = {"src": _png(), "mime_type": "image/png"}
+        sink.emit(Event(type="validation.image", job_id="j1", id=9, data={
+            "title": "Validation (step 5/20): night bench", "body": "night bench shot of <token>", "step": 5,
+            "timestep": 563.0, "resolution": [16, 8], "validation_type": "intermediary",
+            "prompt": "night bench shot of <token>", "step_label": "5/20", "images": [image]}))
+        assert sink.close(5)
+        (payload,) = receiver.posts
+        assert payload["type"] == "validation.image" and payload["version"] == 1 and payload["job_id"] == "j1"
+        assert payload["title"] == "Validation (step 5/20): night bench"
+        assert payload["body"] == "night bench shot of <token>"
+        assert payload["images"] == [image] and "images" not in payload["data"]
+        assert payload["data"] == {"step": 5, "timestep": 563.0, "resolution": [16, 8],
+                                   "validation_type": "intermediary", "prompt": "night bench shot of <token>",
+                                   "step_label": "5/20"}
+    finally:
+        receiver.stop()
+
+
+def test_discord_messages_embeds_and_image_attachments() -> None:
+    from PIL import Image
+
+    receiver = Receiver()
+    try:
+        sink = make_sink(SimpleNamespace(webhook_reporting_interval=None, webhook_config=[
+            {"webhook_type": "discord", "callback_url": receiver.url, "message_prefix": "[toy] "}]), None)
+        assert isinstance(sink, DiscordWebhookSink)
+        sink.emit({"type": "training.status", "data": {"step": 1, "total": 9, "percent": 11.1, "loss": 0.5,
+                                                       "eta_seconds": 75}})
+        sink.emit({"type": "training.status", "data": {"step": 2, "total": 9}})  # within the 60 s default
+        sink.emit({"type": "log", "level": "info", "data": {"message": "chatter"}})  # not for a channel
+        sink.emit({"type": "checkpoint.saved", "data": {"step": 3, "path": "/out/checkpoint-3"}})
+        sink.emit({"type": "validation.image", "data": {"title": "Validation (step 3): red", "body": "a red square",
+                                                        "step": 3, "images": [{"src": _png((16, 8)),
+                                                                               "mime_type": "image/png"}]}})
+        assert sink.close(5)
+        status, checkpoint, image = receiver.requests
+        assert status["content_type"] == "application/json"
+        assert status["json"]["content"] == "[toy] Step 1/9 (11.1%)"
+        assert status["json"]["embeds"][0]["description"] == "loss 0.5000, ETA 1m15s"
+        assert checkpoint["json"]["embeds"][0]["title"] == "Checkpoint saved at step 3"
+        assert image["content_type"] == "multipart/form-data"
+        assert image["json"]["embeds"][0]["image"] == {"url": "attachment://image.png"}
+        part = image["parts"]["files[0]"]
+        assert part["filename"] == "image.png" and part["content_type"] == "image/png"
+        assert Image.open(io.BytesIO(part["data"])).size == (16, 8)
+        assert (sink.throttled, sink.filtered) == (1, 1)
+        assert all(len(json.dumps(r["json"]["content"])) < 2000 for r in receiver.requests)
+    finally:
+        receiver.stop()
