@@ -116,3 +116,23 @@ def test_loose_references_of_mixed_sizes_are_refused_before_collate(home: Path, 
     assert code == 2
     reason = next(e for e in events if e.type == "job.failed").data["reason"]
     assert "have references of different sizes" in reason and "64x64, 96x48" in reason
+
+
+def test_validation_previews_get_unpacked_latents(home: Path, tiny_kontext_dir: Path, demo_pairs: Path) -> None:
+    import torch
+    from PIL import Image
+
+    from simpletuner_flux.trainer import FluxTrainer
+
+    raw = flux_config(home, tiny_kontext_dir, kontext_dataloader(home, demo_pairs), "tiny-kontext",
+                      validation_prompt="make it blue", validation_num_inference_steps=2,
+                      validation_resolution="64x32")
+    config = validate(raw)
+    trainer = FluxTrainer(config, get_registry().family("flux"), home)
+    trainer.load(torch.device("cpu"), torch.float32, lambda _msg: None)
+    trainer.use_validation_inputs((64, 64), [Image.new("RGB", (64, 64), "red")])
+    seen: list[tuple[int, int, tuple[int, ...]]] = []
+    images = trainer.validation_images(trainer.trainable(), config,
+                                       on_latents=lambda i, n, t, lat: seen.append((i, n, tuple(lat.shape))))
+    assert [im.size for im in images] == [(64, 32)]
+    assert seen == [(0, 2, (1, 4, 4, 8)), (1, 2, (1, 4, 4, 8))]

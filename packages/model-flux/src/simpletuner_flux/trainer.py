@@ -209,7 +209,7 @@ class FluxTrainer:
             if on_latents is not None:
                 kwargs["callback_on_step_end"] = self._preview(on_latents, pipe, config, height, width)
             if self.kontext:
-                kwargs = {"_auto_resize": False, "max_area": width * height}  # else it renders 1024²
+                kwargs.update(_auto_resize=False, max_area=width * height)  # else it renders 1024²
                 if self.validation_reference is not None:
                     kwargs["image"] = self.validation_reference
             out = pipe(prompt_embeds=text["prompt_embeds"].to(dtype),
