@@ -148,10 +148,10 @@ def test_lycoris_algorithms_learn(home: Path, cfg: Any, tmp_path: Path, algo: st
         assert all(k.startswith("lycoris_") for k in fh.keys())
 
 
-@pytest.mark.parametrize("precision", ["int8-quanto", "fp8-quanto"])
-def test_lora_on_a_quantized_base_learns_and_checkpoints(home: Path, cfg: Any, precision: str) -> None:
-    code, result, events = train(cfg(base_model_precision=precision, max_train_steps=30, checkpointing_steps=10),
-                                 home)
+@pytest.mark.parametrize(("precision", "via"), [("int8-quanto", "accelerator"), ("fp8-quanto", "cpu")])
+def test_lora_on_a_quantized_base_learns_and_checkpoints(home: Path, cfg: Any, precision: str, via: str) -> None:
+    code, result, events = train(cfg(base_model_precision=precision, quantize_via=via, max_train_steps=30,
+                                     checkpointing_steps=10), home)
     assert code == 0 and dropped(result.losses) > 1.05, result.losses
     assert [e.data["step"] for e in events if e.type == "checkpoint.saved"] == [10, 20]
     assert (home / "output" / "checkpoint-20" / "manifest.json").exists()
