@@ -1,6 +1,6 @@
 """Random-init Flux and Flux Kontext pipelines built offline from config and cached on disk.
 
-Real diffusers classes at miniature widths (FACTS-style kwargs): a training step takes milliseconds on CPU, so the
+Real diffusers classes at miniature widths: a training step takes milliseconds on CPU, so the
 tutorial's Kontext example and the tests run without weights or a network. Builds are deterministic (fixed seed)
 and atomic (built in a temp dir, then renamed), so parallel processes agree on the files.
 """
