@@ -22,6 +22,7 @@ import attrs
 from simpletuner_core.config.model import unstructure
 from simpletuner_core.events.emitter import EventEmitter
 from simpletuner_core.training import conditioning
+from simpletuner_core.training.adapter_setup import adapter_diff, apply_adapter, describe_adapter
 from simpletuner_core.training.checkpoint import (
     begin_checkpoint,
     finish_checkpoint,
@@ -71,16 +72,6 @@ def plan_fingerprint(plan: Any, processes: int) -> str:
     weights = [f"{d.id}:{d.repeats}:{d.probability}" for d in plan.datasets]
     body = "\n".join([*rows, *weights, f"processes={processes}"])
     return hashlib.sha256(body.encode()).hexdigest()[:16]
-
-
-def adapter_diff(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> list[str]:
-    """``adapter.<key>: checkpoint=… now=…`` for every adapter hyper-parameter that differs."""
-    if saved is None and now is None:
-        return []
-    saved, now = dict(saved or {}), dict(now or {})
-    norm = json.loads(json.dumps(now, default=str))  # the manifest went through JSON: compare like with like
-    return [f"adapter.{k}: checkpoint={saved.get(k)!r} now={norm.get(k)!r}" for k in sorted(set(saved) | set(norm))
-            if saved.get(k) != norm.get(k)]
 
 
 def _micro_seed(seed: int, micro_index: int) -> int:
@@ -218,19 +209,9 @@ class Trainer:
             quantizer.quantize(model, cfg, exclude=list(getattr(family, "quantize_exclude", [])))
         adapter = None
         if cfg.model_type == "lora":
-            adapter = self.registry.adapters.get(cfg.lora_type).apply(model, cfg, list(family.lora_targets),
-                                                                       dict(getattr(family, "lycoris_presets", {})))
+            adapter = apply_adapter(cfg, self.family, family, model, self.registry, fresh=not manifest,
+                                    log=self.events.log)
             params = adapter.params
-            self._check_export(adapter)
-            if cfg.init_lora and not manifest:
-                from simpletuner_core.config.errors import ConfigError, ConfigInvalid
-                from simpletuner_core.training.lora_io import LoraFileError, load_init_lora
-
-                try:
-                    fmt = load_init_lora(adapter, cfg.init_lora, self.family, self.registry)
-                except LoraFileError as exc:
-                    raise ConfigInvalid([ConfigError("init_lora", str(exc))]) from None
-                self.events.log(f"init_lora: loaded {cfg.init_lora} ({fmt} format)")
         else:
             model.requires_grad_(True)
             params = [p for p in model.parameters() if p.requires_grad]
@@ -313,29 +294,6 @@ class Trainer:
             accelerator.end_training()
         return TrainResult(status, state.global_step, str(self.output_dir), list(self.losses))
 
-    def _check_export(self, adapter: Any) -> None:
-        """Convert the fresh adapter once: a module the export format cannot name fails now, not after training."""
-        from simpletuner_core.config.errors import ConfigError, ConfigInvalid
-
-        if adapter.kind != "standard":
-            return
-        fmt = self.registry.lora_formats.get(self.cfg.lora_format)
-        try:
-            fmt.convert(adapter.state_dict(), self.family, adapter.hyperparameters.get("alpha"))
-        except ValueError as exc:
-            raise ConfigInvalid([ConfigError("lora_format", str(exc))]) from None
-
-    def _adapter_hyperparameters(self) -> dict[str, Any] | None:
-        """What the adapter would be, from the config and the family's targets/presets (no model needed)."""
-        cfg = self.cfg
-        if cfg.model_type != "lora" or cfg.lora_type not in self.registry.adapters:
-            return None
-        spec = self.registry.adapters.get(cfg.lora_type)
-        if spec.describe is None:
-            return None
-        cls = self.family.trainer()
-        return spec.describe(cfg, list(cls.lora_targets), dict(getattr(cls, "lycoris_presets", {})))
-
     def _weight_dtype(self, torch: Any) -> Any:
         name = _DTYPES.get(self.cfg.base_model_precision, "float32")
         return getattr(torch, name)
@@ -344,7 +302,7 @@ class Trainer:
         """Refuse a resume whose config or adapter differs from the checkpoint's, before any weights load."""
         from simpletuner_core.config.errors import ConfigError, ConfigInvalid
 
-        diff = adapter_diff(manifest.get("adapter"), self._adapter_hyperparameters())
+        diff = adapter_diff(manifest.get("adapter"), describe_adapter(self.cfg, self.family, self.registry))
         if manifest.get("config_hash") != config_hash(self.cfg):
             saved = manifest.get("config", {})
             now = unstructure(self.cfg)
