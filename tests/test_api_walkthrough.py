@@ -21,7 +21,7 @@ from simpletuner_core.plugins import get_registry
 
 pytest.importorskip("simpletuner_server")
 from simpletuner_server.demo_command import free_port, start_server, stop_server
-from simpletuner_server.walkthrough import Api, pixart_example, session, setup_admin
+from simpletuner_server.walkthrough import Api, kontext_example, pixart_example, session, setup_admin
 
 needs_pixart = pytest.mark.skipif("pixart_sigma" not in get_registry().families, reason="needs the pixart plugin")
 
@@ -111,3 +111,37 @@ def test_tutorial_pixart_walkthrough_then_env_autostart_and_restart(tmp_path: Pa
         assert resumed, [e["type"] for e in events]  # resume_from_checkpoint=latest picked checkpoint-20
     finally:
         stop_server(server)
+
+
+async def _walk_kontext(base: str, home: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    async with session(base) as http:
+        api = Api(http, lambda line: None)
+        await setup_admin(api)
+        examples = await api.call("GET", "/api/configs/examples")
+        result = await kontext_example(api, str(home), steps=12)
+        return examples, result
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("flux" not in get_registry().families, reason="needs the flux plugin")
+def test_tutorial_kontext_walkthrough(tmp_path: Path) -> None:
+    """The tutorial's second worked example (Flux Kontext, LyCORIS, int8-quanto, optimi-lion, clip_skip 2,
+    the three-dataset paired dataloader) over HTTP on tiny-kontext, with a real trainer process."""
+    home = tmp_path / "home"
+    port = free_port()
+    server = start_server(home, port, tmp_path / "server.log")
+    try:
+        examples, result = asyncio.run(_walk_kontext(f"http://127.0.0.1:{port}", home))
+    finally:
+        assert stop_server(server) == 0, (tmp_path / "server.log").read_text()[-3000:]
+    assert {"tiny-pixart", "tiny-kontext"} <= {e["name"] for e in examples["examples"]}
+    status = result["status"]
+    assert status["state"] == "completed", status
+    assert len(status["losses"]) == 12
+    output = Path(result["output_dir"])
+    weights = sorted(p.name for p in output.rglob("*.safetensors"))
+    assert weights, sorted(p.name for p in output.rglob("*"))
+    config = json.loads((home / "config" / "kontext-api-demo" / "config.json").read_text())
+    for key, value in (("--optimizer", "optimi-lion"), ("--base_model_precision", "int8-quanto"),
+                       ("--lora_type", "lycoris"), ("--clip_skip", 2), ("--lora_rank", 16)):
+        assert config[key] == value, key

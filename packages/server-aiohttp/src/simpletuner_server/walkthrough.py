@@ -232,3 +232,81 @@ async def pixart_example(api: Api, home: str, steps: int = 60, name: str = "pixa
     checkpoints = await finish(api, job_id)
     return {"job_id": job_id, "status": status, "output_dir": overrides["--output_dir"],
             "checkpoints": checkpoints["checkpoints"]}
+
+
+KONTEXT_OVERRIDES = {  # the tutorial's Kontext step 3, scaled to the tiny-kontext model on CPU
+    "--train_batch_size": 1, "--gradient_accumulation_steps": 2, "--learning_rate": 0.003,
+    "--optimizer": "optimi-lion", "--lr_scheduler": "cosine", "--lr_warmup_steps": 3, "--max_train_steps": 30,
+    "--num_train_epochs": 0, "--validation_prompt": "make the square blue", "--validation_guidance": 2.5,
+    "--validation_resolution": "64x64", "--validation_num_inference_steps": 2, "--seed": 777,
+    "--resume_from_checkpoint": "latest", "--base_model_precision": "int8-quanto", "--dataloader_prefetch": True,
+    "--report_to": "none", "--lora_rank": 16, "--lora_dropout": 0.05,
+    "--conditioning_multidataset_sampling": "combined", "--clip_skip": 2, "--checkpointing_steps": 10,
+}
+
+
+def kontext_dataloader(edit: str, reference: str, cache: str) -> list[dict[str, Any]]:
+    """The tutorial's paired dataloader (edit targets + ``reference_strict`` conditioning + text embeds)."""
+    return [
+        {"id": "kontext-edit", "type": "local", "dataset_type": "image", "instance_data_dir": edit,
+         "conditioning_data": ["kontext-reference"], "resolution": 64, "resolution_type": "pixel_area",
+         "caption_strategy": "textfile", "minimum_image_size": 32, "maximum_image_size": 128,
+         "target_downsample_size": 64, "cache_dir_vae": f"{cache}/vae/edit", "crop": True, "crop_style": "random",
+         "crop_aspect": "square"},
+        {"id": "kontext-reference", "type": "local", "dataset_type": "conditioning",
+         "instance_data_dir": reference, "conditioning_type": "reference_strict", "resolution": 64,
+         "resolution_type": "pixel_area", "cache_dir_vae": f"{cache}/vae/reference"},
+        {"id": "kontext-text-embeds", "type": "local", "dataset_type": "text_embeds", "default": True,
+         "cache_dir": f"{cache}/text"},
+    ]
+
+
+async def upload_pairs(api: Api, count: int = 8) -> tuple[str, str]:
+    """Edit targets (with instructions) as a zip into ``kontext-edit``, their references as files into
+    ``kontext-reference`` (same file names): returns both folders' server paths."""
+    from simpletuner_core.demo_data import write_demo_pairs
+
+    root = (await api.call("GET", "/api/datasets/root"))["datasets_dir"]
+    folders = []
+    for name in ("kontext-edit", "kontext-reference"):
+        made = await api.call("POST", "/api/datasets/folders", expect=(201, 409),
+                              data=_form(parent_path=root, folder_name=name))
+        folders.append(made["path"] if "path" in made else f"{root}/{name}")
+    edit, reference = folders
+    with tempfile.TemporaryDirectory() as tmp:
+        write_demo_pairs(Path(tmp) / "edit", Path(tmp) / "reference", count=count, size=64)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for path in sorted((Path(tmp) / "edit").iterdir()):
+                archive.write(path, path.name)
+        zip_form = aiohttp.FormData()
+        zip_form.add_field("target_path", edit)
+        zip_form.add_field("overwrite", "true")
+        zip_form.add_field("file", buffer.getvalue(), filename="edit.zip", content_type="application/zip")
+        result = await api.call("POST", "/api/datasets/upload/zip", data=zip_form)
+        check(result["files_extracted"] == 2 * count, "edit images and instructions extracted", result)
+        file_form = aiohttp.FormData()
+        file_form.add_field("target_path", reference)
+        file_form.add_field("overwrite", "true")
+        for path in sorted((Path(tmp) / "reference").iterdir()):
+            file_form.add_field("files", path.read_bytes(), filename=path.name)
+        result = await api.call("POST", "/api/datasets/upload", data=file_form)
+        check(result["files_uploaded"] == count, "references uploaded", result)
+    return edit, reference
+
+
+async def kontext_example(api: Api, home: str, steps: int = 30, name: str = "kontext-api-demo") -> dict[str, Any]:
+    """The tutorial's second worked example (Flux Kontext LyCORIS LoRA) on ``tiny-kontext``."""
+    edit, reference = await upload_pairs(api)
+    overrides = {**KONTEXT_OVERRIDES, "--max_train_steps": steps, "--validation_steps": steps,
+                 "--output_dir": f"{home}/output/{name}"}
+    create = {"model_family": "flux", "model_flavour": "tiny-kontext", "model_type": "lora", "lora_type": "lycoris",
+              "description": "Flux Kontext LoRA via API"}
+    dataloader = kontext_dataloader(edit, reference, f"{home}/cache/{name}")
+    await create_environment(api, name, create, overrides, dataloader, ["flux", "kontext", "api"])
+    job_id = await validate_and_start(api)
+    api.log(f"started job {job_id}")
+    status = await follow(api, job_id)
+    checkpoints = await finish(api, job_id)
+    return {"job_id": job_id, "status": status, "output_dir": overrides["--output_dir"],
+            "checkpoints": checkpoints["checkpoints"]}
