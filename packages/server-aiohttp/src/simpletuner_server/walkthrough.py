@@ -91,36 +91,49 @@ async def setup_admin(api: Api, password: str = "demo password, change me") -> s
     return key
 
 
+async def make_folder(api: Api, name: str) -> str:
+    """``POST /api/datasets/folders`` under the datasets root (an existing one is fine): its server path."""
+    root = (await api.call("GET", "/api/datasets/root"))["datasets_dir"]
+    made = await api.call("POST", "/api/datasets/folders", expect=(201, 409),
+                          data=_form(parent_path=root, folder_name=name))
+    return made["path"] if "path" in made else f"{root}/{name}"
+
+
+async def upload_zip(api: Api, target: str, paths: list[Path]) -> dict[str, Any]:
+    """The files zipped client-side, extracted server-side (``/api/datasets/upload/zip``, overwriting)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in paths:
+            archive.write(path, path.name)
+    form = aiohttp.FormData()
+    form.add_field("target_path", target)
+    form.add_field("overwrite", "true")
+    form.add_field("file", buffer.getvalue(), filename="dataset.zip", content_type="application/zip")
+    return await api.call("POST", "/api/datasets/upload/zip", data=form)
+
+
+async def upload_files(api: Api, target: str, paths: list[Path], field: str = "files[]") -> dict[str, Any]:
+    """The files as repeated multipart fields (``/api/datasets/upload``, overwriting)."""
+    form = aiohttp.FormData()
+    form.add_field("target_path", target)
+    form.add_field("overwrite", "true")
+    for path in paths:
+        form.add_field(field, path.read_bytes(), filename=path.name)
+    return await api.call("POST", "/api/datasets/upload", data=form)
+
+
 async def upload_demo_images(api: Api, folder: str, count: int, size: int = 64) -> str:
     """Create ``datasets_dir/<folder>`` and upload generated images with captions: most as a zip, one pair as
     individual files (both tutorial routes). Returns the folder's absolute path on the server."""
-    root = (await api.call("GET", "/api/datasets/root"))["datasets_dir"]
-    form = _form(parent_path=root, folder_name=folder)
-    made = await api.call("POST", "/api/datasets/folders", expect=(201, 409), data=form)
-    target = made["path"] if "path" in made else f"{root}/{folder}"
+    target = await make_folder(api, folder)
     with tempfile.TemporaryDirectory() as tmp:
         write_demo_dataset(Path(tmp), count=count, size=size)  # demo_000.png + demo_000.txt, …
         files = sorted(Path(tmp).iterdir())
-        pairs = sorted({p.stem for p in files})
-        single, rest = pairs[0], pairs[1:]
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            for path in files:
-                if path.stem in rest:
-                    archive.write(path, path.name)
-        zip_form = aiohttp.FormData()
-        zip_form.add_field("target_path", target)
-        zip_form.add_field("overwrite", "true")
-        zip_form.add_field("file", buffer.getvalue(), filename="dataset.zip", content_type="application/zip")
-        result = await api.call("POST", "/api/datasets/upload/zip", data=zip_form)
-        check(result["files_extracted"] == 2 * len(rest), "every zipped image and caption extracted", result)
-        file_form = aiohttp.FormData()
-        file_form.add_field("target_path", target)
-        file_form.add_field("overwrite", "true")
-        for path in files:
-            if path.stem == single:
-                file_form.add_field("files[]", path.read_bytes(), filename=path.name)
-        result = await api.call("POST", "/api/datasets/upload", data=file_form)
+        single = files[0].stem
+        zipped = [p for p in files if p.stem != single]
+        result = await upload_zip(api, target, zipped)
+        check(result["files_extracted"] == len(zipped), "every zipped image and caption extracted", result)
+        result = await upload_files(api, target, [p for p in files if p.stem == single])
         check(result["files_uploaded"] == 2, "image and caption uploaded", result)
     return target
 
@@ -266,31 +279,12 @@ async def upload_pairs(api: Api, count: int = 8) -> tuple[str, str]:
     ``kontext-reference`` (same file names): returns both folders' server paths."""
     from simpletuner_core.demo_data import write_demo_pairs
 
-    root = (await api.call("GET", "/api/datasets/root"))["datasets_dir"]
-    folders = []
-    for name in ("kontext-edit", "kontext-reference"):
-        made = await api.call("POST", "/api/datasets/folders", expect=(201, 409),
-                              data=_form(parent_path=root, folder_name=name))
-        folders.append(made["path"] if "path" in made else f"{root}/{name}")
-    edit, reference = folders
+    edit, reference = await make_folder(api, "kontext-edit"), await make_folder(api, "kontext-reference")
     with tempfile.TemporaryDirectory() as tmp:
         write_demo_pairs(Path(tmp) / "edit", Path(tmp) / "reference", count=count, size=64)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            for path in sorted((Path(tmp) / "edit").iterdir()):
-                archive.write(path, path.name)
-        zip_form = aiohttp.FormData()
-        zip_form.add_field("target_path", edit)
-        zip_form.add_field("overwrite", "true")
-        zip_form.add_field("file", buffer.getvalue(), filename="edit.zip", content_type="application/zip")
-        result = await api.call("POST", "/api/datasets/upload/zip", data=zip_form)
+        result = await upload_zip(api, edit, sorted((Path(tmp) / "edit").iterdir()))
         check(result["files_extracted"] == 2 * count, "edit images and instructions extracted", result)
-        file_form = aiohttp.FormData()
-        file_form.add_field("target_path", reference)
-        file_form.add_field("overwrite", "true")
-        for path in sorted((Path(tmp) / "reference").iterdir()):
-            file_form.add_field("files", path.read_bytes(), filename=path.name)
-        result = await api.call("POST", "/api/datasets/upload", data=file_form)
+        result = await upload_files(api, reference, sorted((Path(tmp) / "reference").iterdir()), field="files")
         check(result["files_uploaded"] == count, "references uploaded", result)
     return edit, reference
 
