@@ -209,6 +209,15 @@ async def finish(api: Api, job_id: str) -> dict[str, Any]:
     return checkpoints
 
 
+async def run_active(api: Api, output_dir: str) -> dict[str, Any]:
+    """Steps 5-7 and the wrap-up for the active environment: job id, final status, output dir, checkpoints."""
+    job_id = await validate_and_start(api)
+    api.log(f"started job {job_id}")
+    status = await follow(api, job_id)
+    checkpoints = await finish(api, job_id)
+    return {"job_id": job_id, "status": status, "output_dir": output_dir, "checkpoints": checkpoints["checkpoints"]}
+
+
 PIXART_OVERRIDES = {  # the tutorial's step 3, scaled to the tiny model on CPU
     "--train_batch_size": 2, "--gradient_accumulation_steps": 2, "--learning_rate": 1e-3,
     "--optimizer": "adamw", "--lr_scheduler": "cosine", "--lr_warmup_steps": 5, "--max_train_steps": 60,
@@ -239,12 +248,7 @@ async def pixart_example(api: Api, home: str, steps: int = 60, name: str = "pixa
               "description": "PixArt tiny API-driven training"}
     dataloader = pixart_dataloader(images, f"{home}/cache/{name}")
     await create_environment(api, name, create, overrides, dataloader, ["pixart", "api"])
-    job_id = await validate_and_start(api)
-    api.log(f"started job {job_id}")
-    status = await follow(api, job_id)
-    checkpoints = await finish(api, job_id)
-    return {"job_id": job_id, "status": status, "output_dir": overrides["--output_dir"],
-            "checkpoints": checkpoints["checkpoints"]}
+    return await run_active(api, overrides["--output_dir"])
 
 
 KONTEXT_OVERRIDES = {  # the tutorial's Kontext step 3, scaled to the tiny-kontext model on CPU
@@ -298,9 +302,4 @@ async def kontext_example(api: Api, home: str, steps: int = 30, name: str = "kon
               "description": "Flux Kontext LoRA via API"}
     dataloader = kontext_dataloader(edit, reference, f"{home}/cache/{name}")
     await create_environment(api, name, create, overrides, dataloader, ["flux", "kontext", "api"])
-    job_id = await validate_and_start(api)
-    api.log(f"started job {job_id}")
-    status = await follow(api, job_id)
-    checkpoints = await finish(api, job_id)
-    return {"job_id": job_id, "status": status, "output_dir": overrides["--output_dir"],
-            "checkpoints": checkpoints["checkpoints"]}
+    return await run_active(api, overrides["--output_dir"])
