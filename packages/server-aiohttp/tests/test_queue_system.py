@@ -97,6 +97,9 @@ def test_queue_submit_stats_and_concurrency(tmp_path: Path) -> None:
             status, body, _ = await call(researcher, "POST", "/api/queue/concurrency",
                                          json={"local_job_max_concurrent": 5})
             assert status == 403 and "queue.manage" in body["error"]["message"]
+            status, body, _ = await call(researcher, "POST", "/api/queue/submit",
+                                         json={"config_name": "queued-env", "priority": 5})
+            assert status == 403 and "priority" in body["error"]["message"]
             _, stats, _ = await call(researcher, "GET", "/api/queue/stats")
             assert stats["by_user"] == {} and stats["queue_depth"] == 1  # totals, not other users' jobs
         async with as_user(client, "vic", ["viewer"]) as viewer:

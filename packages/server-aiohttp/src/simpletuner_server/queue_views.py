@@ -61,6 +61,8 @@ async def submit(request: web.Request) -> web.Response:
     """Queue the saved environment ``config_name``; it starts now when GPUs (or the CPU slot) are free."""
     body = await v.read_json(request, SUBMIT)
     name = body["config_name"]
+    if body.get("priority", 0) > 0 and not current_principal(request).can("queue.manage"):
+        raise web.HTTPForbidden(text="Permission denied: queue.manage (only admins may raise a job's priority)")
     runner = request.app[RUNNER_KEY]
     try:
         result = await asyncio.to_thread(
