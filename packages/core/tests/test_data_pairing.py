@@ -89,3 +89,56 @@ def test_nothing_paired_means_nothing_to_train(tmp_path: Path, data_registry: Re
     (tmp_path / "ref").mkdir()
     result = plan(tmp_path, data_registry, datasets(ctype))
     assert not result.ok and "no usable images" in result.errors[0].message
+
+
+def test_a_home_relative_instance_data_dir_pairs(tmp_path: Path, data_registry: Registry,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``~`` is expanded before the dataloader's directory is joined, for listing and pairing alike."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    write_demo_pairs(home / "edit", home / "ref", count=3)
+    sets = datasets()
+    sets[0] = DatasetConfig(**{**dump_one(sets[0]), "instance_data_dir": "~/edit"})
+    sets[1] = DatasetConfig(**{**dump_one(sets[1]), "instance_data_dir": "~/ref"})
+    result = plan(tmp_path / "config", data_registry, sets)
+    [pairing] = result.pairings
+    assert result.ok and (pairing.paired, pairing.unpaired, pairing.extra) == (3, [], [])
+    assert {Path(r.sample.path).parent for r in result.references} == {home / "ref"}
+
+
+def dump_one(ds: DatasetConfig) -> dict[str, Any]:
+    import attrs
+
+    return attrs.asdict(ds)
+
+
+def test_strict_references_get_the_targets_downsample_step_too(tmp_path: Path, data_registry: Registry) -> None:
+    """The same image as target and strict reference must give the same pixels, also when the target is first
+    downsampled (maximum_image_size): the reference plan is the target's plan."""
+    import attrs
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    for name in ("edit", "ref"):
+        (tmp_path / name).mkdir()
+        noise.save(tmp_path / name / "a.png")
+    (tmp_path / "edit" / "a.txt").write_text("same")
+    result = plan(tmp_path, data_registry, datasets(maximum_image_size=96, target_downsample_size=80))
+    [target], [ref] = result.samples, result.references
+    assert target.plan.downsampled and target.plan.downsample_size is not None
+    assert ref.sample.plan == attrs.evolve(target.plan, warnings=())
+    data = (tmp_path / "ref" / "a.png").read_bytes()
+    assert np.array_equal(np.asarray(load_image(ref.sample, data)), np.asarray(load_image(target, data)))
+
+
+def test_two_references_with_one_name_are_reported_not_picked(tmp_path: Path, data_registry: Registry) -> None:
+    write_demo_pairs(tmp_path / "edit", tmp_path / "ref", count=3)
+    Image.new("RGB", (64, 64)).save(tmp_path / "ref" / "pair_001.jpg")  # pair_001.png is there too
+    result = plan(tmp_path, data_registry, datasets())
+    [pairing] = result.pairings
+    assert result.ok and pairing.paired == 2
+    assert pairing.mismatched == ["pair_001 (several references: pair_001.jpg, pair_001.png)"]
+    reasons = {Path(f.path).name: f.reason for f in result.filtered}
+    assert "several reference images named pair_001.*" in reasons["pair_001.png"]
+    assert "pair_001.png" not in {Path(s.path).name for s in result.samples}

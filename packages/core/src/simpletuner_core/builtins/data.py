@@ -23,10 +23,11 @@ ReadText = Callable[[str], "str | None"]
 
 def dataset_root(dataset: DatasetConfig, base_dir: Path) -> Path:
     """``instance_data_dir`` as an absolute path; relative paths are relative to the config's directory."""
+    from simpletuner_core.data.config import resolve_data_dir
+
     if not dataset.instance_data_dir:
         raise FileNotFoundError(f"dataset {dataset.id!r} has no instance_data_dir")
-    root = Path(dataset.instance_data_dir).expanduser()
-    return Path(os.path.abspath(root if root.is_absolute() else Path(base_dir) / root))
+    return Path(resolve_data_dir(dataset, base_dir))
 
 
 def list_local_files(dataset: DatasetConfig, base_dir: Path) -> list[str]:

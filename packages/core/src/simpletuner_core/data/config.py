@@ -7,6 +7,7 @@ Parsing uses the same cattrs converter as the training config so both speak one 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,6 +69,16 @@ class DatasetConfig:
 
 
 _FIELDS = [a.name for a in attrs.fields(DatasetConfig)]
+
+
+def resolve_data_dir(dataset: DatasetConfig, base_dir: str | Path) -> str:
+    """``instance_data_dir`` as an absolute path, or ``""`` when unset: ``~`` is expanded first, then a relative
+    path resolves against ``base_dir`` (the dataloader JSON's directory). Listing, planning and pairing all use
+    this one resolver, so a file's path always sits under its dataset's root."""
+    if not dataset.instance_data_dir:
+        return ""
+    root = os.path.expanduser(dataset.instance_data_dir)
+    return os.path.abspath(root if os.path.isabs(root) else os.path.join(str(base_dir), root))
 
 
 def _structure_one(index: int, raw: Any) -> tuple[DatasetConfig | None, bool, list[ConfigError]]:

@@ -17,7 +17,7 @@ import attrs
 
 from simpletuner_core.config.errors import ConfigError
 from simpletuner_core.data.buckets import ImagePlan, bucket_name, plan_image
-from simpletuner_core.data.config import DatasetConfig
+from simpletuner_core.data.config import DatasetConfig, resolve_data_dir
 
 #: Relative difference in aspect ratio tolerated between a strict reference and its target (rounding in exports).
 ASPECT_TOLERANCE = 0.01
@@ -52,16 +52,10 @@ def pair_key(path: str, root: str) -> str:
     return os.path.splitext(os.path.normpath(rel))[0]
 
 
-def _root(ds: DatasetConfig, base_dir: str) -> str:
-    root = ds.instance_data_dir or ""
-    if root and not os.path.isabs(root):
-        root = os.path.join(base_dir, root)
-    return os.path.abspath(os.path.expanduser(root)) if root else ""
-
-
 def _strict_plan(target: ImagePlan) -> ImagePlan:
-    """The target's resize and crop, applied to a same-aspect image of any size."""
-    return ImagePlan(resize_to=target.resize_to, crop_box=target.crop_box, target_size=target.target_size)
+    """The target's resize and crop, applied to a same-aspect image of any size (with the target's downsample
+    step, so the reference gets exactly the target's pixels; only the target's own warnings are dropped)."""
+    return attrs.evolve(target, warnings=())
 
 
 def _aspect_mismatch(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -86,14 +80,17 @@ def pair_references(plan: Any, datasets: list[DatasetConfig], references: dict[s
         if not ds.enabled_image or not ds.conditioning_data:
             continue
         mine = [s for s in plan.samples if s.dataset_id == ds.id]
-        target_root = _root(ds, base_dir)
+        target_root = resolve_data_dir(ds, base_dir)
         for cond_id in ds.conditioning_data:
             cond = by_id[cond_id]
             if cond.disabled or cond_id not in references:
                 continue
             backend, paths = references[cond_id]
-            cond_root = _root(cond, base_dir)
-            available = {pair_key(p, cond_root): p for p in paths}
+            cond_root = resolve_data_dir(cond, base_dir)
+            by_key: dict[str, list[str]] = defaultdict(list)
+            for p in paths:
+                by_key[pair_key(p, cond_root)].append(p)
+            available = {k: found[0] for k, found in by_key.items()}
             used: set[str] = set()
             summary = PairingSummary(ds.id, cond_id, cond.conditioning_type or "reference_strict", 0, [], [], [])
             for s in mine:
@@ -106,6 +103,13 @@ def pair_references(plan: Any, datasets: list[DatasetConfig], references: dict[s
                                                   f"from conditioning dataset {cond_id!r}"))
                     continue
                 used.add(key)
+                if len(by_key[key]) > 1:  # cat.png and cat.jpg: picking one silently could train the wrong pair
+                    names = ", ".join(sorted(os.path.basename(p) for p in by_key[key]))
+                    summary.mismatched.append(f"{key} (several references: {names})")
+                    dropped.add((s.dataset_id, s.path))
+                    plan.filtered.append(Filtered(s.dataset_id, s.path, (
+                        f"several reference images named {key}.* in {cond_id!r} ({names}); keep one")))
+                    continue
                 try:
                     size = read_size(backend, cond, ref_path)
                 except Exception as exc:  # PIL raises many types for corrupt files

@@ -25,7 +25,7 @@ from simpletuner_core.data.buckets import (
     resolution_problem,
     resolve_resolution,
 )
-from simpletuner_core.data.config import DatasetConfig
+from simpletuner_core.data.config import DatasetConfig, resolve_data_dir
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 _EXIF_ORIENTATION = 0x0112
@@ -227,9 +227,7 @@ class _Builder:
             self.plan.errors.append(ConfigError(f"[{i}].caption_strategy", str(exc)))
             return
         read_text = _text_reader(backend, ds, files)
-        root = ds.instance_data_dir or ""
-        if root and not os.path.isabs(root):
-            root = os.path.join(self.base_dir, root)
+        root = resolve_data_dir(ds, self.base_dir)
         upscaled: list[str] = []
         for index, path in enumerate(images):
             reason, sample = self._one(ds, backend, strategy, read_text, root, index, path)
