@@ -166,3 +166,51 @@ def test_a_module_comfyui_cannot_name_fails_before_training(home: Path, cfg: Any
     reason = next(e for e in events if e.type == "job.failed").data["reason"]
     assert "Flux module 'proj_out' has no ComfyUI name" in reason
     assert not any(e.type == "training.status" for e in events)
+
+
+def _comfyui_file(home: Path, cfg: Any, name: str, edit: Any) -> tuple[Path, Any]:
+    """A saved ComfyUI LoRA, rewritten by ``edit(state) -> state``, and a fresh adapter to load it into."""
+    from safetensors.torch import load_file, save_file
+
+    _, adapter = _adapted(home, cfg)
+    family = get_registry().family("flux")
+    path = save_adapter(adapter, family, get_registry().lora_formats.get("comfyui"), home / name)
+    save_file(edit(load_file(str(path))), str(path), metadata={"format": "comfyui", "model_family": "flux"})
+    return path, _adapted(home, cfg, randomise=False)[1]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda s: {**s, "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": s[
+        "lora_unet_double_blocks_0_img_attn_proj.lora_down.weight"].clone()},
+     "unsupported text-encoder LoRA (lora_te*): 1 key(s)"),
+    (lambda s: {**s, "lora_unet_double_blocks_0_img_attn_proj.dora_scale": s[
+        "lora_unet_double_blocks_0_img_attn_proj.alpha"].clone()}, "unsupported DoRA (.dora_scale): 1 key(s)"),
+    (lambda s: {**s, "lora_unet_double_blocks_0_img_mlp_0.lokr_w1": s[
+        "lora_unet_double_blocks_0_img_attn_proj.alpha"].clone()}, "unsupported .lokr_w1: 1 key(s)"),
+    (lambda s: {k: v for k, v in s.items() if k != "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight"},
+     "lora_unet_double_blocks_0_img_attn_proj has no lora_up weight"),
+])
+def test_comfyui_weights_the_loader_cannot_use_are_refused(home: Path, cfg: Any, edit: Any, message: str) -> None:
+    path, fresh = _comfyui_file(home, cfg, "odd", edit)
+    with pytest.raises(LoraFileError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+        load_init_lora(fresh, str(path), get_registry().family("flux"))
+
+
+def test_comfyui_diffusion_model_keys_are_not_taken_for_a_loadable_file(home: Path, cfg: Any) -> None:
+    """``diffusion_model.*`` keys were detected as comfyui but never read: init_lora loaded nothing."""
+    def renamed(state: dict[str, Any]) -> dict[str, Any]:
+        return {k.replace("lora_unet_", "diffusion_model."): v for k, v in state.items()}
+
+    path, fresh = _comfyui_file(home, cfg, "dm", renamed)
+    with pytest.raises(LoraFileError, match="keys match no known LoRA format"):
+        load_init_lora(fresh, str(path), get_registry().family("flux"))
+
+
+def test_a_file_that_yields_no_weights_is_refused(home: Path, cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loader that reads nothing must not let init_lora report success."""
+    import simpletuner_flux.comfyui
+
+    path, fresh = _comfyui_file(home, cfg, "none", lambda s: s)
+    monkeypatch.setattr(simpletuner_flux.comfyui, "load", lambda state: ({}, None))
+    with pytest.raises(LoraFileError, match="no adapter weights could be read from it"):
+        load_init_lora(fresh, str(path), get_registry().family("flux"))

@@ -131,6 +131,9 @@ def load(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float
     names = sorted({k[len(PREFIX):].split(".")[0] for k in state if k.startswith(PREFIX)})
     ranks: set[int] = set()
     for name in names:
+        missing = [part for part in ("lora_down", "lora_up") if f"{PREFIX}{name}.{part}.weight" not in state]
+        if missing:
+            raise ValueError(f"ComfyUI module {PREFIX}{name} has no {' or '.join(missing)} weight")
         down = state[f"{PREFIX}{name}.lora_down.weight"].float()
         up = state[f"{PREFIX}{name}.lora_up.weight"].float()
         alpha = state.get(f"{PREFIX}{name}.alpha")

@@ -45,10 +45,43 @@ def _comfyui_convert(state_dict: dict[str, Any], family: Any, alpha: float | Non
 
 
 def _comfyui_detect(keys: list[str]) -> bool:
-    return any(k.startswith(("lora_unet_", "diffusion_model.")) and ".lora_down." in k for k in keys)
+    return any(k.startswith(COMFYUI_PREFIX) and ".lora_down." in k for k in keys)
+
+
+COMFYUI_PREFIX = "lora_unet_"
+#: What a ComfyUI file may hold that this loader reads: a plain LoRA on the denoiser.
+_COMFYUI_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
+
+
+def _unsupported_kind(key: str) -> str:
+    if key.startswith("lora_te"):
+        return "text-encoder LoRA (lora_te*)"
+    if not key.startswith(COMFYUI_PREFIX):
+        return f"{key.split('.')[0]}.*" if "." in key else key
+    suffix = key[len(COMFYUI_PREFIX):].split(".", 1)[1] if "." in key else key
+    if suffix.startswith("dora_scale"):
+        return "DoRA (.dora_scale)"
+    return f".{suffix.split('.')[0]}"
+
+
+def comfyui_unsupported(keys: list[str]) -> list[str]:
+    """``"<kind>: <count> key(s)"`` for every key the ComfyUI loader cannot use, most frequent first."""
+    kinds: dict[str, int] = {}
+    for key in keys:
+        if not (key.startswith(COMFYUI_PREFIX) and key.endswith(_COMFYUI_SUFFIXES)):
+            kind = _unsupported_kind(key)
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return [f"{kind}: {n} key(s)" for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 def _comfyui_load(state_dict: dict[str, Any], family: Any) -> tuple[dict[str, Any], float | None]:
+    """Every key must be a denoiser LoRA weight: text-encoder LoRAs, DoRA scales or LyCORIS parts would otherwise
+    be dropped without a word, and the run would train from a different adapter than the file holds."""
+    unsupported = comfyui_unsupported(list(state_dict))
+    if unsupported:
+        raise ValueError(f"cannot load every weight of this ComfyUI file: unsupported {'; '.join(unsupported)}. "
+                         f"Only a plain LoRA on the denoiser ({COMFYUI_PREFIX}<module>.lora_down/lora_up/alpha) "
+                         "can be used as init_lora")
     return key_map(family, "comfyui").load(state_dict)
 
 

@@ -108,6 +108,8 @@ def load_init_lora(adapter: Any, path: str, family: Any, registry: Any | None = 
     A LoRA saved with another alpha is rescaled so the loaded adapter computes the same update.
     """
     fmt, state, alpha, _ = read_lora(path, family, registry)
+    if not state:
+        raise LoraFileError(f"{path}: no adapter weights could be read from it ({fmt} format)")
     if (fmt == "lycoris") != (adapter.kind == "lycoris"):
         raise LoraFileError(f"{path} holds {fmt} weights but lora_type is {adapter.kind!r}")
     if adapter.kind == "standard":
