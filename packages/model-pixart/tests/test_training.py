@@ -158,6 +158,40 @@ def test_resume_with_changed_config_is_refused_with_a_diff(home: Path, tiny_cfg:
     assert "learning_rate: checkpoint=0.001 now=0.0005" in failed[0].data["reason"]
 
 
+def _forget_keys(checkpoint: Path, keys: set[str]) -> None:
+    """Make the checkpoint look written before ``keys`` existed (an older release, a plugin not yet installed)."""
+    import json
+
+    path = checkpoint / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"] = {k: v for k, v in manifest["config"].items() if k not in keys}
+    manifest["config_hash"] = "0" * 16  # the old hash covered other keys
+    path.write_text(json.dumps(manifest))
+
+
+def test_resume_does_not_depend_on_other_families_plugins_or_new_keys_at_default(home: Path,
+                                                                                 tiny_cfg: Any) -> None:
+    from simpletuner_core.training.checkpoint import list_checkpoints
+
+    registry = get_registry()
+    foreign = {f.name for f in registry.config_fields.values() if f.family and f.family != "pixart_sigma"}
+    if not foreign:
+        pytest.skip("needs another family's plugin installed")
+    assert train(tiny_cfg(max_train_steps=10, checkpointing_steps=5), home)[0] == 0
+    _forget_keys(list_checkpoints(home / "output")[-1][1], foreign | {"clip_skip"})
+    raw = tiny_cfg(max_train_steps=15, checkpointing_steps=5, resume_from_checkpoint="latest")
+    code, result = run_job(validate(raw), home, get_registry(), job_id="later")
+    assert code == 0 and result.global_step == 15
+    # a key the checkpoint lacks but that is now set to something else is still a change
+    _forget_keys(list_checkpoints(home / "output")[-1][1], {"noise_offset"})
+    raw = tiny_cfg(max_train_steps=20, resume_from_checkpoint="latest", noise_offset=0.1)
+    code, _ = run_job(validate(raw), home, get_registry(), job_id="changed")
+    assert code == 2
+    reason = of_type(read_events(home / "jobs" / "changed" / "events.jsonl"), "job.failed")[0].data["reason"]
+    assert "noise_offset: checkpoint=None now=0.1" in reason
+    assert not any(name in reason for name in foreign | {"clip_skip"}), reason
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "adamw_bf16", "optimi-adamw", "optimi-lion", "prodigy"])
 def test_each_optimizer_trains(home: Path, tiny_cfg: Any, optimizer: str) -> None:
     lr = {"prodigy": 1.0, "optimi-lion": 3e-4}.get(optimizer, 1e-3)

@@ -60,9 +60,33 @@ RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epo
                      "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "publish_local_dir")
 
 
-def config_hash(cfg: Any) -> str:
-    data = {k: v for k, v in unstructure(cfg).items() if k not in RESUME_MAY_CHANGE}
+def _resume_keys(cfg: Any, registry: Any) -> list[str]:
+    """Keys a resume must keep: core's and the config's own family's, never another family's plugin keys (which
+    come and go as plugins are installed) and never :data:`RESUME_MAY_CHANGE`."""
+    families = registry.families
+    mine = families.canonical(cfg.model_family) if cfg.model_family else None
+    foreign = {f.name for f in registry.config_fields.values()
+               if f.family and (families.canonical(f.family) or f.family) != mine}
+    return sorted(k for k in unstructure(cfg) if k not in RESUME_MAY_CHANGE and k not in foreign)
+
+
+def config_hash(cfg: Any, registry: Any | None = None) -> str:
+    if registry is None:
+        from simpletuner_core.plugins import get_registry
+
+        registry = get_registry()
+    now = unstructure(cfg)
+    data = {k: now[k] for k in _resume_keys(cfg, registry)}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_diff(saved: dict[str, Any], cfg: Any, registry: Any) -> list[str]:
+    """``key: checkpoint=… now=…`` for every resume key that changed. A key the checkpoint's config lacks (a
+    plugin installed or a key added since) counts as unchanged while it is at its default."""
+    now = json.loads(json.dumps(unstructure(cfg), default=str))  # the manifest went through JSON
+    defaults = json.loads(json.dumps({a.name: a.default for a in attrs.fields(type(cfg))}, default=str))
+    return [f"{k}: checkpoint={saved.get(k)!r} now={now.get(k)!r}" for k in _resume_keys(cfg, registry)
+            if (saved[k] if k in saved else defaults.get(k)) != now.get(k)]
 
 
 def plan_fingerprint(plan: Any, processes: int) -> str:
@@ -303,12 +327,9 @@ class Trainer:
         from simpletuner_core.config.errors import ConfigError, ConfigInvalid
 
         diff = adapter_diff(manifest.get("adapter"), describe_adapter(self.cfg, self.family, self.registry))
-        if manifest.get("config_hash") != config_hash(self.cfg):
-            saved = manifest.get("config", {})
-            now = unstructure(self.cfg)
-            diff += [f"{k}: checkpoint={saved.get(k)!r} now={now.get(k)!r}" for k in sorted(now)
-                     if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k)]
-            diff = diff or ["unknown difference"]
+        if manifest.get("config_hash") != config_hash(self.cfg, self.registry):
+            saved = manifest.get("config")
+            diff += config_diff(saved, self.cfg, self.registry) if saved is not None else ["unknown difference"]
         if diff:
             raise ConfigInvalid([ConfigError("resume_from_checkpoint", "checkpoint was trained with a different "
                                              "config: " + "; ".join(dict.fromkeys(diff)))])
