@@ -214,3 +214,24 @@ def test_a_file_that_yields_no_weights_is_refused(home: Path, cfg: Any, monkeypa
     monkeypatch.setattr(simpletuner_flux.comfyui, "load", lambda state: ({}, None))
     with pytest.raises(LoraFileError, match="no adapter weights could be read from it"):
         load_init_lora(fresh, str(path), get_registry().family("flux"))
+
+
+@pytest.mark.parametrize("declared_alpha", [2.0, None])
+def test_init_lora_from_diffusers_own_save_lora_weights_keeps_its_scale(home: Path, cfg: Any,
+                                                                        declared_alpha: float | None) -> None:
+    """A file written by diffusers (no metadata of ours): its ``lora_adapter_metadata`` alpha is used, and without
+    one the alpha is the rank, as diffusers' loader assumes."""
+    import torch
+    from diffusers import FluxPipeline
+
+    model, adapter = _adapted(home, cfg, rank=4, alpha=declared_alpha or 4.0)
+    expected = _out(model)
+    metadata = None
+    if declared_alpha is not None:
+        metadata = {"r": 4, "lora_alpha": declared_alpha, "target_modules": adapter.hyperparameters["target_modules"]}
+    FluxPipeline.save_lora_weights(home / "theirs", transformer_lora_layers=adapter.state_dict(),
+                                   transformer_lora_adapter_metadata=metadata)
+    fresh, fresh_adapter = _adapted(home, cfg, rank=4, alpha=8.0, randomise=False)
+    assert load_init_lora(fresh_adapter, str(home / "theirs" / "pytorch_lora_weights.safetensors"),
+                          get_registry().family("flux")) == "diffusers"
+    assert torch.allclose(_out(fresh), expected, atol=1e-5)

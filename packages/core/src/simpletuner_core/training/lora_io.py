@@ -72,6 +72,30 @@ def detect_format(keys: list[str], meta: dict[str, str], registry: Any) -> str:
     raise LoraFileError(f"keys match no known LoRA format (known: {known}, lycoris); first keys: {sample}")
 
 
+#: The safetensors metadata key diffusers' ``save_lora_weights`` writes (peft's LoraConfig fields, each under a
+#: ``transformer.`` / ``text_encoder.`` prefix, as one JSON object).
+DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"
+
+
+def _alpha_from_metadata(path: Path, meta: dict[str, str]) -> float | None:
+    """The LoRA alpha a file declares: our own ``adapter`` metadata, else diffusers' ``lora_adapter_metadata``."""
+    try:
+        if meta.get("adapter"):
+            alpha = json.loads(meta["adapter"]).get("alpha")
+            if alpha is not None:
+                return float(alpha)
+        theirs = json.loads(meta[DIFFUSERS_METADATA_KEY]) if meta.get(DIFFUSERS_METADATA_KEY) else {}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise LoraFileError(f"{path}: unreadable adapter metadata ({exc})") from None
+    if not isinstance(theirs, dict):
+        return None
+    if theirs.get("transformer.alpha_pattern") or theirs.get("transformer.rank_pattern"):
+        raise LoraFileError(f"{path} sets a per-module alpha or rank (alpha_pattern/rank_pattern), which init_lora "
+                            "cannot rescale to one lora_alpha")
+    alpha = theirs.get("transformer.lora_alpha")
+    return float(alpha) if alpha is not None else None
+
+
 def read_lora(path: str | Path, family: Any, registry: Any | None = None
               ) -> tuple[str, dict[str, Any], float | None, dict[str, str]]:
     """``(format, state in the adapter's own layout, alpha or None, metadata)`` for ``init_lora``.
@@ -97,8 +121,11 @@ def read_lora(path: str | Path, family: Any, registry: Any | None = None
         peft_state, alpha = spec.load(state, family)
     except ValueError as exc:
         raise LoraFileError(f"{path}: {exc}") from None
-    if alpha is None and meta.get("adapter"):
-        alpha = json.loads(meta["adapter"]).get("alpha")
+    if alpha is None:
+        alpha = _alpha_from_metadata(path, meta)
+    if alpha is None:  # what diffusers' loader assumes for a file without an alpha: alpha = rank (scale 1)
+        ranks = {int(v.shape[0]) for k, v in peft_state.items() if ".lora_A." in k}
+        alpha = float(ranks.pop()) if len(ranks) == 1 else None
     return fmt, {k.removeprefix("transformer."): v for k, v in peft_state.items()}, alpha, meta
 
 
