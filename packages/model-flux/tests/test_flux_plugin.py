@@ -77,3 +77,25 @@ def test_saved_configs_with_every_key_revalidate_for_both_families() -> None:
         cfg = validate(base(model_family=family, model_flavour=flavour))
         assert "--flux_guidance_value" in to_wire(cfg)
         assert validate(to_wire(cfg)) == cfg
+
+
+def test_an_unknown_lycoris_preset_name_is_a_config_error_at_validate(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    settings = Path(str(tmp_path)) / "lycoris.json"
+    settings.write_text(json.dumps({"algo": "lokr", "apply_preset": "atention"}))
+    with pytest.raises(ConfigInvalid) as info:
+        validate(base(lora_type="lycoris", lycoris_config=str(settings)))
+    [err] = info.value.errors
+    assert err.path == "lycoris_config" and "apply_preset 'atention' is not a flux LyCORIS preset" in err.message
+    assert err.did_you_mean == "attention"
+    settings.write_text(json.dumps({"algo": "lokr", "apply_preset": "attention"}))
+    validate(base(lora_type="lycoris", lycoris_config=str(settings)))
+
+
+def test_the_familys_preset_names_are_the_trainers_presets() -> None:
+    from simpletuner_flux.trainer import LORA_TARGETS, LYCORIS_PRESETS
+
+    assert get_registry().family("flux").lycoris_presets == tuple(sorted(LYCORIS_PRESETS))
+    assert LYCORIS_PRESETS["attention"]["target_name"] == [f"*{t}" for t in LORA_TARGETS]

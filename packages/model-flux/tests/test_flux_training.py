@@ -225,3 +225,25 @@ def test_lycoris_preset_is_set_for_every_network(home: Path, cfg: Any, tmp_path:
         counts.append(len(handle.checkpoint_module.loras))
         assert handle.hyperparameters["preset"] == FluxTrainer.lycoris_presets[preset]
     assert counts[0] == counts[2] == 14 and counts[1] > 14, counts
+
+
+@pytest.mark.parametrize(("extra", "key", "message"), [
+    ({"lora_target_modules": "no_such_module"}, "lora_target_modules", "no_such_module"),
+    ({"lora_type": "lycoris", "lycoris_config": "PRESET"}, "lycoris_config", "unknown LyCORIS preset 'nope'"),
+])
+def test_adapter_mistakes_fail_as_config_errors(home: Path, cfg: Any, tmp_path: Path, extra: dict[str, Any],
+                                               key: str, message: str) -> None:
+    """Mistakes only the applied adapter finds (targets that match nothing, a preset name changed after
+    validation) end the job as a config error (exit 2) naming the key, not a crash (exit 1)."""
+    if extra.get("lycoris_config") == "PRESET":
+        settings = tmp_path / "lycoris.json"
+        settings.write_text(json.dumps({"algo": "lokr", "factor": 4, "apply_preset": "attention"}))
+        extra = {**extra, "lycoris_config": str(settings)}
+        config = validate(cfg(max_train_steps=2, **extra))
+        settings.write_text(json.dumps({"algo": "lokr", "factor": 4, "apply_preset": "nope"}))
+    else:
+        config = validate(cfg(max_train_steps=2, **extra))
+    code, _ = run_job(config, home, get_registry(), job_id="bad")
+    assert code == 2
+    failed = [e for e in read_events(home / "jobs" / "bad" / "events.jsonl") if e.type == "job.failed"]
+    assert key in failed[0].data["reason"] and message in failed[0].data["reason"], failed[0].data

@@ -74,6 +74,9 @@ class ModelFamily:
     #: (imported lazily). ``diffusers`` needs none: it is peft's own layout.
     lora_key_maps: Mapping[str, Callable[[], Any]] = attrs.field(factory=dict, converter=lambda v: dict(v),
                                                                   repr=False)
+    #: Names of the trainer's LyCORIS presets (``"apply_preset": "<name>"``), so the config rules can check a
+    #: name without importing the trainer (and torch). Empty: not checked until the adapter is applied.
+    lycoris_presets: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen

@@ -49,6 +49,11 @@ FLAVOURS = (
 )
 
 
+#: The keys of :data:`simpletuner_flux.trainer.LYCORIS_PRESETS` (kept torch-free for the config rules; a test
+#: keeps the two in step).
+LYCORIS_PRESET_NAMES = ("attention", "default", "full")
+
+
 @hookimpl
 def register_model_families(register: Callable[[ModelFamily], None]) -> None:
     register(ModelFamily(
@@ -64,6 +69,7 @@ def register_model_families(register: Callable[[ModelFamily], None]) -> None:
         size_multiple=16,
         features=("clip_skip",),
         lora_key_maps={"comfyui": _comfyui},
+        lycoris_presets=LYCORIS_PRESET_NAMES,
     ))
 
 

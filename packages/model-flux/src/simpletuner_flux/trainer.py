@@ -21,9 +21,7 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", 
 #: Named LyCORIS presets (``"apply_preset": "<name>"`` in ``--lycoris_config``); ``default`` when none is given.
 LYCORIS_PRESETS: dict[str, dict[str, Any]] = {
     "default": {"target_module": ["FluxTransformerBlock", "FluxSingleTransformerBlock"]},
-    "attention": {"target_module": [], "target_name": ["*to_q", "*to_k", "*to_v", "*to_out.0", "*add_q_proj",
-                                                      "*add_k_proj", "*add_v_proj", "*to_add_out"],
-                  "use_fnmatch": True},
+    "attention": {"target_module": [], "target_name": [f"*{t}" for t in LORA_TARGETS], "use_fnmatch": True},
     "full": {"target_module": ["FluxTransformer2DModel"]},
 }
 

@@ -84,12 +84,29 @@ def _family(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError
         if spec.needs_key_map and cfg.lora_format not in fam.lora_key_maps:
             yield ConfigError("lora_format", f"{fam.name} has no {cfg.lora_format} key map; use "
                               f"{', '.join(['diffusers', *sorted(fam.lora_key_maps)])}")
+    yield from _lycoris_preset(cfg, fam)
     if "clip_skip" not in fam.features and cfg.clip_skip:
         yield ConfigError("clip_skip", f"{fam.name} has no CLIP text encoder, so clip_skip cannot apply; remove it")
     for field in registry.config_fields.values():  # saved configs list every key: only a set value is a mistake
         if (field.family and field.name in provided and registry.families.canonical(field.family) != fam.name
                 and getattr(cfg, field.name, field.default) != field.default):
             yield ConfigError(field.name, f"applies only to model_family {field.family}")
+
+
+def _lycoris_preset(cfg: Any, fam: Any) -> Iterable[ConfigError]:
+    """A preset *name* in ``lycoris_config`` must be one of the family's (a dict preset is LyCORIS' own form)."""
+    if not (cfg.model_type == "lora" and cfg.lora_type == "lycoris" and cfg.lycoris_config and fam.lycoris_presets):
+        return
+    from simpletuner_core.builtins.adapters import lycoris_settings
+
+    try:
+        preset = lycoris_settings(cfg).get("apply_preset")
+    except ValueError:
+        return  # unreadable file or bad algo: reported by _misc
+    if isinstance(preset, str) and preset not in fam.lycoris_presets:
+        known = sorted(fam.lycoris_presets)
+        yield ConfigError("lycoris_config", f"apply_preset {preset!r} is not a {fam.name} LyCORIS preset "
+                          f"(known: {', '.join(known)})", suggest(preset, known))
 
 
 def _schedule(cfg: Any) -> Iterable[ConfigError]:

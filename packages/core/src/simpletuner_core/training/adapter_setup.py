@@ -19,7 +19,11 @@ def presets_of(trainer: Any) -> dict[str, Any]:
 def apply_adapter(cfg: Any, family: Any, trainer: Any, model: Any, registry: Any, *, fresh: bool,
                   log: Any) -> Any:
     """Add the configured adapter to ``model``; ``fresh`` (not resuming) also loads ``init_lora``."""
-    adapter = registry.adapters.get(cfg.lora_type).apply(model, cfg, list(trainer.lora_targets), presets_of(trainer))
+    try:
+        adapter = registry.adapters.get(cfg.lora_type).apply(model, cfg, list(trainer.lora_targets),
+                                                             presets_of(trainer))
+    except ValueError as exc:  # an unknown preset, targets that match nothing: the config, not a crash
+        raise ConfigInvalid([ConfigError(adapter_key(cfg), str(exc))]) from None
     if adapter.kind == "standard":  # a module the export format cannot name fails now, not after training
         fmt = registry.lora_formats.get(cfg.lora_format)
         try:
@@ -37,6 +41,11 @@ def apply_adapter(cfg: Any, family: Any, trainer: Any, model: Any, registry: Any
     return adapter
 
 
+def adapter_key(cfg: Any) -> str:
+    """The config key that shapes the adapter's modules: the LyCORIS file, or the LoRA target list."""
+    return "lycoris_config" if cfg.lora_type == "lycoris" else "lora_target_modules"
+
+
 def describe_adapter(cfg: Any, family: Any, registry: Any) -> dict[str, Any] | None:
     """What the adapter would be, from the config and the family's targets/presets (no model needed)."""
     if cfg.model_type != "lora" or cfg.lora_type not in registry.adapters:
@@ -45,7 +54,10 @@ def describe_adapter(cfg: Any, family: Any, registry: Any) -> dict[str, Any] | N
     if spec.describe is None:
         return None
     cls = family.trainer()
-    return spec.describe(cfg, list(cls.lora_targets), presets_of(cls))
+    try:
+        return spec.describe(cfg, list(cls.lora_targets), presets_of(cls))
+    except ValueError as exc:
+        raise ConfigInvalid([ConfigError(adapter_key(cfg), str(exc))]) from None
 
 
 def adapter_diff(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> list[str]:
