@@ -7,6 +7,7 @@ download or a half-copied directory is the same whatever the model.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,31 @@ def resolve_source(cfg: Any, family: Any, cache_dir: Path) -> str:
     return flavour.hub_id
 
 
+#: Components whose weights never reach a cache: the trained denoiser and the scheduler's config.
+_NOT_CACHED = ("transformer", "unet", "scheduler")
+_FIRST = ("vae", "text_encoder", "tokenizer")  # the historical order: PixArt's cache keys stay as they were
+
+
+def cached_components(path: Path) -> list[str]:
+    """The subfolders whose weights shape cached latents and text embeds: every component ``model_index.json``
+    lists (every subfolder without one), less the denoiser and the scheduler."""
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+        names = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)]
+    except (OSError, ValueError, AttributeError):
+        names = [p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    names = [n for n in names if n not in _NOT_CACHED]
+    return [n for n in _FIRST if n in names] + sorted(n for n in names if n not in _FIRST)
+
+
 def weights_identity(source: str) -> str:
-    """Stable id of the weights for cache keys: local dirs by their files' sizes and times, hub ids by name."""
+    """Stable id of the weights for cache keys: local dirs by their components' file sizes and times (every
+    encoder, e.g. Flux's T5 in ``text_encoder_2``), hub ids by name."""
     path = Path(source)
     if not path.is_dir():
         return source
     parts = []
-    for sub in ("vae", "text_encoder", "tokenizer"):
+    for sub in cached_components(path):
         for f in sorted((path / sub).glob("*")) if (path / sub).is_dir() else []:
             stat = f.stat()
             parts.append(f"{sub}/{f.name}:{stat.st_size}:{int(stat.st_mtime)}")
