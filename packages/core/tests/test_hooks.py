@@ -221,3 +221,24 @@ def test_preview_decoder_needs_a_family_that_reports_latents_and_a_decoder() -> 
     assert [level for level, _ in notes] == ["warning", "warning"]
     assert "toyfam does not report intermediate latents" in notes[0][1]
     assert "--validation_preview_decoder" in notes[1][1]
+
+
+def test_preview_decoder_undoes_scaling_and_shift_like_the_pipeline(tmp_path: Path) -> None:
+    """Flux-style decoders carry a shift_factor: latents / scaling_factor + shift_factor, as pipelines decode."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderTiny
+
+    from simpletuner_core.training.preview import PreviewDecoder
+
+    torch.manual_seed(0)
+    vae = AutoencoderTiny(latent_channels=4, encoder_block_out_channels=(8, 8, 8, 8),
+                          decoder_block_out_channels=(8, 8, 8, 8), num_encoder_blocks=(1, 1, 1, 1),
+                          num_decoder_blocks=(1, 1, 1, 1), scaling_factor=0.5, shift_factor=0.25)
+    vae.save_pretrained(tmp_path / "taef")
+    latents = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    [image] = PreviewDecoder(str(tmp_path / "taef"), "cpu", lambda *a, **k: None).decode(latents)
+    with torch.no_grad():
+        pixels = vae.eval().decode(latents / 0.5 + 0.25).sample
+    expected = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(image), expected)

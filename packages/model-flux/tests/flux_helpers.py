@@ -1,4 +1,4 @@
-"""Config builders shared by the flux tests (fixtures live in conftest.py)."""
+"""Config builders and helpers shared by the flux tests (fixtures live in conftest.py)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,27 @@ def image_dataloader(home: Path, images: Path) -> Path:
          "cache_dir": str(home / "cache" / "text")},
     ]))
     return path
+
+
+def train(raw: dict[str, Any], home: Path, job_id: str = "job") -> tuple[int, Any, list[Any]]:
+    """Validate ``raw`` and run it as a local job; ``(exit code, result, events)``."""
+    from simpletuner_core.cli.jobs_local import run_job
+    from simpletuner_core.config import validate
+    from simpletuner_core.events.log import read_events
+    from simpletuner_core.plugins import get_registry
+
+    code, result = run_job(validate(raw), home, get_registry(), job_id=job_id)
+    return code, result, read_events(home / "jobs" / job_id / "events.jsonl")
+
+
+def transformer_inputs() -> dict[str, Any]:
+    """Fixed random inputs for the tiny Flux transformer (4×4 packed latents, 8 text tokens)."""
+    import torch
+
+    from simpletuner_flux.packing import latent_ids
+
+    g = torch.Generator().manual_seed(3)
+    return {"hidden_states": torch.randn(1, 16, 16, generator=g), "timestep": torch.tensor([0.5]),
+            "guidance": torch.tensor([1.0]), "pooled_projections": torch.randn(1, 32, generator=g),
+            "encoder_hidden_states": torch.randn(1, 8, 32, generator=g), "txt_ids": torch.zeros(8, 3),
+            "img_ids": latent_ids(4, 4)}

@@ -17,12 +17,7 @@ from simpletuner_core.events.log import read_events
 from simpletuner_core.plugins import get_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flux_helpers import flux_config, image_dataloader
-
-
-def train(raw: dict[str, Any], home: Path, job_id: str = "job") -> tuple[int, Any, list[Any]]:
-    code, result = run_job(validate(raw), home, get_registry(), job_id=job_id)
-    return code, result, read_events(home / "jobs" / job_id / "events.jsonl")
+from flux_helpers import flux_config, image_dataloader, train, transformer_inputs
 
 
 def dropped(losses: list[float], window: int = 6) -> float:
@@ -62,7 +57,7 @@ def test_lora_learns_and_loads_in_diffusers_with_identical_outputs(home: Path, c
     targets = json.loads(_metadata(weights)["adapter"])["target_modules"]
     inject_adapter_in_model(LoraConfig(r=4, lora_alpha=8, target_modules=targets), ours)
     set_peft_model_state_dict(ours, {k.removeprefix("transformer."): v for k, v in state.items()})
-    inputs = _transformer_inputs(torch)
+    inputs = transformer_inputs()
     with torch.no_grad():
         assert torch.allclose(ours(**inputs).sample, pipe.transformer(**inputs).sample, atol=1e-6)
 
@@ -72,16 +67,6 @@ def _metadata(path: Path) -> dict[str, str]:
 
     with safe_open(str(path), "pt") as fh:
         return dict(fh.metadata())
-
-
-def _transformer_inputs(torch: Any) -> dict[str, Any]:
-    from simpletuner_flux.packing import latent_ids
-
-    g = torch.Generator().manual_seed(3)
-    return {"hidden_states": torch.randn(1, 16, 16, generator=g), "timestep": torch.tensor([0.5]),
-            "guidance": torch.tensor([1.0]), "pooled_projections": torch.randn(1, 32, generator=g),
-            "encoder_hidden_states": torch.randn(1, 8, 32, generator=g), "txt_ids": torch.zeros(8, 3),
-            "img_ids": latent_ids(4, 4)}
 
 
 @pytest.mark.parametrize(("lora_type", "settings", "precision"), [

@@ -11,18 +11,11 @@ from typing import Any
 
 import pytest
 
-from simpletuner_core.cli.jobs_local import run_job
 from simpletuner_core.config import validate
-from simpletuner_core.events.log import read_events
 from simpletuner_core.plugins import get_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flux_helpers import flux_config, kontext_dataloader
-
-
-def train(raw: dict[str, Any], home: Path, job_id: str = "job") -> tuple[int, Any, list[Any]]:
-    code, result = run_job(validate(raw), home, get_registry(), job_id=job_id)
-    return code, result, read_events(home / "jobs" / job_id / "events.jsonl")
+from flux_helpers import flux_config, kontext_dataloader, train
 
 
 def test_kontext_lora_learns_from_pairs_and_validates_an_edit(home: Path, tiny_kontext_dir: Path,

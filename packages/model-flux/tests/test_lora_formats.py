@@ -16,7 +16,7 @@ from simpletuner_core.plugins import get_registry
 from simpletuner_core.training.lora_io import LoraFileError, load_init_lora, save_adapter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flux_helpers import flux_config, image_dataloader
+from flux_helpers import flux_config, image_dataloader, transformer_inputs
 
 # A change in the saved key set breaks every downstream loader: update these only on purpose.
 GOLDEN_DIFFUSERS_MODULES = [
@@ -62,14 +62,8 @@ def _adapted(home: Path, cfg: Any, rank: int = 4, alpha: float = 4.0, randomise:
 def _out(model: Any) -> Any:
     import torch
 
-    from simpletuner_flux.packing import latent_ids
-
-    g = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        return model(hidden_states=torch.randn(1, 16, 16, generator=g), timestep=torch.tensor([0.5]),
-                     guidance=torch.tensor([1.0]), pooled_projections=torch.randn(1, 32, generator=g),
-                     encoder_hidden_states=torch.randn(1, 8, 32, generator=g), txt_ids=torch.zeros(8, 3),
-                     img_ids=latent_ids(4, 4)).sample
+        return model(**transformer_inputs()).sample
 
 
 @pytest.fixture

@@ -39,15 +39,11 @@ def reference_index(plan: Any) -> dict[tuple[str, str], list[Any]]:
     return index
 
 
-def cache_dir(cfg: Any, dataset: Any, home: Path) -> Path:
-    base = dataset.cache_dir_vae or (str(Path(cfg.cache_dir_vae) / dataset.id) if cfg.cache_dir_vae else None)
-    return Path(base) if base else home / "cache" / "vae" / dataset.id
-
-
 def fill_caches(plan: Any, datasets: list[Any], cfg: Any, home: Path, family: Any, registry: Any,
                 log: Any) -> dict[str, Any]:
     """One latent cache per conditioning dataset, holding every paired reference."""
     from simpletuner_core.data.cache import LatentCache
+    from simpletuner_core.training.data_setup import vae_cache_dir
 
     by_id = {d.id: d for d in datasets}
     caches: dict[str, Any] = {}
@@ -55,7 +51,7 @@ def fill_caches(plan: Any, datasets: list[Any], cfg: Any, home: Path, family: An
         dataset = by_id[ds_id]
         backend = registry.data_backends.get(dataset.type)
         samples = list({r.sample: None for r in plan.references if r.sample.dataset_id == ds_id})
-        cache = LatentCache(cache_dir(cfg, dataset, home), family.encoder_id("vae"))
+        cache = LatentCache(vae_cache_dir(cfg, dataset, home), family.encoder_id("vae"))
         stats = cache.ensure(samples, lambda s, b=backend, d=dataset: b.read_bytes(d, s.path), family.encode_images,
                              batch_size=max(1, cfg.train_batch_size * 2))
         log(f"latent cache {ds_id} (references): {stats.encoded} encoded, {stats.reused} reused")

@@ -34,13 +34,16 @@ def make_plan(cfg: Any, home: Path, registry: Any, size_multiple: int, seed: int
     return datasets, plan
 
 
+def vae_cache_dir(cfg: Any, dataset: Any, home: Path) -> Path:
+    """One dataset's latent cache dir (targets and references alike): the dataset's ``cache_dir_vae``, else
+    ``<config cache_dir_vae>/<id>``, else ``<home>/cache/vae/<id>``."""
+    base = dataset.cache_dir_vae or (str(Path(cfg.cache_dir_vae) / dataset.id) if cfg.cache_dir_vae else None)
+    return Path(base) if base else home / "cache" / "vae" / dataset.id
+
+
 def cache_dirs(cfg: Any, datasets: list[Any], home: Path) -> tuple[dict[str, Path], Path]:
     """VAE cache dir per image dataset and the text-embed cache dir (dataset value, then config, then home)."""
-    vae = {}
-    for ds in datasets:
-        if ds.dataset_type == "image" and not ds.disabled:
-            base = ds.cache_dir_vae or (str(Path(cfg.cache_dir_vae) / ds.id) if cfg.cache_dir_vae else None)
-            vae[ds.id] = Path(base) if base else home / "cache" / "vae" / ds.id
+    vae = {ds.id: vae_cache_dir(cfg, ds, home) for ds in datasets if ds.dataset_type == "image" and not ds.disabled}
     text_ds = [d for d in datasets if d.dataset_type == "text_embeds" and not d.disabled]
     default = next((d for d in text_ds if d.default), text_ds[0] if text_ds else None)
     text = default.cache_dir if default is not None and default.cache_dir else cfg.cache_dir_text

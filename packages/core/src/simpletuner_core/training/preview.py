@@ -45,7 +45,11 @@ class PreviewDecoder:
             self._vae = AutoencoderTiny.from_pretrained(self.source).to(self.device).eval()
             self._vae.requires_grad_(False)
         with torch.no_grad():
-            lat = latents.to(self.device, dtype=self._vae.dtype) / self._vae.config.scaling_factor
+            config = self._vae.config  # the pipeline's own decode: latents / scaling_factor + shift_factor
+            lat = latents.to(self.device, dtype=self._vae.dtype) / config.scaling_factor
+            shift = getattr(config, "shift_factor", None)
+            if shift:
+                lat = lat + shift
             pixels = self._vae.decode(lat).sample
         pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
         return [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
