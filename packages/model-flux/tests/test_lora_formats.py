@@ -229,3 +229,31 @@ def test_init_lora_from_diffusers_own_save_lora_weights_keeps_its_scale(home: Pa
     assert load_init_lora(fresh_adapter, str(home / "theirs" / "pytorch_lora_weights.safetensors"),
                           get_registry().family("flux")) == "diffusers"
     assert torch.allclose(_out(fresh), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("zero_up", ["every lora_B (an untrained LoRA)", "one part of a fused module"])
+def test_comfyui_round_trip_keeps_fused_parts_whose_lora_up_is_zero(home: Path, cfg: Any, zero_up: str) -> None:
+    import torch
+
+    _, adapter = _adapted(home, cfg, randomise=zero_up != "every lora_B (an untrained LoRA)")
+    if zero_up == "one part of a fused module":
+        with torch.no_grad():
+            for name, p in adapter_params(adapter):
+                if "transformer_blocks.0.attn.to_k.lora_B" in name and "single" not in name:
+                    p.zero_()
+    saved = {k: v.clone() for k, v in adapter.state_dict().items()}
+    assert not saved["transformer_blocks.0.attn.to_k.lora_B.weight"].any()
+    assert saved["transformer_blocks.0.attn.to_k.lora_A.weight"].any()
+    family = get_registry().family("flux")
+    path = save_adapter(adapter, family, get_registry().lora_formats.get("comfyui"), home / "zeros")
+    _, fresh = _adapted(home, cfg, randomise=False)
+    load_init_lora(fresh, str(path), family)
+    loaded = fresh.state_dict()
+    assert sorted(loaded) == sorted(saved)
+    for key, value in saved.items():
+        assert torch.allclose(loaded[key], value, atol=1e-6), key
+
+
+def adapter_params(adapter: Any) -> list[tuple[str, Any]]:
+    """The adapter's named tensors as live parameters (state_dict() returns the same storage)."""
+    return list(adapter.state_dict().items())

@@ -3,8 +3,9 @@
 ComfyUI, kohya and Forge name Flux modules as Black Forest Labs' checkpoint does. There, a double block's q/k/v are
 one fused ``qkv`` Linear and a single block's q/k/v and MLP input are one ``linear1``. A LoRA on the separate
 diffusers projections becomes one LoRA on the fused module: ``lora_down`` stacks the downs, ``lora_up`` is
-block-diagonal (zeros where a projection has no LoRA), and ``alpha`` is scaled with the stacked rank so
-``alpha / rank`` is unchanged. Loading reverses this exactly.
+block-diagonal with one fixed rank-wide slot per part (zeros where a projection has no LoRA, so a part whose
+``lora_up`` is still all zeros keeps its place), and ``alpha`` is scaled with the stacked rank so ``alpha / rank``
+is unchanged. Loading reverses this exactly.
 """
 
 from __future__ import annotations
@@ -84,15 +85,18 @@ def export(state: dict[str, torch.Tensor], alpha: float | None) -> dict[str, tor
     for name, parts in sorted(fused.items()):
         order = sorted(parts)
         sizes = _split_sizes(name, {j: parts[j][1].shape[0] for j in order})
-        rank = parts[order[0]][0].shape[0]
-        down = torch.cat([parts[j][0] for j in order], dim=0)
-        up = torch.zeros(sum(sizes), rank * len(order), dtype=down.dtype)
-        for p, j in enumerate(order):
+        slots = len(sizes)  # one fixed rank-wide slot per part, zeros for a part without a LoRA
+        first_down = parts[order[0]][0]
+        rank = first_down.shape[0]
+        down = torch.zeros(rank * slots, first_down.shape[1], dtype=first_down.dtype)
+        up = torch.zeros(sum(sizes), rank * slots, dtype=first_down.dtype)
+        for j in order:
             start = sum(sizes[:j])
-            up[start:start + sizes[j], p * rank:(p + 1) * rank] = parts[j][1]
+            down[j * rank:(j + 1) * rank] = parts[j][0]
+            up[start:start + sizes[j], j * rank:(j + 1) * rank] = parts[j][1]
         out[f"{PREFIX}{name}.lora_down.weight"] = down
         out[f"{PREFIX}{name}.lora_up.weight"] = up
-        out[f"{PREFIX}{name}.alpha"] = torch.tensor(float((alpha if alpha is not None else rank) * len(order)))
+        out[f"{PREFIX}{name}.alpha"] = torch.tensor(float((alpha if alpha is not None else rank) * slots))
     return out
 
 
@@ -126,7 +130,7 @@ def _module(name: str, part: int | None) -> str:
 
 def load(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float | None]:
     """ComfyUI keys → peft keys with each module's ``alpha / rank`` folded into ``lora_B`` (returned alpha =
-    rank, i.e. scale 1). Parts of a fused module whose ``lora_up`` rows are all zero are left out."""
+    rank, i.e. scale 1). A fused part whose slot is all zeros (no LoRA on it) is left out."""
     out: dict[str, torch.Tensor] = {}
     names = sorted({k[len(PREFIX):].split(".")[0] for k in state if k.startswith(PREFIX)})
     ranks: set[int] = set()
@@ -146,6 +150,14 @@ def load(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float
         rows = up.shape[0]
         sizes = [rows // 3] * 3 if name.endswith("qkv") else [rows // 7] * 3 + [4 * (rows // 7)]
         starts = [sum(sizes[:j]) for j in range(len(sizes))]
+        slotted = _fixed_slots(down, up, sizes, starts)
+        if slotted is not None:  # our layout (and kohya's for a full qkv): part j owns rank-wide slot j
+            for j, (a, b) in enumerate(slotted):
+                if a.any() or b.any():  # a part with a LoRA, even one whose lora_up is still all zeros
+                    out[f"transformer.{_module(name, j)}.lora_A.weight"] = a.contiguous()
+                    out[f"transformer.{_module(name, j)}.lora_B.weight"] = (b * scale).contiguous()
+                    ranks.add(a.shape[0])
+            continue
         present = [j for j in range(len(sizes)) if up[starts[j]:starts[j] + sizes[j]].abs().sum() > 0]
         if not present:
             continue
@@ -160,6 +172,23 @@ def load(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float
             out[f"transformer.{_module(name, j)}.lora_B.weight"] = (b * scale).contiguous()
             ranks.add(a.shape[0])
     return out, (float(ranks.pop()) if len(ranks) == 1 else None)
+
+
+def _fixed_slots(down: torch.Tensor, up: torch.Tensor, sizes: list[int], starts: list[int]
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """``(down, up)`` per part when ``up`` is block-diagonal over equal rank-wide column slots, one per part;
+    None for any other layout (older files with only the present parts stacked, other tools' merges)."""
+    slots = len(sizes)
+    if down.shape[0] % slots or up.shape[1] != down.shape[0]:
+        return None
+    rank = down.shape[0] // slots
+    for j in range(slots):
+        rows = up[starts[j]:starts[j] + sizes[j]]
+        outside = torch.cat([rows[:, :j * rank], rows[:, (j + 1) * rank:]], dim=1)
+        if outside.any():
+            return None
+    return [(down[j * rank:(j + 1) * rank], up[starts[j]:starts[j] + sizes[j], j * rank:(j + 1) * rank])
+            for j in range(slots)]
 
 
 def comfyui_key_map() -> LoraKeyMap:
