@@ -57,6 +57,54 @@ def test_reference_latents_enter_the_loss(home: Path, tiny_kontext_dir: Path, ti
         plain.loss(plain.trainable(), latents, text, conditioning=[ref])
 
 
+def test_reference_tokens_match_flux_kontext_pipeline_and_the_loss_is_the_target_mse(
+        home: Path, tiny_kontext_dir: Path, demo_pairs: Path) -> None:
+    """What the transformer sees is what FluxKontextPipeline builds (packed reference after the target tokens,
+    reference ids with axis 0 = 1), and the loss is the MSE of the target tokens' prediction only."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import FluxKontextPipeline
+
+    from simpletuner_flux.packing import pack
+    from simpletuner_flux.trainer import FluxTrainer
+
+    config = validate(flux_config(home, tiny_kontext_dir, kontext_dataloader(home, demo_pairs), "tiny-kontext"))
+    trainer = FluxTrainer(config, get_registry().family("flux"), home)
+    trainer.load(torch.device("cpu"), torch.float32, lambda _msg: None)
+    model = trainer.trainable()
+    seen: dict[str, Any] = {}
+
+    def recording(**kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return model(**kwargs)
+
+    recording.parameters = model.parameters  # type: ignore[attr-defined]
+    latents, ref = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 6)  # a reference of another size
+    text = trainer.encode_prompts(["make it blue", "make it red"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        loss = trainer.loss(recording, latents, text, conditioning=[ref])
+
+    n = 16  # 8×8 latents → 4×4 tokens
+    theirs_ref = FluxKontextPipeline._pack_latents(ref, 2, 4, 8, 6)
+    target_ids = FluxKontextPipeline._prepare_latent_image_ids(2, 4, 4, "cpu", torch.float32)
+    ref_ids = FluxKontextPipeline._prepare_latent_image_ids(2, 4, 3, "cpu", torch.float32)
+    ref_ids[..., 0] = 1
+    assert torch.equal(seen["hidden_states"][:, n:], theirs_ref)
+    assert torch.equal(seen["img_ids"], torch.cat([target_ids, ref_ids], dim=0))
+
+    torch.manual_seed(0)  # the loss's own draws, in its order: noise, then sigma
+    noise = torch.randn_like(latents)
+    sigma = torch.sigmoid(torch.randn(2)).view(2, 1, 1, 1)
+    noisy = FluxKontextPipeline._pack_latents((1 - sigma) * latents + sigma * noise, 2, 4, 8, 8)
+    assert torch.allclose(seen["hidden_states"][:, :n], noisy, atol=1e-6)
+    with torch.no_grad():
+        pred = model(**seen)[0]
+    assert pred.shape[1] == n + 12
+    expected = F.mse_loss(pred[:, :n], pack(noise - latents))
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
 def test_two_reference_sets_combined_or_random(home: Path, tiny_kontext_dir: Path, demo_pairs: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from simpletuner_flux.trainer import FluxTrainer
