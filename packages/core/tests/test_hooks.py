@@ -221,3 +221,22 @@ def test_preview_decoder_needs_a_family_that_reports_latents_and_a_decoder() -> 
     assert [level for level, _ in notes] == ["warning", "warning"]
     assert "toyfam does not report intermediate latents" in notes[0][1]
     assert "--validation_preview_decoder" in notes[1][1]
+
+
+def test_checkpoint_manifests_redact_secrets_that_a_resume_never_compares() -> None:
+    from simpletuner_core.config.model import unstructure
+    from simpletuner_core.hooks.card import is_redacted_key
+    from simpletuner_core.training.engine import RESUME_MAY_CHANGE, checkpoint_manifest, config_hash
+
+    config = cfg(webhook_config=[{"webhook_type": "raw", "callback_url": "https://u:pw@hooks.test/t0k"}],
+                 post_upload_script="notify --key=k3y", publish_local_dir="/srv/share/models")
+    redacted = [k for k in unstructure(config) if is_redacted_key(k)]
+    assert {"webhook_config", "post_upload_script", "publish_local_dir"} <= set(redacted)
+    assert "tokenizer_max_length" not in redacted
+    # a resume compares config_hash over the live config; redacted keys must be ones it ignores anyway
+    assert set(redacted) <= set(RESUME_MAY_CHANGE)
+    manifest = checkpoint_manifest(config, epoch=1, step_in_epoch=2, seed=3, fingerprint="f", adapter=None,
+                                   job_id="job-1")
+    text = json.dumps(manifest)
+    assert "t0k" not in text and "k3y" not in text and "/srv/share" not in text
+    assert manifest["config_hash"] == config_hash(config)

@@ -39,7 +39,8 @@ def _hub_publish(item: PublishItem) -> str:
     endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     api = HfApi(endpoint=endpoint, token=os.environ.get("HF_TOKEN") or None)
     repo = item.config.hub_model_id
-    api.create_repo(repo, repo_type="model", exist_ok=True)
+    # Private unless asked otherwise: checkpoints and the card describe the run (its config, its data).
+    api.create_repo(repo, repo_type="model", exist_ok=True, private=bool(getattr(item.config, "hub_private", True)))
     checkpoint = item.kind == "checkpoint"
     prefix = f"{item.path.name}/" if checkpoint else ""
     files = _files(item.path, (".*",) if checkpoint else FINAL_IGNORE)
