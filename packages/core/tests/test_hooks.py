@@ -37,6 +37,23 @@ print("hanging", flush=True)
 time.sleep(60)
 """
 
+DETACHED_SCRIPT = """
+import subprocess, sys, time
+# A child in its own session (out of reach of the process-group kill) that inherits stdout and keeps it open.
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+open(sys.argv[1], "w").write(str(child.pid))
+print("started a detached child", flush=True)
+if sys.argv[2] == "hang":
+    time.sleep(60)
+"""
+
+
+def _kill_pid_in(path: Path) -> None:
+    try:
+        os.kill(int(path.read_text()), 9)
+    except (OSError, ValueError):
+        pass
+
 
 def cfg(**extra: Any) -> Any:
     raw = {"model_family": "pixart_sigma", "model_flavour": "tiny", "output_dir": "/tmp/out",
@@ -125,7 +142,7 @@ def test_background_scripts_do_not_block_and_are_awaited_at_the_end(tmp_path: Pa
     events, log = emitter(tmp_path)
     out = tmp_path / "argv.json"
     runner = HookScripts(events, timeout=60)
-    slow = [sys.executable, "-c", f"import time, pathlib; time.sleep(0.5); pathlib.Path({str(out)!r}).write_text('1')"]
+    slow = [sys.executable, "-c", f"import time, pathlib; time.sleep(2); pathlib.Path({str(out)!r}).write_text('1')"]
     assert runner.run("post_checkpoint", slow, {}, background=True) is None
     assert not out.exists()  # returned before the script finished
     runner.wait()
@@ -240,3 +257,52 @@ def test_checkpoint_manifests_redact_secrets_that_a_resume_never_compares() -> N
     text = json.dumps(manifest)
     assert "t0k" not in text and "k3y" not in text and "/srv/share" not in text
     assert manifest["config_hash"] == config_hash(config)
+
+
+@pytest.mark.parametrize("mode", ["hang", "exit"])
+def test_a_detached_child_holding_the_output_pipe_does_not_hold_the_call(tmp_path: Path, mode: str) -> None:
+    events, _ = emitter(tmp_path)
+    pid_file = tmp_path / "detached.pid"
+    argv = [sys.executable, str(script(tmp_path, "detach.py", DETACHED_SCRIPT)), str(pid_file), mode]
+    try:
+        started = time.monotonic()
+        result = HookScripts(events, timeout=2.0).run("validation", argv, {})
+        elapsed = time.monotonic() - started
+    finally:
+        _kill_pid_in(pid_file)
+    assert result is not None and "started a detached child" in result.output
+    # the child sleeps 60 s with the pipe open; the call is bounded by the timeout plus a few seconds of grace
+    assert elapsed < 15, elapsed
+    if mode == "hang":
+        assert result.timed_out and result.returncode is not None
+    else:  # the script itself exited at once: not a timeout, and it succeeded
+        assert result.ok and not result.timed_out and result.returncode == 0
+
+
+def test_output_is_read_into_a_bounded_tail(tmp_path: Path) -> None:
+    events, _ = emitter(tmp_path)
+    chatty = [sys.executable, "-c", "import sys\nfor i in range(200000): print(i)\nprint('the end')"]
+    result = HookScripts(events, timeout=60).run("validation", chatty, {})
+    assert result is not None and result.ok
+    assert len(result.output) < 4100 and result.output.rstrip().endswith("199999\nthe end")
+    assert result.output.startswith("[") and "bytes of earlier output cut]" in result.output.splitlines()[0]
+
+
+def test_one_background_run_per_hook_and_a_bounded_wait(tmp_path: Path) -> None:
+    events, log = emitter(tmp_path)
+    gate = tmp_path / "gate"
+    slow = [sys.executable, "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"]
+    runner = HookScripts(events, timeout=60)
+    assert runner.run("post_checkpoint", slow, {}, background=True) is None
+    assert runner.run("post_checkpoint", slow, {}, background=True) is None  # the first is still going
+    skipped = [e for e in log.read() if e.type == "hook.script" and e.data.get("skipped")]
+    assert len(skipped) == 1 and skipped[0].level == "warning" and "still going" in skipped[0].data["message"]
+    started = time.monotonic()
+    assert runner.wait(timeout=0.2) is False  # bounded: the script is still waiting for its gate
+    assert time.monotonic() - started < 5
+    gate.write_text("open")
+    assert runner.wait() is True
+    assert runner.run("post_checkpoint", [sys.executable, "-c", "pass"], {}, background=True) is None
+    assert runner.wait() is True
+    runs = [e for e in log.read() if e.type == "hook.script" and not e.data.get("skipped")]
+    assert [e.data["returncode"] for e in runs] == [0, 0]
