@@ -306,3 +306,66 @@ def test_one_background_run_per_hook_and_a_bounded_wait(tmp_path: Path) -> None:
     assert runner.wait() is True
     runs = [e for e in log.read() if e.type == "hook.script" and not e.data.get("skipped")]
     assert [e.data["returncode"] for e in runs] == [0, 0]
+
+
+class BlockingPublisher:
+    """A publisher whose uploads wait for ``release`` (a hung network upload)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from simpletuner_core.records import PublisherSpec
+
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.calls: list[int] = []
+        self.spec = PublisherSpec("slow", self.publish, wants=lambda config, kind: True)
+
+    def publish(self, item: Any) -> str:
+        self.calls.append(item.step)
+        self.started.set()
+        self.release.wait(60)
+        return f"remote/{item.step}"
+
+
+def test_a_cancelled_run_waits_a_bounded_time_for_uploads_and_reports_them_abandoned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from simpletuner_core.hooks import publish
+
+    monkeypatch.setattr(publish, "ABANDON_WAIT_S", 0.5)
+    events, log = emitter(tmp_path)
+    slow = BlockingPublisher()
+    publishing = Publishing([slow.spec], cfg(), "job-1", events, HookScripts(events, 5), lambda *a: {})
+    for step in (1, 2):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        assert publishing.submit(tmp_path / f"checkpoint-{step}", "checkpoint", step)
+    assert slow.started.wait(10)
+    try:
+        started = time.monotonic()
+        results = publishing.drain(abandon=True)
+        assert time.monotonic() - started < 10  # not the upload's 60 s
+    finally:
+        slow.release.set()
+    assert [(r["step"], r["ok"]) for r in results] == [(1, False), (2, False)]
+    assert all("abandoned" in r["error"] for r in results)
+    time.sleep(0.2)  # the left-behind upload finishes now: it must not be reported after the fact
+    failed = [e for e in log.read() if e.type.startswith("publish.")]
+    assert [(e.type, e.data["step"]) for e in failed] == [("publish.failed", 1), ("publish.failed", 2)]
+    assert slow.calls == [1]  # the queued upload never started
+
+
+def test_each_upload_is_bounded_by_publish_timeout(tmp_path: Path) -> None:
+    events, log = emitter(tmp_path)
+    slow = BlockingPublisher()
+    publishing = Publishing([slow.spec], cfg(publish_timeout=0.5), "job-1", events, HookScripts(events, 5),
+                            lambda *a: {})
+    (tmp_path / "checkpoint-1").mkdir()
+    publishing.submit(tmp_path / "checkpoint-1", "checkpoint", 1)
+    try:
+        started = time.monotonic()
+        (result,) = publishing.drain()
+        assert time.monotonic() - started < 20
+    finally:
+        slow.release.set()
+    assert not result["ok"] and "publish_timeout" in result["error"]
+    assert [e.type for e in log.read()] == ["publish.failed"]

@@ -196,6 +196,8 @@ def _hooks(cfg: Any) -> Iterable[ConfigError]:
         yield ConfigError("push_to_hub", "needs the `huggingface_hub` package (pip install huggingface_hub)")
     if cfg.hook_script_timeout <= 0:
         yield ConfigError("hook_script_timeout", "must be > 0 seconds")
+    if cfg.publish_timeout < 0:
+        yield ConfigError("publish_timeout", "must be >= 0 seconds (0 = no limit)")
     if cfg.webhook_reporting_interval is not None and cfg.webhook_reporting_interval < 0:
         yield ConfigError("webhook_reporting_interval", "must be >= 0 seconds")
 

@@ -57,7 +57,8 @@ RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epo
                      "validation_method", "validation_external_script", "validation_external_background",
                      "validation_preview", "validation_preview_steps", "validation_preview_decoder",
                      "post_checkpoint_script", "post_upload_script", "hook_script_timeout", "hook_script_fatal",
-                     "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "hub_private", "publish_local_dir")
+                     "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "hub_private", "publish_local_dir",
+                     "publish_timeout")
 
 
 def config_hash(cfg: Any) -> str:
