@@ -369,3 +369,37 @@ def test_each_upload_is_bounded_by_publish_timeout(tmp_path: Path) -> None:
         slow.release.set()
     assert not result["ok"] and "publish_timeout" in result["error"]
     assert [e.type for e in log.read()] == ["publish.failed"]
+
+
+def test_local_publishing_swaps_atomically_and_leaves_nothing_behind_on_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from simpletuner_core.builtins import publishers
+    from simpletuner_core.config.errors import ConfigInvalid
+    from simpletuner_core.hooks.publish import PublishItem
+
+    root = tmp_path / "published"
+    config = cfg(publish_local_dir=str(root), push_checkpoints_to_hub=True)
+    checkpoint = tmp_path / "out" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"v1")
+    item = PublishItem(checkpoint, "checkpoint", 4, config, "job-1")
+    assert publishers._local_publish(item) == str(root / "checkpoint-4")
+    (checkpoint / "model.safetensors").write_bytes(b"v2")
+    publishers._local_publish(item)  # republished: replaced, the old copy removed
+    assert (root / "checkpoint-4" / "model.safetensors").read_bytes() == b"v2"
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-4"]
+
+    real_copytree = publishers.shutil.copytree
+
+    def copy_then_fail(src: Any, dst: Any, **kwargs: Any) -> Any:
+        real_copytree(src, dst, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(publishers.shutil, "copytree", copy_then_fail)
+    (checkpoint / "model.safetensors").write_bytes(b"v3")
+    with pytest.raises(OSError, match="disk full"):
+        publishers._local_publish(item)
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-4"]  # no temp copy left behind
+    assert (root / "checkpoint-4" / "model.safetensors").read_bytes() == b"v2"  # the previous copy intact
+    with pytest.raises(ConfigInvalid, match="publish_local_dir"):
+        cfg(publish_local_dir="relative/dir")
