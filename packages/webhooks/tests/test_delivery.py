@@ -46,7 +46,7 @@ def test_breaker_goes_down_then_up_with_one_log_line_each(caplog: pytest.LogCapt
         sink = RawWebhookSink(receiver.url, max_attempts=2, backoff=0.0, failure_threshold=2, cooldown=0.0)
         for i in range(5):
             sink.emit({"type": "log", "data": {"i": i}})
-        assert sink.close(5) is True
+        assert sink.close(30) is True
         assert receiver.hits == 4 + 3  # the third event probes (cooldown 0) and succeeds; 4 and 5 follow
         assert [p["data"]["i"] for p in receiver.posts] == [2, 3, 4]
         assert (sink.sent, sink.failed, sink.state) == (3, 2, "up")
@@ -64,10 +64,10 @@ def test_hmac_signature_over_timestamp_and_body() -> None:
     try:
         signed = RawWebhookSink(receiver.url, secret="s3cret")
         signed.emit({"type": "job.started", "data": {"pid": 1}})
-        assert signed.close(5)
+        assert signed.close(30)
         plain = RawWebhookSink(receiver.url)
         plain.emit({"type": "job.started", "data": {}})
-        assert plain.close(5)
+        assert plain.close(30)
         first, second = receiver.requests
         stamp = first["headers"][TIMESTAMP_HEADER]
         expected = hmac.new(b"s3cret", stamp.encode() + b"." + first["raw"], hashlib.sha256).hexdigest()
@@ -101,7 +101,7 @@ def test_reporting_interval_throttles_status_but_keeps_the_last_step() -> None:
         for step in range(1, 11):
             sink.emit({"type": "training.status", "data": {"step": step, "total": 10}})
         sink.emit({"type": "checkpoint.saved", "data": {"step": 10}})
-        assert sink.close(5)
+        assert sink.close(30)
         assert [(p["type"], p["data"]["step"]) for p in receiver.posts] == [
             ("training.status", 1), ("training.status", 10), ("checkpoint.saved", 10)]
         assert sink.throttled == 8
@@ -120,7 +120,7 @@ def test_validation_image_payload_has_the_tutorial_shape() -> None:
             "title": "Validation (step 5/20): night bench", "body": "night bench shot of <token>", "step": 5,
             "timestep": 563.0, "resolution": [16, 8], "validation_type": "intermediary",
             "prompt": "night bench shot of <token>", "step_label": "5/20", "images": [image]}))
-        assert sink.close(5)
+        assert sink.close(30)
         (payload,) = receiver.posts
         assert payload["type"] == "validation.image" and payload["version"] == 1 and payload["job_id"] == "j1"
         assert payload["title"] == "Validation (step 5/20): night bench"
@@ -149,7 +149,7 @@ def test_discord_messages_embeds_and_image_attachments() -> None:
         sink.emit({"type": "validation.image", "data": {"title": "Validation (step 3): red", "body": "a red square",
                                                         "step": 3, "images": [{"src": _png((16, 8)),
                                                                                "mime_type": "image/png"}]}})
-        assert sink.close(5)
+        assert sink.close(30)
         status, checkpoint, image = receiver.requests
         assert status["content_type"] == "application/json"
         assert status["json"]["content"] == "[toy] Step 1/9 (11.1%)"
@@ -182,7 +182,7 @@ def test_credentials_in_the_url_reach_no_label_log_or_config_error(caplog: pytes
         url = receiver.url.replace("http://", "http://alice:pw-s3cret@") + "?token=q-s3cret"
         sink = RawWebhookSink(url, max_attempts=1, backoff=0.0, failure_threshold=1, cooldown=3600)
         sink.emit({"type": "log", "data": {}})
-        assert sink.close(10) is True
+        assert sink.close(30) is True
         assert sink.label == f"raw webhook http://127.0.0.1:{receiver.port}"
         assert receiver.requests[0]["headers"]["Authorization"] == "Basic " + base64.b64encode(
             b"alice:pw-s3cret").decode()  # the userinfo is sent as Basic auth, not as part of the URL
@@ -213,7 +213,7 @@ def test_queue_bytes_are_bounded_and_status_updates_are_dropped_before_lifecycle
         kept_steps = sink.pending - 3
         assert 0 < kept_steps < 20 and sink.dropped == 20 - kept_steps
         receiver.release.set()
-        assert sink.close(10) is True
+        assert sink.close(30) is True
         types = [p["type"] for p in receiver.posts]
         assert types[:2] == ["job.started", "checkpoint.saved"] and types[-2:] == ["validation.image", "job.completed"]
         steps = [p["data"]["step"] for p in receiver.posts if p["type"] == "training.status"]
@@ -234,7 +234,7 @@ def test_count_bound_also_drops_status_updates_before_lifecycle_events() -> None
         sink.emit({"type": "job.failed", "level": "error", "data": {"reason": "boom"}})
         sink.emit({"type": "training.status", "data": {"step": 2}})  # nothing lower to drop: it goes itself
         receiver.release.set()
-        assert sink.close(10) is True
+        assert sink.close(30) is True
         assert [p["type"] for p in receiver.posts] == ["job.started", "checkpoint.saved", "job.failed"]
         assert sink.dropped == 2
     finally:
@@ -272,7 +272,7 @@ def test_rate_limiting_does_not_open_the_breaker() -> None:
         sink = RawWebhookSink(receiver.url, max_attempts=1, backoff=0.0, failure_threshold=1, cooldown=3600)
         for i in range(3):
             sink.emit({"type": "log", "data": {"i": i}})
-        assert sink.close(10) is True
+        assert sink.close(30) is True
         assert sink.state == "up" and sink.skipped == 0
         assert receiver.hits == 3 and sink.failed == 3
     finally:
