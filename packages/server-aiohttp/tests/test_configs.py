@@ -209,6 +209,15 @@ def test_environment_ownership_and_per_user_active(tmp_path: Path) -> None:
             status, body, _ = await call(ada, "PUT", "/api/configs/ada-env?mode=merge",
                                          json={"config": {"--learning_rate": 0.001}})
             assert status == 200 and body["metadata"]["owner"] == "ada"  # edits keep the owner
+            hook = '[{"webhook_type": "raw", "callback_url": "https://hooks.example/T0KEN", "secret": "s3cret"}]'
+            status, _, _ = await call(ada, "PUT", "/api/configs/ada-env?mode=merge",
+                                      json={"config": {"--webhook_config": hook}})
+            assert status == 200
+            assert (await call(ada, "GET", "/api/configs/ada-env"))[1]["config"]["--webhook_config"] == hook
+            for path in ("/api/configs/ada-env", "/api/configs/ada-env/export", "/api/configs/active"):
+                text = json.dumps((await call(bob, "GET", path))[1])
+                assert "s3cret" not in text and "T0KEN" not in text and "redacted" in text, path
+        assert "s3cret" in json.dumps((await call(client, "GET", "/api/configs/ada-env"))[1])  # admins see all
         status, _, _ = await call(client, "PUT", "/api/configs/ada-env?mode=merge",
                                   json={"config": {"--seed": 3}})
         assert status == 200  # admins may change anyone's

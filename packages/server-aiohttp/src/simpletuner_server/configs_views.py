@@ -87,6 +87,21 @@ async def _owned(request: web.Request, name: str) -> dict[str, Any]:
     return env
 
 
+SECRET_HINTS = ("secret", "token", "password", "webhook_config")
+REDACTED = "<redacted: only the owner and admins see this value>"
+
+
+def _shown(request: web.Request, env: dict[str, Any]) -> dict[str, Any]:
+    """``env`` as this caller may see it: webhook targets (URLs with tokens, HMAC secrets) and any key that
+    names a secret are hidden from everyone but the owner and admins."""
+    principal = current_principal(request)
+    if principal.can("*") or env["metadata"].get("owner") == principal.user.username:
+        return env
+    config = {key: REDACTED if any(hint in key.lower() for hint in SECRET_HINTS) and value else value
+              for key, value in env["config"].items()}
+    return {**env, "config": config}
+
+
 def _home(request: web.Request) -> Path:
     return request.app[SETTINGS_KEY].home
 
@@ -235,7 +250,8 @@ async def create_config(request: web.Request) -> web.Response:
 
 @require("config.view")
 async def get_config(request: web.Request) -> web.Response:
-    return web.json_response(await _load(request, _path_name(request)))
+    """The environment; secret-bearing values are redacted unless the caller owns it or is an admin."""
+    return web.json_response(_shown(request, await _load(request, _path_name(request))))
 
 
 @accepts(body=UPDATE_ENV, tag="configurations")
@@ -298,14 +314,15 @@ async def active_config(request: web.Request) -> web.Response:
         env = await _disk(envs.load_environment, name, home=_home(request))
     except envs.EnvironmentError_:
         return web.json_response({"active": None, "config": None})
-    return web.json_response({"active": name, "config": env["config"]})
+    return web.json_response({"active": name, "config": _shown(request, env)["config"]})
 
 
 @require("config.view")
 async def export_config(request: web.Request) -> web.Response:
     name = _path_name(request)
-    await _load(request, name)
+    env = await _load(request, name)
     document = await _disk(envs.export_environment, name, home=_home(request))
+    document = {**document, "config": _shown(request, env)["config"]}
     return web.json_response(document, headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
 
 

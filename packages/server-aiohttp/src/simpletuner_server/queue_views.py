@@ -23,6 +23,7 @@ from simpletuner_server.configs_views import name_check
 from simpletuner_server.keys import RUNNER_KEY, STORE_KEY
 from simpletuner_server.middlewares import json_error
 from simpletuner_server.system_views import allocation
+from simpletuner_server.training_views import enforce_policy
 
 SUBMIT = v.Body({"config_name": name_check, "no_wait": v.boolean, "any_gpu": v.boolean,
                  "priority": v.integer(-100, 100), "gpus": v.integer(0, 64)}, required=("config_name",))
@@ -64,6 +65,7 @@ async def submit(request: web.Request) -> web.Response:
     if body.get("priority", 0) > 0 and not current_principal(request).can("queue.manage"):
         raise web.HTTPForbidden(text="Permission denied: queue.manage (only admins may raise a job's priority)")
     runner = request.app[RUNNER_KEY]
+    await enforce_policy(request, name, {})
     try:
         result = await asyncio.to_thread(
             runner.submit, env=name, user=current_principal(request).user.username,

@@ -91,6 +91,11 @@ class ServerSettings:
     max_upload_bytes: int = attrs.field(default=4 * 2**30, converter=int, validator=_positive)
     max_upload_file_bytes: int = attrs.field(default=2**30, converter=int, validator=_positive)
     max_extracted_bytes: int = attrs.field(default=16 * 2**30, converter=int, validator=_positive)
+    #: Extra directories non-admin jobs may read and write (``$SIMPLETUNER_ALLOWED_ROOTS``, ``os.pathsep`` or
+    #: comma separated), next to ``home`` and ``datasets_dir`` (see ``job_policy``).
+    allowed_roots: tuple[Path, ...] = attrs.field(default=(), converter=lambda v: tuple(
+        Path(str(p).strip()).expanduser() for p in (v.replace(os.pathsep, ",").split(",") if isinstance(v, str) else v)
+        if str(p).strip()))
     #: Browser origins allowed to call the API cross-site (``$SIMPLETUNER_CORS_ORIGINS``, comma-separated).
     #: Empty by default: CORS is off.
     cors_origins: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(
@@ -116,9 +121,16 @@ class ServerSettings:
             raw = env.get(f"SIMPLETUNER_{key.upper()}")
             if raw and key not in overrides:
                 overrides = {**overrides, key: raw}
+        if env.get("SIMPLETUNER_ALLOWED_ROOTS") and "allowed_roots" not in overrides:
+            overrides = {**overrides, "allowed_roots": env["SIMPLETUNER_ALLOWED_ROOTS"]}
         if env.get("SIMPLETUNER_CORS_ORIGINS") and "cors_origins" not in overrides:
             overrides = {**overrides, "cors_origins": env["SIMPLETUNER_CORS_ORIGINS"]}
         if env.get("SIMPLETUNER_DATASETS_DIR") and "datasets_dir" not in overrides:
             overrides = {**overrides, "datasets_dir": env["SIMPLETUNER_DATASETS_DIR"]}
         values = {key: read(environ) for key, read in defaults.items() if key not in overrides}
         return cls(**values, **overrides)
+
+    @property
+    def job_roots(self) -> tuple[Path, ...]:
+        """Where non-admin jobs may put and read files: the state directory, the datasets root, the extras."""
+        return (self.home, self.datasets_dir, *self.allowed_roots)

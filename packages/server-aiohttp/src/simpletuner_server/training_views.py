@@ -31,6 +31,7 @@ from simpletuner_core.training.checkpoint import list_checkpoints
 from simpletuner_server import validation as v
 from simpletuner_server.auth import current_principal, require
 from simpletuner_server.configs_views import active_key
+from simpletuner_server.job_policy import HOOK_PERMISSION, PolicyError, check_job
 from simpletuner_server.keys import RUNNER_KEY, SETTINGS_KEY, STORE_KEY
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -194,7 +195,13 @@ def _progress(request: web.Request, job_id: str) -> _Progress:
 @require("job.submit")
 async def validate_config(request: web.Request) -> web.Response:
     """200 ``{"valid": true, ...}`` or 422 ``{"valid": false, "errors": [...]}``; an HTML fragment on request."""
-    _, _, errors, warnings = await _merged(request)
+    env, submitted, errors, warnings = await _merged(request)
+    if not errors:  # what start would refuse for this caller is an error here too
+        try:
+            await enforce_policy(request, env, submitted)
+        except web.HTTPForbidden as exc:
+            key, _, message = (exc.text or "").partition(": ")
+            errors = [{"path": key, "message": message}]
     valid = not errors
     message = "Configuration Valid" if valid else f"Configuration has {len(errors)} error(s)"
     status = 200 if valid else 422
@@ -205,12 +212,29 @@ async def validate_config(request: web.Request) -> web.Response:
                              status=status)
 
 
+async def enforce_policy(request: web.Request, env: str | None, submitted: dict[str, Any]) -> None:
+    """403 when a non-admin's job would touch paths outside the allowed roots or run host-side hooks."""
+    principal = current_principal(request)
+    if principal.can("*"):
+        return
+    settings = request.app[SETTINGS_KEY]
+    _, base = await asyncio.to_thread(_load_env, env, settings.home)
+    try:
+        await asyncio.to_thread(check_job, {**base, **submitted}, is_admin=False,
+                                can_hooks=principal.can(HOOK_PERMISSION), home=settings.home,
+                                roots=settings.job_roots)
+    except PolicyError as exc:
+        raise web.HTTPForbidden(text=str(exc)) from None
+
+
 @require("job.submit")
 async def start_training(request: web.Request) -> web.Response:
-    """Validate, then submit to the runner: 200 running, 202 queued, 409 rejected."""
+    """Validate, then submit to the runner: 200 running, 202 queued, 409 rejected; 403 when a non-admin's
+    config reaches outside the allowed roots or asks for host-side hooks."""
     env, submitted, errors, _ = await _merged(request)
     if errors:
         raise v.InvalidRequest(errors)
+    await enforce_policy(request, env, submitted)
     user = current_principal(request).user.username
     try:
         result = await asyncio.to_thread(_runner(request).submit, env=env, config=submitted, user=user)

@@ -1,0 +1,96 @@
+"""Non-admin jobs: paths only under the allowed roots, no host-side hooks; admins unrestricted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from simpletuner_server import create_app
+from simpletuner_server.job_policy import PolicyError, check_job
+from simpletuner_server.settings import ServerSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_helpers import ADMIN, as_user, call, needs_pixart
+
+
+def test_check_job_paths_hooks_and_roots(tmp_path: Path) -> None:
+    home, extra, outside = tmp_path / "home", tmp_path / "extra", tmp_path / "outside"
+    for d in (home, extra, outside):
+        d.mkdir()
+    (home / "link").symlink_to(outside)
+    roots = [home, extra]
+
+    def refused(config: dict[str, object], can_hooks: bool = False) -> str | None:
+        try:
+            check_job(config, is_admin=False, can_hooks=can_hooks, home=home, roots=roots)
+        except PolicyError as exc:
+            return exc.key
+        return None
+
+    assert refused({"--output_dir": "output/x", "--pretrained_model_name_or_path": "org/model"}) is None
+    assert refused({"--output_dir": str(extra / "x")}) is None
+    assert refused({"--output_dir": str(outside / "x")}) == "output_dir"
+    assert refused({"--output_dir": "../outside/x"}) == "output_dir"
+    assert refused({"--output_dir": "link/x"}) == "output_dir"  # symlinks are followed
+    assert refused({"--pretrained_model_name_or_path": str(outside)}) == "pretrained_model_name_or_path"
+    assert refused({"--webhook_config": str(outside / "hooks.json")}) == "webhook_config"
+    assert refused({"--webhook_config": '[{"webhook_type": "raw", "callback_url": "http://x"}]'}) is None
+    assert refused({"--post_checkpoint_script": "echo hi"}) == "post_checkpoint_script"
+    assert refused({"--post_checkpoint_script": "echo hi"}, can_hooks=True) is None
+    assert refused({"--validation_method": "external-script"}) == "validation_method"
+    assert refused({"--push_to_hub": True}) == "push_to_hub"
+    dataloader = home / "config" / "e" / "multidatabackend.json"
+    dataloader.parent.mkdir(parents=True)
+    dataloader.write_text(json.dumps([{"id": "a", "instance_data_dir": "../../../outside"},
+                                      {"id": "t", "cache_dir": "cache"}]))
+    assert refused({"--data_backend_config": "e/multidatabackend.json"}) == "dataloader[0].instance_data_dir"
+    check_job({"--output_dir": str(outside), "--post_upload_script": "x"}, is_admin=True, can_hooks=True,
+              home=home, roots=roots)  # admins: anything
+
+
+@needs_pixart
+def test_researcher_jobs_are_confined_admins_are_not(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    settings = ServerSettings(home=tmp_path / "home", allowed_roots=(tmp_path / "shared-roots",))
+
+    async def scenario(client: TestClient) -> None:
+        async with as_user(client, "rita", ["researcher"]) as rita:
+            status, env, _ = await call(rita, "POST", "/api/configs/environments",
+                                        json={"name": "rita-env", "example": "tiny-pixart"})
+            assert status == 201, env
+            assert (await call(rita, "POST", "/api/configs/rita-env/activate"))[0] == 200
+            status, body, _ = await call(rita, "POST", "/api/training/validate", data={"--num_train_epochs": "0"})
+            assert status == 200 and body["valid"], body  # the example stays under the state directory
+
+            for override, key in (({"--output_dir": str(outside)}, "output_dir"),
+                                  ({"--post_checkpoint_script": "touch /tmp/x"}, "post_checkpoint_script")):
+                status, body, _ = await call(rita, "POST", "/api/training/start", json=override)
+                assert status == 403 and body["error"]["message"].startswith(f"{key}:"), body
+                status, body, _ = await call(rita, "POST", "/api/training/validate", json=override)
+                assert status == 422 and body["errors"][0]["path"] == key, body
+            assert "allowed roots" in (await call(rita, "POST", "/api/training/start",
+                                                  json={"--output_dir": str(outside)}))[1]["error"]["message"]
+            status, _, _ = await call(rita, "PUT", "/api/configs/rita-env?mode=merge",
+                                      json={"config": {"--output_dir": str(outside)}})
+            assert status == 200  # saving is fine; running it is not
+            status, body, _ = await call(rita, "POST", "/api/queue/submit", json={"config_name": "rita-env"})
+            assert status == 403 and "output_dir" in body["error"]["message"]
+            status, _, _ = await call(rita, "POST", "/api/training/validate",
+                                      json={"--output_dir": str(tmp_path / "shared-roots" / "out")})
+            assert status == 200  # an operator-listed root
+        # the admin may use any path
+        assert (await call(client, "POST", "/api/configs/rita-env/activate"))[0] == 200
+        status, body, _ = await call(client, "POST", "/api/training/validate", json={"--output_dir": str(outside)})
+        assert status == 200 and body["valid"], body
+
+    async def main() -> None:
+        app = create_app(settings, on_setup_token=lambda token: None)
+        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+            assert (await client.post("/api/cloud/auth/setup/first-admin", json=ADMIN)).status == 201
+            await scenario(client)
+
+    asyncio.run(main())
