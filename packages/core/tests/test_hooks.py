@@ -37,6 +37,23 @@ print("hanging", flush=True)
 time.sleep(60)
 """
 
+DETACHED_SCRIPT = """
+import subprocess, sys, time
+# A child in its own session (out of reach of the process-group kill) that inherits stdout and keeps it open.
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+open(sys.argv[1], "w").write(str(child.pid))
+print("started a detached child", flush=True)
+if sys.argv[2] == "hang":
+    time.sleep(60)
+"""
+
+
+def _kill_pid_in(path: Path) -> None:
+    try:
+        os.kill(int(path.read_text()), 9)
+    except (OSError, ValueError):
+        pass
+
 
 def cfg(**extra: Any) -> Any:
     raw = {"model_family": "pixart_sigma", "model_flavour": "tiny", "output_dir": "/tmp/out",
@@ -125,7 +142,7 @@ def test_background_scripts_do_not_block_and_are_awaited_at_the_end(tmp_path: Pa
     events, log = emitter(tmp_path)
     out = tmp_path / "argv.json"
     runner = HookScripts(events, timeout=60)
-    slow = [sys.executable, "-c", f"import time, pathlib; time.sleep(0.5); pathlib.Path({str(out)!r}).write_text('1')"]
+    slow = [sys.executable, "-c", f"import time, pathlib; time.sleep(2); pathlib.Path({str(out)!r}).write_text('1')"]
     assert runner.run("post_checkpoint", slow, {}, background=True) is None
     assert not out.exists()  # returned before the script finished
     runner.wait()
@@ -242,3 +259,168 @@ def test_preview_decoder_undoes_scaling_and_shift_like_the_pipeline(tmp_path: Pa
         pixels = vae.eval().decode(latents / 0.5 + 0.25).sample
     expected = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     assert np.array_equal(np.asarray(image), expected)
+
+
+def test_checkpoint_manifests_redact_secrets_that_a_resume_never_compares() -> None:
+    from simpletuner_core.config.model import unstructure
+    from simpletuner_core.hooks.card import is_redacted_key
+    from simpletuner_core.training.engine import RESUME_MAY_CHANGE, checkpoint_manifest, config_hash
+
+    config = cfg(webhook_config=[{"webhook_type": "raw", "callback_url": "https://u:pw@hooks.test/t0k"}],
+                 post_upload_script="notify --key=k3y", publish_local_dir="/srv/share/models")
+    redacted = [k for k in unstructure(config) if is_redacted_key(k)]
+    assert {"webhook_config", "post_upload_script", "publish_local_dir"} <= set(redacted)
+    assert "tokenizer_max_length" not in redacted
+    # a resume compares config_hash over the live config; redacted keys must be ones it ignores anyway
+    assert set(redacted) <= set(RESUME_MAY_CHANGE)
+    manifest = checkpoint_manifest(config, epoch=1, step_in_epoch=2, seed=3, fingerprint="f", adapter=None,
+                                   job_id="job-1")
+    text = json.dumps(manifest)
+    assert "t0k" not in text and "k3y" not in text and "/srv/share" not in text
+    assert manifest["config_hash"] == config_hash(config)
+
+
+@pytest.mark.parametrize("mode", ["hang", "exit"])
+def test_a_detached_child_holding_the_output_pipe_does_not_hold_the_call(tmp_path: Path, mode: str) -> None:
+    events, _ = emitter(tmp_path)
+    pid_file = tmp_path / "detached.pid"
+    argv = [sys.executable, str(script(tmp_path, "detach.py", DETACHED_SCRIPT)), str(pid_file), mode]
+    try:
+        started = time.monotonic()
+        result = HookScripts(events, timeout=2.0).run("validation", argv, {})
+        elapsed = time.monotonic() - started
+    finally:
+        _kill_pid_in(pid_file)
+    assert result is not None and "started a detached child" in result.output
+    # the child sleeps 60 s with the pipe open; the call is bounded by the timeout plus a few seconds of grace
+    assert elapsed < 15, elapsed
+    if mode == "hang":
+        assert result.timed_out and result.returncode is not None
+    else:  # the script itself exited at once: not a timeout, and it succeeded
+        assert result.ok and not result.timed_out and result.returncode == 0
+
+
+def test_output_is_read_into_a_bounded_tail(tmp_path: Path) -> None:
+    events, _ = emitter(tmp_path)
+    chatty = [sys.executable, "-c", "import sys\nfor i in range(200000): print(i)\nprint('the end')"]
+    result = HookScripts(events, timeout=60).run("validation", chatty, {})
+    assert result is not None and result.ok
+    assert len(result.output) < 4100 and result.output.rstrip().endswith("199999\nthe end")
+    assert result.output.startswith("[") and "bytes of earlier output cut]" in result.output.splitlines()[0]
+
+
+def test_one_background_run_per_hook_and_a_bounded_wait(tmp_path: Path) -> None:
+    events, log = emitter(tmp_path)
+    gate = tmp_path / "gate"
+    slow = [sys.executable, "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"]
+    runner = HookScripts(events, timeout=60)
+    assert runner.run("post_checkpoint", slow, {}, background=True) is None
+    assert runner.run("post_checkpoint", slow, {}, background=True) is None  # the first is still going
+    skipped = [e for e in log.read() if e.type == "hook.script" and e.data.get("skipped")]
+    assert len(skipped) == 1 and skipped[0].level == "warning" and "still going" in skipped[0].data["message"]
+    started = time.monotonic()
+    assert runner.wait(timeout=0.2) is False  # bounded: the script is still waiting for its gate
+    assert time.monotonic() - started < 5
+    gate.write_text("open")
+    assert runner.wait() is True
+    assert runner.run("post_checkpoint", [sys.executable, "-c", "pass"], {}, background=True) is None
+    assert runner.wait() is True
+    runs = [e for e in log.read() if e.type == "hook.script" and not e.data.get("skipped")]
+    assert [e.data["returncode"] for e in runs] == [0, 0]
+
+
+class BlockingPublisher:
+    """A publisher whose uploads wait for ``release`` (a hung network upload)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from simpletuner_core.records import PublisherSpec
+
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.calls: list[int] = []
+        self.spec = PublisherSpec("slow", self.publish, wants=lambda config, kind: True)
+
+    def publish(self, item: Any) -> str:
+        self.calls.append(item.step)
+        self.started.set()
+        self.release.wait(60)
+        return f"remote/{item.step}"
+
+
+def test_a_cancelled_run_waits_a_bounded_time_for_uploads_and_reports_them_abandoned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from simpletuner_core.hooks import publish
+
+    monkeypatch.setattr(publish, "ABANDON_WAIT_S", 0.5)
+    events, log = emitter(tmp_path)
+    slow = BlockingPublisher()
+    publishing = Publishing([slow.spec], cfg(), "job-1", events, HookScripts(events, 5), lambda *a: {})
+    for step in (1, 2):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        assert publishing.submit(tmp_path / f"checkpoint-{step}", "checkpoint", step)
+    assert slow.started.wait(10)
+    try:
+        started = time.monotonic()
+        results = publishing.drain(abandon=True)
+        assert time.monotonic() - started < 10  # not the upload's 60 s
+    finally:
+        slow.release.set()
+    assert [(r["step"], r["ok"]) for r in results] == [(1, False), (2, False)]
+    assert all("abandoned" in r["error"] for r in results)
+    time.sleep(0.2)  # the left-behind upload finishes now: it must not be reported after the fact
+    failed = [e for e in log.read() if e.type.startswith("publish.")]
+    assert [(e.type, e.data["step"]) for e in failed] == [("publish.failed", 1), ("publish.failed", 2)]
+    assert slow.calls == [1]  # the queued upload never started
+
+
+def test_each_upload_is_bounded_by_publish_timeout(tmp_path: Path) -> None:
+    events, log = emitter(tmp_path)
+    slow = BlockingPublisher()
+    publishing = Publishing([slow.spec], cfg(publish_timeout=0.5), "job-1", events, HookScripts(events, 5),
+                            lambda *a: {})
+    (tmp_path / "checkpoint-1").mkdir()
+    publishing.submit(tmp_path / "checkpoint-1", "checkpoint", 1)
+    try:
+        started = time.monotonic()
+        (result,) = publishing.drain()
+        assert time.monotonic() - started < 20
+    finally:
+        slow.release.set()
+    assert not result["ok"] and "publish_timeout" in result["error"]
+    assert [e.type for e in log.read()] == ["publish.failed"]
+
+
+def test_local_publishing_swaps_atomically_and_leaves_nothing_behind_on_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from simpletuner_core.builtins import publishers
+    from simpletuner_core.config.errors import ConfigInvalid
+    from simpletuner_core.hooks.publish import PublishItem
+
+    root = tmp_path / "published"
+    config = cfg(publish_local_dir=str(root), push_checkpoints_to_hub=True)
+    checkpoint = tmp_path / "out" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"v1")
+    item = PublishItem(checkpoint, "checkpoint", 4, config, "job-1")
+    assert publishers._local_publish(item) == str(root / "checkpoint-4")
+    (checkpoint / "model.safetensors").write_bytes(b"v2")
+    publishers._local_publish(item)  # republished: replaced, the old copy removed
+    assert (root / "checkpoint-4" / "model.safetensors").read_bytes() == b"v2"
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-4"]
+
+    real_copytree = publishers.shutil.copytree
+
+    def copy_then_fail(src: Any, dst: Any, **kwargs: Any) -> Any:
+        real_copytree(src, dst, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(publishers.shutil, "copytree", copy_then_fail)
+    (checkpoint / "model.safetensors").write_bytes(b"v3")
+    with pytest.raises(OSError, match="disk full"):
+        publishers._local_publish(item)
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-4"]  # no temp copy left behind
+    assert (root / "checkpoint-4" / "model.safetensors").read_bytes() == b"v2"  # the previous copy intact
+    with pytest.raises(ConfigInvalid, match="publish_local_dir"):
+        cfg(publish_local_dir="relative/dir")

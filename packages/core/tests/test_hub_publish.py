@@ -95,14 +95,24 @@ from simpletuner_core.events.emitter import EventEmitter
 from simpletuner_core.events.log import JsonlEventLog
 from simpletuner_core.hooks.job import JobHooks
 from simpletuner_core.plugins import get_registry
+from simpletuner_core.training.checkpoint import save_checkpoint
+from simpletuner_core.training.engine import checkpoint_manifest, config_hash
 
 out = Path(sys.argv[1])
 cfg = validate({"model_family": "pixart_sigma", "model_flavour": "tiny", "output_dir": str(out),
                 "data_backend_config": "x.json", "max_train_steps": 6, "push_to_hub": True,
-                "hub_model_id": "me/toy-model", "push_checkpoints_to_hub": True, "validation_prompt": "a red square",
-                "webhook_config": [{"webhook_type": "raw", "callback_url": "http://x.test", "secret": "hush"}]})
+                "hub_model_id": "me/toy-model", "push_checkpoints_to_hub": True, "validation_prompt": "a red square", "tokenizer_max_length": 77,
+                "webhook_config": [{"webhook_type": "raw", "callback_url": "http://x.test", "secret": "hush"},
+                                   {"webhook_type": "discord",
+                                    "callback_url": "https://discord.test/api/webhooks/1/discord-token"}],
+                "post_checkpoint_script": "true --api-key=argv-key", "hook_script_timeout": 30})
 log = JsonlEventLog(out.parent / "events.jsonl")
 hooks = JobHooks(cfg, "job-9", EventEmitter("job-9", log), get_registry())
+# The checkpoint as the engine writes it: its own manifest, through the real checkpoint writer.
+manifest = checkpoint_manifest(cfg, epoch=0, step_in_epoch=3, seed=7, fingerprint="f" * 16, adapter=None,
+                               job_id="job-9")
+assert manifest["config_hash"] == config_hash(cfg)  # what a resume compares: the live config, unredacted
+save_checkpoint(out, 3, lambda tmp: (tmp / "model.safetensors").write_bytes(b"ck-weights"), manifest)
 hooks.checkpoint_saved(out / "checkpoint-3", 3, [1.0, 0.5, 0.4], [1e-3] * 3)
 print(json.dumps(hooks.finished(out, 6, [1.0, 0.5, 0.4, 0.3, 0.2, 0.1], [1e-3] * 6)))
 """
@@ -110,8 +120,7 @@ print(json.dumps(hooks.finished(out, 6, [1.0, 0.5, 0.4, 0.3, 0.2, 0.1], [1e-3] *
 
 def test_checkpoints_and_final_model_reach_the_hub_api(tmp_path: Path) -> None:
     out = tmp_path / "output"
-    for rel, data in {"checkpoint-3/model.safetensors": b"ck-weights", "checkpoint-3/manifest.json": b"{}",
-                      "model_index.json": b"{}", "transformer/diffusion_pytorch_model.safetensors": b"final",
+    for rel, data in {"model_index.json": b"{}", "transformer/diffusion_pytorch_model.safetensors": b"final",
                       "validation/step-000006-0.png": b"png", "logs/toy/events": b"tb",
                       ".checkpoint-9.tmp/partial": b"x"}.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -131,8 +140,16 @@ def test_checkpoints_and_final_model_reach_the_hub_api(tmp_path: Path) -> None:
         ("final", True, f"{hub.url}/me/toy-model")]
     assert hub.auth == {"Bearer hf_test_token"}
     assert {r["name"] for r in hub.repos} == {"toy-model"}
+    assert {r.get("visibility") for r in hub.repos} == {"private"}, hub.repos  # hub_private defaults to true
     checkpoint, final = hub.commits
-    assert checkpoint["files"] == {"checkpoint-3/model.safetensors": b"ck-weights", "checkpoint-3/manifest.json": b"{}"}
+    assert sorted(checkpoint["files"]) == ["checkpoint-3/manifest.json", "checkpoint-3/model.safetensors"]
+    assert checkpoint["files"]["checkpoint-3/model.safetensors"] == b"ck-weights"
+    uploaded = checkpoint["files"]["checkpoint-3/manifest.json"].decode()
+    for secret in ("hush", "discord-token", "x.test", "argv-key"):
+        assert secret not in uploaded
+    config = json.loads(uploaded)["config"]
+    assert config["webhook_config"] == config["post_checkpoint_script"] == "<redacted>"
+    assert config["hub_model_id"] == "me/toy-model" and config["tokenizer_max_length"] == 77
     assert "checkpoint at step 3 (job job-9)" == checkpoint["summary"]
     assert sorted(final["files"]) == ["README.md", "model_index.json", "training-plot.png",
                                       "transformer/diffusion_pytorch_model.safetensors",
@@ -140,6 +157,6 @@ def test_checkpoints_and_final_model_reach_the_hub_api(tmp_path: Path) -> None:
     card = final["files"]["README.md"].decode()
     assert card.startswith("---\nlibrary_name: diffusers\n") and "![step-000006-0](validation/step-000006-0.png)" in card
     assert '"hub_model_id": "me/toy-model"' in card and '"webhook_config": "<redacted>"' in card
-    assert "hush" not in card
+    assert "hush" not in card and "discord-token" not in card and "argv-key" not in card
     events = (tmp_path / "events.jsonl").read_text()
     assert "hf_test_token" not in events and events.count('"publish.completed"') == 2

@@ -74,7 +74,7 @@ class Receiver:
             self._cond.notify_all()
         return web.json_response({"ok": status < 300}, status=status)
 
-    def wait_hits(self, n: int, timeout: float = 5.0) -> bool:
+    def wait_hits(self, n: int, timeout: float = 30.0) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: self.hits >= n, timeout)
 

@@ -45,6 +45,23 @@ class WebhookTarget:
     failure_threshold: int = 3
     cooldown: float = 30.0
     message_prefix: str = ""
+    #: Bytes of undelivered events held per target (image events are large); see the sink's drop order.
+    max_queue_bytes: int = 64 * 2**20
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: no credentials (``user:pass@``), path, query or fragment, which is
+    where webhook URLs keep their tokens. Safe to put in logs, events and error messages."""
+    try:
+        parts = urlsplit(str(url).strip())
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # a malformed port or bracketed host: say nothing about it
+        return "<unparseable URL>"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    scheme = f"{parts.scheme}://" if parts.scheme else ""
+    return f"{scheme}{host}{f':{port}' if port is not None else ''}" if host else f"{scheme}<no host>"
 
 
 def _load(value: Any) -> Any:
@@ -84,7 +101,9 @@ def _target(index: int, raw: Any) -> WebhookTarget:
         raise ValueError(f"{where}.callback_url is required for webhook_type {kind!r}")
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{where}.callback_url must be an http:// or https:// URL with a host, got {url!r}")
+        # Never echo the URL itself: it becomes a job.failed reason and a webhook; its path/userinfo hold tokens.
+        raise ValueError(f"{where}.callback_url must be an http:// or https:// URL with a host, got "
+                         f"{redact_url(url)!r}")
     level = str(raw.get("log_level") or "info").strip().lower()
     if level not in LEVELS:
         raise ValueError(f"{where}.log_level {level!r} is not one of: {', '.join(LEVELS)}")
@@ -101,7 +120,8 @@ def _target(index: int, raw: Any) -> WebhookTarget:
         raise ValueError(f"{where}.secret must be a non-empty string")
     numbers: dict[str, Any] = {}
     for key, kind_of, low in (("timeout", float, 0.001), ("max_attempts", int, 1), ("backoff", float, 0.0),
-                              ("failure_threshold", int, 1), ("cooldown", float, 0.0)):
+                              ("failure_threshold", int, 1), ("cooldown", float, 0.0),
+                              ("max_queue_bytes", int, 1)):
         if key in raw:
             value = raw[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:

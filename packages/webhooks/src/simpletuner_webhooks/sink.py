@@ -1,14 +1,21 @@
 """Webhook event sinks that can never stall or fail training.
 
 ``emit`` only filters, formats and enqueues; one daemon thread per target POSTs with the stdlib (no extra
-dependency, no torch). The queue is bounded and drops the oldest event when full. Failed deliveries are retried
-with exponential backoff (honouring ``Retry-After``); after ``failure_threshold`` undeliverable events in a row
-the target is marked *down* (a circuit breaker): events are skipped without touching the network until
-``cooldown`` has passed, then one event probes it. Each change of state (down, back up) is logged once.
+dependency, no torch). The queue is bounded by count (``max_queue``) and by bytes (``max_queue_bytes``: image
+events are large). When it is over either bound, events are dropped by priority, oldest first within a rank:
+``training.status`` first (a newer one supersedes it), then other routine events, then ``validation.image``,
+and lifecycle events (``job.*``, ``checkpoint.saved``, errors) only when nothing else is left. Failed
+deliveries are retried with exponential backoff (honouring ``Retry-After``); after ``failure_threshold``
+undeliverable events in a row the target is marked *down* (a circuit breaker): events are skipped without
+touching the network until ``cooldown`` has passed, then one event probes it. A receiver answering 429 is busy,
+not down, so rate limiting never opens the breaker. Once the sink is closing, ``job.*`` and error-level events
+get one attempt even while the breaker is open: they are the events a receiver most needs. Each change of
+state (down, back up) is logged once.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -23,9 +30,11 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from http.client import HTTPException
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from simpletuner_webhooks.config import LEVELS, WebhookTarget, level_value
+import attrs
+
+from simpletuner_webhooks.config import LEVELS, WebhookTarget, level_value, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,9 @@ SIGNATURE_HEADER = "X-SimpleTuner-Signature"
 TIMESTAMP_HEADER = "X-SimpleTuner-Timestamp"
 #: Keys of an event's data that the wire format carries at the top level (SimpleTuner's payload shape).
 LIFTED = ("title", "body", "images", "videos")
+DEFAULT_MAX_QUEUE_BYTES = 64 * 2**20
+#: Event types dropped last when the queue is over its bounds (with every error-level event and ``job.*``).
+KEEP_TYPES = frozenset({"checkpoint.saved"})
 _USER_AGENT = "simpletuner-webhooks/0.1.0"
 
 
@@ -86,9 +98,42 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def _redact(url: str) -> str:
-    """Scheme, host and port only: webhook URLs (Discord's) carry tokens in the path."""
+    """Scheme, host and port only: webhook URLs carry tokens in the path (Discord's) and may carry
+    ``user:password@`` in the authority, neither of which may reach a log line or an event."""
+    return redact_url(url)
+
+
+def _final(kind: str, level: str) -> bool:
+    """Events that still get an attempt at shutdown while the breaker is open: the job's end and errors."""
+    return kind.startswith("job.") or level_value(level) >= LEVELS["error"]
+
+
+def _drop_rank(kind: str, level: str) -> int:
+    """Lower is dropped first when the queue is over its bounds."""
+    if kind.startswith("job.") or kind in KEEP_TYPES or level_value(level) >= LEVELS["error"]:
+        return 3
+    if kind == "validation.image":
+        return 2
+    return 0 if kind == "training.status" else 1
+
+
+@attrs.frozen
+class _Queued:
+    body: bytes
+    content_type: str
+    kind: str
+    level: str
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """``(url without user:password@, Basic Authorization header or None)``."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=hostport)), f"Basic {token}"
 
 
 class WebhookSink:
@@ -110,6 +155,7 @@ class WebhookSink:
         max_attempts: int = 3,
         backoff: float = 0.5,
         max_queue: int = 1000,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         job_id: str | None = None,
         secret: str | None = None,
         failure_threshold: int = 3,
@@ -117,17 +163,24 @@ class WebhookSink:
         reporting_interval: float | None = None,
         message_prefix: str = "",
     ) -> None:
-        if max_attempts < 1 or max_queue < 1 or timeout <= 0 or failure_threshold < 1:
-            raise ValueError("max_attempts, max_queue and failure_threshold must be >= 1 and timeout > 0")
+        if max_attempts < 1 or max_queue < 1 or max_queue_bytes < 1 or timeout <= 0 or failure_threshold < 1:
+            raise ValueError("max_attempts, max_queue, max_queue_bytes and failure_threshold must be >= 1 and "
+                             "timeout > 0")
         if str(log_level).lower() not in LEVELS:
             raise ValueError(f"log_level {log_level!r} is not one of: {', '.join(LEVELS)}")
         self.callback_url = callback_url
         self.label = f"{self.kind} webhook {_redact(callback_url)}"
+        # ``user:password@`` in the URL becomes a Basic Authorization header; the request URL goes without it,
+        # so no library error message (an invalid port, a refused connection) can repeat the credentials.
+        self._request_url, self._authorization = _split_userinfo(callback_url)
+        self._hidden = [t for t in (urlsplit(callback_url).password, urlsplit(callback_url).path,
+                                    urlsplit(callback_url).query) if t and len(t) > 1]
         self.log_level = str(log_level).lower()
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
         self.job_id = job_id
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
@@ -142,7 +195,8 @@ class WebhookSink:
         self._skipped_while_down = 0
         self._last_status = float("-inf")
         self._min_level = LEVELS[self.log_level]
-        self._queue: deque[tuple[bytes, str]] = deque()
+        self._queue: deque[_Queued] = deque()
+        self._queued_bytes = 0
         self._cond = threading.Condition()
         self._closing = False
         self._abort = threading.Event()
@@ -156,7 +210,7 @@ class WebhookSink:
         options = {"log_level": target.log_level, "ssl_no_verify": target.ssl_no_verify, "secret": target.secret,
                    "timeout": target.timeout, "max_attempts": target.max_attempts, "backoff": target.backoff,
                    "failure_threshold": target.failure_threshold, "cooldown": target.cooldown,
-                   "message_prefix": target.message_prefix}
+                   "message_prefix": target.message_prefix, "max_queue_bytes": target.max_queue_bytes}
         return cls(target.callback_url, **{**options, **kwargs})
 
     @staticmethod
@@ -200,15 +254,24 @@ class WebhookSink:
             with self._cond:
                 self.filtered += 1
             return
+        item = _Queued(formatted[0], formatted[1], str(payload.get("type") or ""), level)
         with self._cond:
             if self._closing:
                 self.dropped += 1
                 return
-            if len(self._queue) >= self.max_queue:
-                self._queue.popleft()
-                self.dropped += 1
-            self._queue.append(formatted)
+            self._queue.append(item)
+            self._queued_bytes += len(item.body)
+            while self._queue and (len(self._queue) > self.max_queue or self._queued_bytes > self.max_queue_bytes):
+                self._evict()
             self._cond.notify()
+
+    def _evict(self) -> None:
+        """Drop the oldest queued event of the lowest rank (caller holds the lock)."""
+        victim = min(range(len(self._queue)), key=lambda i: (_drop_rank(self._queue[i].kind, self._queue[i].level), i))
+        item = self._queue[victim]
+        del self._queue[victim]
+        self._queued_bytes -= len(item.body)
+        self.dropped += 1
 
     def close(self, timeout: float = 10.0) -> bool:
         """Deliver what is queued, waiting at most ``timeout`` seconds; True when everything was handled.
@@ -226,6 +289,7 @@ class WebhookSink:
         with self._cond:
             self.dropped += len(self._queue)
             self._queue.clear()
+            self._queued_bytes = 0
             self._cond.notify_all()
         log.warning("%s: gave up after %.1fs with deliveries outstanding", self.label, timeout)
         return False
@@ -245,15 +309,19 @@ class WebhookSink:
                     self._cond.wait()
                 if not self._queue or self._abort.is_set():
                     return
-                body, content_type = self._queue.popleft()
-            if self.state == "down" and time.monotonic() - self._down_since < self.cooldown:
+                item = self._queue.popleft()
+                self._queued_bytes -= len(item.body)
+                closing = self._closing
+            cooling = self.state == "down" and time.monotonic() - self._down_since < self.cooldown
+            if cooling and not (closing and _final(item.kind, item.level)):
                 with self._cond:
                     self.skipped += 1
                     self._skipped_while_down += 1
                 continue
             probe = self.state == "down"
+            self._rate_limited = False
             try:
-                ok = self._deliver(body, content_type, attempts=1 if probe else self.max_attempts)
+                ok = self._deliver(item.body, item.content_type, attempts=1 if probe else self.max_attempts)
             except Exception:  # a bug here must not kill the worker and strand the queue
                 log.exception("%s: unexpected error delivering event", self.label)
                 ok = False
@@ -262,7 +330,8 @@ class WebhookSink:
                     self.sent += 1
                 else:
                     self.failed += 1
-            self._track(ok)
+            if ok or not self._rate_limited:  # 429: the receiver is up but busy; the breaker is not touched
+                self._track(ok)
 
     def _track(self, ok: bool) -> None:
         """Breaker bookkeeping; the only place that logs, once per change of state."""
@@ -285,9 +354,18 @@ class WebhookSink:
                         self.cooldown)
 
     _last_problem = ""
+    _rate_limited = False
+
+    def _scrub(self, text: str) -> str:
+        """``text`` (an error message, which is logged) without the URL's path, query or password."""
+        for secret in sorted(self._hidden, key=len, reverse=True):
+            text = text.replace(secret, "<redacted>")
+        return text
 
     def _headers(self, body: bytes, content_type: str) -> dict[str, str]:
         headers = {"Content-Type": content_type, "User-Agent": _USER_AGENT}
+        if self._authorization:
+            headers["Authorization"] = self._authorization
         if self._secret:
             stamp = str(int(time.time()))
             headers[TIMESTAMP_HEADER] = stamp
@@ -296,7 +374,7 @@ class WebhookSink:
 
     def _post(self, body: bytes, content_type: str) -> tuple[int, float | None]:
         """``(status, retry_after seconds or None)``."""
-        request = urllib.request.Request(self.callback_url, data=body, method="POST",
+        request = urllib.request.Request(self._request_url, data=body, method="POST",
                                          headers=self._headers(body, content_type))
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
@@ -323,10 +401,12 @@ class WebhookSink:
                 status, retry_after = self._post(body, content_type)
                 problem = f"HTTP {status}"
             except (OSError, HTTPException) as exc:  # URLError, refused, reset, timeout, bad status line
-                status, problem = None, f"{type(exc).__name__}: {exc}"
+                status, problem = None, self._scrub(f"{type(exc).__name__}: {exc}")
             if status is not None and 200 <= status < 300:
                 return True
-            self._last_problem = problem
+            self._rate_limited = status == 429
+            if not self._rate_limited:
+                self._last_problem = problem
             retryable = status is None or status >= 500 or status == 429
             if not retryable or attempt == attempts:
                 log.debug("%s: event undeliverable after %d attempt(s): %s", self.label, attempt, problem)

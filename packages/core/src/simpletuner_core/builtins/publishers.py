@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ def _hub_publish(item: PublishItem) -> str:
     endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     api = HfApi(endpoint=endpoint, token=os.environ.get("HF_TOKEN") or None)
     repo = item.config.hub_model_id
-    api.create_repo(repo, repo_type="model", exist_ok=True)
+    # Private unless asked otherwise: checkpoints and the card describe the run (its config, its data).
+    api.create_repo(repo, repo_type="model", exist_ok=True, private=bool(getattr(item.config, "hub_private", True)))
     checkpoint = item.kind == "checkpoint"
     prefix = f"{item.path.name}/" if checkpoint else ""
     files = _files(item.path, (".*",) if checkpoint else FINAL_IGNORE)
@@ -55,15 +57,28 @@ def _local_wants(cfg: Any, kind: str) -> bool:
 
 
 def _local_publish(item: PublishItem) -> str:
+    """Copy into a private temp directory next to the target, then swap it in with two renames: readers never see
+    a half-copied model, a failed copy leaves nothing behind and the previous copy in place."""
     root = Path(item.config.publish_local_dir).expanduser()
+    if not root.is_absolute():  # the config rule refuses this too; a relative path depends on the cwd
+        raise ValueError(f"publish_local_dir must be an absolute path, got {str(root)!r}")
+    root.mkdir(parents=True, exist_ok=True)
     target = root / (item.path.name if item.kind == "checkpoint" else "final")
-    tmp = root / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ignore = None if item.kind == "checkpoint" else shutil.ignore_patterns(*FINAL_IGNORE)
-    shutil.copytree(item.path, tmp, ignore=ignore)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)  # readers never see a half-copied model
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
+    try:
+        staged, old = scratch / "new", scratch / "old"
+        ignore = None if item.kind == "checkpoint" else shutil.ignore_patterns(*FINAL_IGNORE)
+        shutil.copytree(item.path, staged, ignore=ignore)
+        if target.exists():
+            os.replace(target, old)  # aside, not deleted: the swap below is two renames, no rmtree window
+        try:
+            os.replace(staged, target)
+        except OSError:
+            if old.exists() and not target.exists():
+                os.replace(old, target)  # put the previous copy back
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the old copy, or a partial one after a failure
     return str(target)
 
 

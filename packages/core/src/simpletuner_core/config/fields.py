@@ -112,6 +112,9 @@ class CoreConfig:
     push_to_hub: bool = f(False, "Upload the final model to the hub.")
     push_checkpoints_to_hub: bool = f(False, "Publish checkpoints too (to the hub and every other publisher).")
     hub_model_id: str | None = f(None, "Hub repository for uploads.")
+    hub_private: bool = f(True, "Create the hub repository as private (an existing repo keeps its visibility).")
+    publish_timeout: float = f(14400.0, "Seconds one upload (one publisher, one checkpoint or the final model) "
+                                        "may take before it is reported failed and left behind; 0 = no limit.")
     publish_local_dir: str | None = f(None, "Copy the final model (and checkpoints with push_checkpoints_to_hub) "
                                             "into this directory.")
     # --- processes ----------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -213,6 +214,11 @@ def _hooks(cfg: Any) -> Iterable[ConfigError]:
         yield ConfigError("push_to_hub", "needs the `huggingface_hub` package (pip install huggingface_hub)")
     if cfg.hook_script_timeout <= 0:
         yield ConfigError("hook_script_timeout", "must be > 0 seconds")
+    if cfg.publish_local_dir and not os.path.isabs(os.path.expanduser(str(cfg.publish_local_dir))):
+        yield ConfigError("publish_local_dir", "must be an absolute path (a relative one would depend on the "
+                          "directory the trainer happens to run in)")
+    if cfg.publish_timeout < 0:
+        yield ConfigError("publish_timeout", "must be >= 0 seconds (0 = no limit)")
     if cfg.webhook_reporting_interval is not None and cfg.webhook_reporting_interval < 0:
         yield ConfigError("webhook_reporting_interval", "must be >= 0 seconds")
 

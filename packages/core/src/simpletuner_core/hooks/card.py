@@ -6,14 +6,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-#: Config keys that may hold credentials or private URLs: never published.
-REDACT = ("webhook_config", "hub_token", "token", "secret", "post_checkpoint_script", "post_upload_script",
-          "validation_external_script")
+#: Config keys that may hold credentials, private URLs or local paths: never published (model card, checkpoint
+#: manifests). A key matches when it equals an entry or one of its ``_``-separated words does
+#: (``webhook_secret``, ``hub_token``; not ``tokenizer_max_length``).
+REDACT = ("webhook_config", "hub_token", "token", "secret", "password", "post_checkpoint_script",
+          "post_upload_script", "validation_external_script", "publish_local_dir")
+REDACTED = "<redacted>"
 MAX_IMAGES = 8
 
 
-def _redacted(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("<redacted>" if v and any(r in k for r in REDACT) else v) for k, v in sorted(config.items())}
+def is_redacted_key(key: str) -> bool:
+    return key in REDACT or any(word in REDACT for word in key.split("_"))
+
+
+def redact_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (sorted) with every set value under a :data:`REDACT` key replaced by ``"<redacted>"``."""
+    return {k: (REDACTED if v and is_redacted_key(k) else v) for k, v in sorted(config.items())}
+
 
 
 def model_card(config: dict[str, Any], output_dir: Path, *, job_id: str, step: int) -> str:
@@ -36,6 +45,6 @@ def model_card(config: dict[str, Any], output_dir: Path, *, job_id: str, step: i
         lines += ["## Validation images", ""]
         lines += [f"![{p.stem}](validation/{p.name})" for p in images]
         lines.append("")
-    lines += ["## Training configuration", "", "```json", json.dumps(_redacted(config), indent=2, default=str),
+    lines += ["## Training configuration", "", "```json", json.dumps(redact_config(config), indent=2, default=str),
               "```", ""]
     return "\n".join(lines)

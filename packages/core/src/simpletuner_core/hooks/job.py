@@ -1,7 +1,8 @@
 """A job's hooks in one object the engine calls at checkpoints and at the end: scripts, plot, publishing.
 
 Only the main process of a run calls these. Everything slow happens in background threads (uploads,
-``post_checkpoint_script``); the end of a run waits for them, bounded by the script timeout and the uploads.
+``post_checkpoint_script``); the end of a run waits for them, bounded by the script timeout and by
+``publish_timeout`` per upload (a cancelled run waits only briefly for the upload in flight).
 """
 
 from __future__ import annotations

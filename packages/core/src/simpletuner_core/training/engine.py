@@ -57,7 +57,8 @@ RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epo
                      "validation_method", "validation_external_script", "validation_external_background",
                      "validation_preview", "validation_preview_steps", "validation_preview_decoder",
                      "post_checkpoint_script", "post_upload_script", "hook_script_timeout", "hook_script_fatal",
-                     "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "publish_local_dir")
+                     "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "hub_private", "publish_local_dir",
+                     "publish_timeout")
 
 
 def _resume_keys(cfg: Any, registry: Any) -> list[str]:
@@ -87,6 +88,18 @@ def config_diff(saved: dict[str, Any], cfg: Any, registry: Any) -> list[str]:
     defaults = json.loads(json.dumps({a.name: a.default for a in attrs.fields(type(cfg))}, default=str))
     return [f"{k}: checkpoint={saved.get(k)!r} now={now.get(k)!r}" for k in _resume_keys(cfg, registry)
             if (saved[k] if k in saved else defaults.get(k)) != now.get(k)]
+
+
+def checkpoint_manifest(cfg: Any, *, epoch: int, step_in_epoch: int, seed: int, fingerprint: str,
+                        adapter: Any, job_id: str) -> dict[str, Any]:
+    """What ``checkpoint-N/manifest.json`` records. Checkpoints get published (the hub, a shared directory), so
+    the config is stored with credentials, hook commands and local paths redacted; those keys are all in
+    :data:`RESUME_MAY_CHANGE`, so a resume never compares them (``config_hash`` comes from the live config)."""
+    from simpletuner_core.hooks.card import redact_config
+
+    return {"epoch": epoch, "step_in_epoch": step_in_epoch, "seed": seed, "plan_fingerprint": fingerprint,
+            "config_hash": config_hash(cfg), "config": redact_config(unstructure(cfg)), "adapter": adapter,
+            "job_id": job_id}
 
 
 def plan_fingerprint(plan: Any, processes: int) -> str:
@@ -480,11 +493,9 @@ class Trainer:
         return None
 
     def _checkpoint(self, st: _LoopState) -> Path:
-        manifest = {"epoch": st.epoch, "step_in_epoch": st.step_in_epoch, "seed": st.seed,
-                    "plan_fingerprint": st.fingerprint,
-                    "config_hash": config_hash(self.cfg), "config": unstructure(self.cfg),
-                    "adapter": st.adapter.hyperparameters if st.adapter is not None else None,
-                    "job_id": self.job_id}
+        manifest = checkpoint_manifest(
+            self.cfg, epoch=st.epoch, step_in_epoch=st.step_in_epoch, seed=st.seed, fingerprint=st.fingerprint,
+            adapter=st.adapter.hyperparameters if st.adapter is not None else None, job_id=self.job_id)
         acc = st.accelerator
         if acc.is_main_process:
             begin_checkpoint(self.output_dir, st.global_step)
