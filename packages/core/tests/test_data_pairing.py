@@ -97,19 +97,15 @@ def test_a_home_relative_instance_data_dir_pairs(tmp_path: Path, data_registry: 
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
     write_demo_pairs(home / "edit", home / "ref", count=3)
+    import attrs
+
     sets = datasets()
-    sets[0] = DatasetConfig(**{**dump_one(sets[0]), "instance_data_dir": "~/edit"})
-    sets[1] = DatasetConfig(**{**dump_one(sets[1]), "instance_data_dir": "~/ref"})
+    sets[0] = attrs.evolve(sets[0], instance_data_dir="~/edit")
+    sets[1] = attrs.evolve(sets[1], instance_data_dir="~/ref")
     result = plan(tmp_path / "config", data_registry, sets)
     [pairing] = result.pairings
     assert result.ok and (pairing.paired, pairing.unpaired, pairing.extra) == (3, [], [])
     assert {Path(r.sample.path).parent for r in result.references} == {home / "ref"}
-
-
-def dump_one(ds: DatasetConfig) -> dict[str, Any]:
-    import attrs
-
-    return attrs.asdict(ds)
 
 
 def test_strict_references_get_the_targets_downsample_step_too(tmp_path: Path, data_registry: Registry) -> None:

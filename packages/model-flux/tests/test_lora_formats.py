@@ -238,7 +238,7 @@ def test_comfyui_round_trip_keeps_fused_parts_whose_lora_up_is_zero(home: Path, 
     _, adapter = _adapted(home, cfg, randomise=zero_up != "every lora_B (an untrained LoRA)")
     if zero_up == "one part of a fused module":
         with torch.no_grad():
-            for name, p in adapter_params(adapter):
+            for name, p in adapter.state_dict().items():  # the live LoRA tensors
                 if "transformer_blocks.0.attn.to_k.lora_B" in name and "single" not in name:
                     p.zero_()
     saved = {k: v.clone() for k, v in adapter.state_dict().items()}
@@ -252,8 +252,3 @@ def test_comfyui_round_trip_keeps_fused_parts_whose_lora_up_is_zero(home: Path, 
     assert sorted(loaded) == sorted(saved)
     for key, value in saved.items():
         assert torch.allclose(loaded[key], value, atol=1e-6), key
-
-
-def adapter_params(adapter: Any) -> list[tuple[str, Any]]:
-    """The adapter's named tensors as live parameters (state_dict() returns the same storage)."""
-    return list(adapter.state_dict().items())
