@@ -24,11 +24,13 @@ needs_pixart = pytest.mark.skipif("pixart_sigma" not in get_registry().families,
                                   reason="the pixart plugin is not installed")
 
 
-def serve_as_admin(home: Path, scenario: Callable[[TestClient], Awaitable[T]]) -> T:
-    """Run ``scenario`` on a real 127.0.0.1 socket with ``client`` logged in as the first admin."""
+def serve_as_admin(home: Path, scenario: Callable[[TestClient], Awaitable[T]],
+                   settings: ServerSettings | None = None) -> T:
+    """Run ``scenario`` on a real 127.0.0.1 socket with ``client`` logged in as the first admin (``settings``
+    default to a state directory at ``home``)."""
 
     async def main() -> T:
-        app = create_app(ServerSettings(home=home), on_setup_token=lambda token: None)
+        app = create_app(settings or ServerSettings(home=home), on_setup_token=lambda token: None)
         async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
             resp = await client.post("/api/cloud/auth/setup/first-admin", json=ADMIN)
             assert resp.status == 201, await resp.text()

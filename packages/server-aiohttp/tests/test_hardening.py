@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from simpletuner_server import create_app
 from simpletuner_server.middlewares import clip
 from simpletuner_server.settings import ServerSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_helpers import ADMIN, call
+from server_helpers import call, serve_as_admin
 
 PREFLIGHT = {"Origin": "https://ui.example.com", "Access-Control-Request-Method": "POST"}
-
-
-def _serve(settings: ServerSettings, scenario) -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        app = create_app(settings, on_setup_token=lambda token: None)
-        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
-            assert (await client.post("/api/cloud/auth/setup/first-admin", json=ADMIN)).status == 201
-            await scenario(client)
-
-    asyncio.run(main())
 
 
 def test_cors_is_off_by_default(tmp_path: Path) -> None:
@@ -42,7 +30,7 @@ def test_cors_is_off_by_default(tmp_path: Path) -> None:
             assert name in resp.headers, name
         assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
 
-    _serve(ServerSettings(home=tmp_path), scenario)
+    serve_as_admin(tmp_path, scenario)
 
 
 def test_cors_for_configured_origins_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +49,7 @@ def test_cors_for_configured_origins_only(tmp_path: Path, monkeypatch: pytest.Mo
         resp = await client.options("/api/training/status", headers={**PREFLIGHT, "Origin": "https://evil.example"})
         assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
 
-    _serve(settings, scenario)
+    serve_as_admin(tmp_path, scenario, settings)
 
 
 def test_log_lines_are_bounded_and_unforgeable(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -75,4 +63,4 @@ def test_log_lines_are_bounded_and_unforgeable(tmp_path: Path, caplog: pytest.Lo
             assert resp.status in (400, 401, 404)
         assert all(len(r.getMessage()) < 600 for r in caplog.records)
 
-    _serve(ServerSettings(home=tmp_path), scenario)
+    serve_as_admin(tmp_path, scenario)

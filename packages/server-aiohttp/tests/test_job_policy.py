@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from simpletuner_server import create_app
 from simpletuner_server.job_policy import PolicyError, check_job
 from simpletuner_server.settings import ServerSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_helpers import ADMIN, as_user, call, needs_pixart
+from server_helpers import as_user, call, needs_pixart, serve_as_admin
 
 
 def test_check_job_paths_hooks_and_roots(tmp_path: Path) -> None:
@@ -87,10 +85,4 @@ def test_researcher_jobs_are_confined_admins_are_not(tmp_path: Path) -> None:
         status, body, _ = await call(client, "POST", "/api/training/validate", json={"--output_dir": str(outside)})
         assert status == 200 and body["valid"], body
 
-    async def main() -> None:
-        app = create_app(settings, on_setup_token=lambda token: None)
-        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
-            assert (await client.post("/api/cloud/auth/setup/first-admin", json=ADMIN)).status == 201
-            await scenario(client)
-
-    asyncio.run(main())
+    serve_as_admin(tmp_path, scenario, settings)
