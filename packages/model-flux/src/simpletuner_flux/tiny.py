@@ -7,8 +7,6 @@ and atomic (built in a temp dir, then renamed), so parallel processes agree on t
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +17,6 @@ T5_MAX_LENGTH = 32
 WORDS = ("a", "an", "the", "photo", "of", "on", "with", "and", "background", "red", "green", "blue", "yellow",
          "white", "black", "purple", "orange", "gray", "square", "circle", "triangle", "make", "turn", "it",
          "into", "change", "colour", "color", "to", "small", "large", "product", "cinematic", "<token>")
-
-
-def _t5_tokenizer() -> Any:
-    from transformers import T5Tokenizer
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    vocab += [("▁" + w, -1.0) for w in WORDS]
-    vocab += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.-<>▁"]
-    tok = T5Tokenizer(vocab=vocab, extra_ids=0)
-    tok.model_max_length = T5_MAX_LENGTH
-    return tok
 
 
 def _clip_tokenizer() -> Any:
@@ -65,30 +52,25 @@ def build_tiny_pipeline(kontext: bool = False) -> Any:
     """A Flux (dev-style, guidance-distilled) or Flux Kontext pipeline with random weights."""
     import torch
     from diffusers import (
-        AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         FluxKontextPipeline,
         FluxPipeline,
         FluxTransformer2DModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from simpletuner_core.training import tiny_parts
 
     torch.manual_seed(1 if kontext else 0)
-    tokenizer, tokenizer_2 = _clip_tokenizer(), _t5_tokenizer()
+    tokenizer, tokenizer_2 = _clip_tokenizer(), tiny_parts.t5_tokenizer(WORDS, max_length=T5_MAX_LENGTH)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
         num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu",
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id))
-    text_encoder_2 = T5EncoderModel(T5Config(
-        vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=0, num_heads=4,
-        relative_attention_num_buckets=8, relative_attention_max_distance=32, feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-        latent_channels=4, norm_num_groups=4, sample_size=TINY_PIXELS, mid_block_add_attention=True,
-        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
+    text_encoder_2 = tiny_parts.t5_encoder(len(tokenizer_2))
+    vae = tiny_parts.vae(TINY_PIXELS, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                         use_post_quant_conv=False)
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=16, out_channels=None, num_layers=1, num_single_layers=2, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
@@ -103,16 +85,7 @@ def build_tiny_pipeline(kontext: bool = False) -> Any:
 
 def ensure_tiny_pipeline(cache_dir: Path, kontext: bool = False) -> Path:
     """Return a local diffusers directory holding the tiny pipeline, building it once."""
+    from simpletuner_core.training.tiny_parts import ensure_built
+
     name = f"flux-{'kontext-' if kontext else ''}tiny-{TINY_VERSION}"
-    target = Path(cache_dir) / name
-    if (target / "model_index.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_pipeline(kontext).save_pretrained(tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return ensure_built(Path(cache_dir) / name, lambda: build_tiny_pipeline(kontext))

@@ -13,7 +13,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from simpletuner_core.training.loading import ModelLoadError, load_component, resolve_source, weights_identity
+from simpletuner_core.training.loading import (
+    ModelLoadError,
+    load_component,
+    resolve_source,
+    vae_latents,
+    weights_identity,
+)
 from simpletuner_flux.packing import latent_ids, pack, unpack
 
 #: SimpleTuner's default Flux LoRA target set ("all"): attention projections of both block kinds.
@@ -80,10 +86,7 @@ class FluxTrainer:
     # -- encoding ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixels = pixels.to(self.device, dtype=self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.mode()  # deterministic: caches are content-addressed
-        cfg = self.vae.config
-        return ((latents - (cfg.shift_factor or 0.0)) * cfg.scaling_factor).float()
+        return vae_latents(self.vae, pixels, self.device)
 
     @torch.no_grad()
     def _pooled(self, prompts: list[str]) -> torch.Tensor:

@@ -9,7 +9,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from simpletuner_core.training.loading import ModelLoadError, load_component, resolve_source, weights_identity
+from simpletuner_core.training.loading import (
+    ModelLoadError,
+    load_component,
+    resolve_source,
+    vae_latents,
+    weights_identity,
+)
 
 SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -62,9 +68,7 @@ class PixArtSigmaTrainer:
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixels = pixels.to(self.device, dtype=self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.mode()  # deterministic: caches are content-addressed
-        return (latents * self.vae.config.scaling_factor).float()
+        return vae_latents(self.vae, pixels, self.device)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:

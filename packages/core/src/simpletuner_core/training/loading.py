@@ -73,3 +73,11 @@ def load_component(cls: Any, source: str, subfolder: str, **kwargs: Any) -> Any:
             f"{source}`, after `huggingface-cli login` for gated repos), set HF_ENDPOINT for a mirror, or set "
             f"--pretrained_model_name_or_path to a local diffusers directory."
         ) from exc
+
+
+def vae_latents(vae: Any, pixels: Any, device: Any) -> Any:
+    """(B,3,H,W) in [-1,1] → float32 latents in the denoiser's space: ``(mean - shift) * scale``. The posterior
+    mean, not a sample, so the same image always gives the same latent (caches are content-addressed)."""
+    latents = vae.encode(pixels.to(device, dtype=vae.dtype)).latent_dist.mode()
+    cfg = vae.config
+    return ((latents - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor).float()
