@@ -52,7 +52,6 @@ FILE_FIELDS = ("files", "files[]", "file")
 ZIP_FIELDS = ("file", "zip")
 MAX_PATH_CHARS = 4096
 DIGITS = re.compile(r"[0-9]{1,10}")
-TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 PATH_SCHEMA = {"type": "string", "description": "absolute (inside datasets_dir) or relative to it"}
 FOLDER_FORM = Form({"parent_path": PATH_SCHEMA, "folder_name": STRING}, required=("parent_path", "folder_name"),
@@ -169,13 +168,6 @@ def _require(fields: dict[str, str], form: Form) -> None:
         raise v.InvalidRequest(missing)
 
 
-def _flag(fields: dict[str, str], name: str) -> bool:
-    value = fields.get(name, "").strip().lower()
-    if value not in TRUE + FALSE:
-        raise v.InvalidRequest([{"path": name, "message": "must be true or false"}])
-    return value in TRUE
-
-
 def _answer(report: Report, root: Root, target: Path, count_key: str) -> web.Response:
     """200 with the summary, or (nothing written and something refused) the error envelope plus it."""
     status = report.status()
@@ -285,7 +277,7 @@ async def upload_files(request: web.Request) -> web.Response:
     async with _staging(request) as (root, staging):
         upload = await read_upload(request, staging, upload_limits(request.app), FILE_FIELDS)
         _require(upload.fields, UPLOAD_FORM)
-        overwrite = _flag(upload.fields, "overwrite")
+        overwrite = v.flag(upload.fields, "overwrite")
         report = upload.report
         if not upload.files and not report.errors:
             raise v.InvalidRequest([{"path": "files[]", "message": "at least one file is required"}])
@@ -310,7 +302,7 @@ async def upload_zip(request: web.Request) -> web.Response:
         limits = upload_limits(request.app)
         upload = await read_upload(request, staging, limits, ZIP_FIELDS, zip_mode=True)
         _require({**upload.fields, **({"file": "sent"} if upload.files else {})}, ZIP_FORM)
-        overwrite = _flag(upload.fields, "overwrite")
+        overwrite = v.flag(upload.fields, "overwrite")
         target = await _disk(_existing_folder, root, upload.fields["target_path"], "target_path")
         _check_owner(request, root, target, "target_path")
         archive = upload.files[0]

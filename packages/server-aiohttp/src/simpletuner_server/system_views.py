@@ -16,7 +16,7 @@ from simpletuner_core.jobs import models as m
 from simpletuner_server.api_spec import BOOLEAN, Query, accepts
 from simpletuner_server.auth import require
 from simpletuner_server.keys import RUNNER_KEY, STORE_KEY
-from simpletuner_server.validation import InvalidRequest
+from simpletuner_server.validation import flag
 
 STARTED_AT = time.time()
 STATUS_QUERY = Query({"include_allocation": BOOLEAN})
@@ -60,15 +60,6 @@ def allocation(request: web.Request) -> dict[str, Any]:
     }
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    raise InvalidRequest([{"path": name, "message": "must be true or false"}])
-
-
 @accepts(query=STATUS_QUERY, tag="system")
 @require("api.access")
 async def system_status(request: web.Request) -> web.Response:
@@ -83,6 +74,6 @@ async def system_status(request: web.Request) -> web.Response:
         "gpus": [{"index": d.index, "name": d.name, "memory_gb": d.memory_gb} for d in devices],
         "gpu_inventory": {"backend": "cuda" if devices else "cpu", "count": len(devices)},
     }
-    if _flag(request, "include_allocation"):
+    if flag(request.query, "include_allocation"):
         body["gpu_allocation"] = allocation(request)
     return web.json_response(body)

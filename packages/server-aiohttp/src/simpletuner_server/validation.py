@@ -15,6 +15,7 @@ import attrs
 from aiohttp import web
 
 from simpletuner_core.auth import LEVELS, unknown_levels
+from simpletuner_server.settings import parse_bool
 
 
 @attrs.frozen
@@ -131,6 +132,14 @@ def level_names(value: Any) -> str | None:
         names = ", ".join(repr(name) for name in unknown)
         return f"unknown level {names}; expected one of: {', '.join(LEVELS)}"
     return None
+
+
+def flag(values: Mapping[str, str], name: str) -> bool:
+    """A yes/no form or query field (absent = no), read like the settings' switches; anything else is a 422."""
+    try:
+        return parse_bool(values.get(name, ""))
+    except ValueError:
+        raise InvalidRequest([{"path": name, "message": "must be true or false"}]) from None
 
 
 def _unknown_key_error(key: str, known: Iterable[str]) -> dict[str, Any]:
