@@ -92,7 +92,7 @@ def tiny_config(home: Path, tiny_dir: Path, images: Path, **overrides: Any) -> d
         "--pretrained_model_name_or_path": str(tiny_dir), "--model_type": "full",
         "--output_dir": str(home / "output"), "--data_backend_config": str(dataloader),
         "--train_batch_size": 4, "--learning_rate": 1e-3, "--max_train_steps": 30, "--seed": 7,
-        "--checkpointing_steps": 0, "--report_to": "none",
+        "--checkpoint_step_interval": 0, "--report_to": "none",
         **{k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()},
     }
 

@@ -96,7 +96,7 @@ async def start_to_first_step(base: str, key: str, env: str) -> float:
         async with s.post("/api/configs/environments", json={"name": env, "example": "tiny-pixart"}) as resp:
             assert resp.status in (201, 409), await resp.text()
         async with s.put(f"/api/configs/{env}?mode=merge", json={"config": {"--max_train_steps": 5,
-                                                                            "--validation_steps": 0}}) as resp:
+                                                                            "--validation_step_interval": 0}}) as resp:
             assert resp.status == 200, await resp.text()
         async with s.post(f"/api/configs/{env}/activate") as resp:
             assert resp.status == 200

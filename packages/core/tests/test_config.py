@@ -265,3 +265,12 @@ def test_hook_and_publishing_rules(overrides: dict[str, Any], path: str, message
 def test_hook_placeholders_include_validation_keys() -> None:
     cfg = validate(base(**{"--post_checkpoint_script": "x {validation_guidance} {model_type} {lora_type}"}))
     assert cfg.post_checkpoint_script.startswith("x ")
+
+
+def test_legacy_names_migrate_to_simpletuner_current_ones() -> None:
+    cfg = structure(base(**{"--checkpointing_steps": 7, "--validation_steps": 3, "--save_total_limit": 2,
+                            "--hub_private": False, "--vae_cache_preprocess": False}))
+    assert (cfg.checkpoint_step_interval, cfg.validation_step_interval, cfg.checkpoints_total_limit) == (7, 3, 2)
+    assert cfg.model_card_private is False and cfg.vae_cache_ondemand is True
+    errors = errors_of(base(**{"--checkpointing_steps": 7, "--checkpoint_step_interval": 8}))
+    assert "old name of checkpoint_step_interval" in errors["checkpointing_steps"].message

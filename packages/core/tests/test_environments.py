@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from simpletuner_core.config import environments as envs
+from simpletuner_core.config.migrations import CURRENT_VERSION
 
 
 def test_create_writes_the_tutorial_layout(tmp_path: Path) -> None:
@@ -33,7 +34,7 @@ def test_save_replaces_by_default_and_merges_when_asked(tmp_path: Path) -> None:
     assert merged["metadata"]["tags"] == ["a"]
     envs.save_environment("e1", {"model_family": "pixart_sigma", "seed": 3}, home=tmp_path)
     replaced = envs.load_environment("e1", tmp_path)["config"]
-    assert replaced == {"--model_family": "pixart_sigma", "--seed": 3, "--config_version": 1}
+    assert replaced == {"--model_family": "pixart_sigma", "--seed": 3, "--config_version": CURRENT_VERSION}
 
 
 def test_list_export_delete(tmp_path: Path) -> None:

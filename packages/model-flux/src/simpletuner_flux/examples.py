@@ -23,9 +23,9 @@ EXAMPLE_CONFIG: dict[str, Any] = {
     "--model_family": "flux", "--model_flavour": "tiny-kontext", "--model_type": "lora", "--lora_type": "lycoris",
     "--train_batch_size": 1, "--gradient_accumulation_steps": 2, "--learning_rate": 0.003,
     "--optimizer": "optimi-lion", "--lr_scheduler": "cosine", "--lr_warmup_steps": 3, "--max_train_steps": 30,
-    "--num_train_epochs": 0, "--checkpointing_steps": 10, "--validation_prompt": "make the square blue",
+    "--num_train_epochs": 0, "--checkpoint_step_interval": 10, "--validation_prompt": "make the square blue",
     "--validation_guidance": 2.5, "--validation_resolution": "64x64", "--validation_num_inference_steps": 2,
-    "--validation_steps": 30, "--seed": 777, "--resume_from_checkpoint": "latest",
+    "--validation_step_interval": 30, "--seed": 777, "--resume_from_checkpoint": "latest",
     "--base_model_precision": "int8-quanto", "--dataloader_prefetch": True, "--report_to": "none",
     "--lora_rank": 16, "--lora_dropout": 0.05, "--conditioning_multidataset_sampling": "combined", "--clip_skip": 2,
 }

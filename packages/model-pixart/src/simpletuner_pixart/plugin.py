@@ -50,9 +50,9 @@ TINY_EXAMPLE_CONFIG = {
     "--model_family": "pixart_sigma", "--model_flavour": "tiny", "--model_type": "full",
     "--train_batch_size": 4, "--gradient_accumulation_steps": 1, "--learning_rate": 1e-3,
     "--optimizer": "adamw", "--lr_scheduler": "constant_with_warmup", "--lr_warmup_steps": 10,
-    "--max_train_steps": 150, "--num_train_epochs": 0, "--seed": 42, "--checkpointing_steps": 50,
+    "--max_train_steps": 150, "--num_train_epochs": 0, "--seed": 42, "--checkpoint_step_interval": 50,
     "--checkpoints_total_limit": 2, "--validation_prompt": "a red square on a blue background",
-    "--validation_steps": 150, "--validation_num_inference_steps": 8, "--validation_guidance": 3.0,
+    "--validation_step_interval": 150, "--validation_num_inference_steps": 8, "--validation_guidance": 3.0,
     "--validation_resolution": "64x64", "--report_to": "none",
 }
 TINY_EXAMPLE_DATALOADER = [

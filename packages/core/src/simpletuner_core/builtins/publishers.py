@@ -41,7 +41,7 @@ def _hub_publish(item: PublishItem) -> str:
     api = HfApi(endpoint=endpoint, token=os.environ.get("HF_TOKEN") or None)
     repo = item.config.hub_model_id
     # Private unless asked otherwise: checkpoints and the card describe the run (its config, its data).
-    api.create_repo(repo, repo_type="model", exist_ok=True, private=bool(getattr(item.config, "hub_private", True)))
+    api.create_repo(repo, repo_type="model", exist_ok=True, private=bool(getattr(item.config, "model_card_private", True)))
     checkpoint = item.kind == "checkpoint"
     prefix = f"{item.path.name}/" if checkpoint else ""
     files = _files(item.path, (".*",) if checkpoint else FINAL_IGNORE)

@@ -17,7 +17,7 @@ def f(default: Any, help: str, choices: tuple[Any, ...] = ()) -> Any:
 
 @attrs.frozen(kw_only=True)
 class CoreConfig:
-    config_version: int = f(1, "Schema version of this config; older configs are migrated on load.")
+    config_version: int = f(2, "Schema version of this config; older configs are migrated on load.")
     # --- model --------------------------------------------------------------------------------------------
     model_family: str | None = f(None, "Model family (see `simpletuner models list`), e.g. pixart_sigma.")
     model_flavour: str | None = f(None, "Flavour of the family: a known hub id, or `tiny` built offline.")
@@ -33,6 +33,14 @@ class CoreConfig:
     cache_dir_vae: str | None = f(None, "Default VAE latent cache directory for datasets that set none.")
     cache_dir_text: str | None = f(None, "Default text-embed cache directory.")
     caption_dropout_probability: float = f(0.0, "Probability of training a sample with an empty caption.")
+    vae_batch_size: int = f(4, "Images per VAE encode batch while filling the latent cache.")
+    vae_cache_ondemand: bool = f(False, "Encode latents as batches are drawn instead of caching every image first "
+                                        "(SimpleTuner's inverse vae_cache_preprocess).")
+    minimum_image_size: float | None = f(None, "Default minimum_image_size for datasets that set none (pixels, "
+                                               "megapixels or area as the dataset's resolution_type).")
+    disable_bucket_pruning: bool = f(False, "Keep aspect buckets that cannot fill a batch (their samples repeat) "
+                                            "instead of dropping them.")
+    aspect_bucket_rounding: int | None = f(2, "Decimal places aspect ratios are rounded to when grouping buckets.")
     dataloader_prefetch: bool = f(False, "Load the next batch from the cache while the current one trains.")
     conditioning_multidataset_sampling: str = f(
         "random", "How several conditioning datasets are sampled.", ("random", "combined")
@@ -46,6 +54,10 @@ class CoreConfig:
     gradient_accumulation_steps: int = f(1, "Micro-batches per optimizer step.")
     max_train_steps: int = f(0, "Optimizer steps to train; exactly one of this and num_train_epochs is > 0.")
     num_train_epochs: int = f(0, "Epochs to train; exactly one of this and max_train_steps is > 0.")
+    num_machines: int = f(1, "Machines a multi-node job spans (passed to accelerate/torchrun).")
+    machine_rank: int = f(0, "This machine's rank in a multi-node job (0 = the main node).")
+    main_process_ip: str = f("127.0.0.1", "Address of the rank-0 machine for the multi-node rendezvous.")
+    main_process_port: int = f(29500, "Port of the multi-node rendezvous on the rank-0 machine.")
     seed: int | None = f(None, "Seed for data order and noise; a random one is chosen and recorded when unset.")
     # --- optimisation ------------------------------------------------------------------------------------
     learning_rate: float = f(1e-4, "Peak learning rate.")
@@ -58,14 +70,21 @@ class CoreConfig:
     adam_beta2: float = f(0.999, "Adam beta2.")
     adam_weight_decay: float = f(1e-2, "Decoupled weight decay.")
     adam_epsilon: float = f(1e-8, "Adam epsilon.")
-    max_grad_norm: float = f(1.0, "Gradient clipping norm; 0 disables clipping.")
+    max_grad_norm: float = f(1.0, "Gradient clipping threshold; 0 disables clipping.")
+    grad_clip_method: str = f("value", "Clip each gradient element to ±max_grad_norm (value) or the total norm "
+                                       "(norm).", ("value", "norm"))
     mixed_precision: str = f("auto", "Autocast precision; auto = bf16 on GPU, no on CPU.", ("auto", "no", "bf16", "fp16"))
     base_model_precision: str = f("no_change", "Precision of frozen weights: no_change, fp32, bf16, fp16, or a quantizer.")
     quantize_via: str = f("accelerator", "Where quantization runs.", ("cpu", "accelerator"))
     gradient_checkpointing: bool = f(False, "Recompute activations in backward to save memory.")
+    gradient_checkpointing_interval: int | None = f(None, "Checkpoint only every Nth transformer block (faster, "
+                                                          "more memory); default: every block.")
     use_ema: bool = f(False, "Keep an exponential moving average of trained weights.")
     ema_decay: float = f(0.999, "EMA decay per optimizer step.")
     noise_offset: float = f(0.0, "Offset noise strength.")
+    snr_gamma: float | None = f(None, "Min-SNR loss weighting gamma (ε/v-prediction families); unset = off.")
+    use_soft_min_snr: bool = f(False, "Soft min-SNR weighting (needs snr_gamma).")
+    rescale_betas_zero_snr: bool = f(False, "Rescale the noise schedule to zero terminal SNR (ε/v families).")
     # --- adapters ----------------------------------------------------------------------------------------------
     lora_rank: int = f(16, "LoRA rank.")
     lora_alpha: float | None = f(None, "LoRA alpha; default: equal to lora_rank.")
@@ -76,11 +95,15 @@ class CoreConfig:
     init_lora: str | None = f(None, "Adapter file to start from (.safetensors; diffusers, comfyui or LyCORIS "
                                     "keys, detected from the file).")
     # --- checkpoints ------------------------------------------------------------------------------------------
-    checkpointing_steps: int = f(500, "Save a checkpoint every N optimizer steps; 0 disables.")
+    checkpoint_step_interval: int = f(500, "Save a checkpoint every N optimizer steps; 0 disables "
+                                           "(SimpleTuner's legacy name: checkpointing_steps).")
+    checkpoint_epoch_interval: int | None = f(None, "Also save a checkpoint every N epochs; unset = off.")
     checkpoints_total_limit: int | None = f(None, "Keep at most N checkpoints (oldest removed after a new one).")
     resume_from_checkpoint: str | None = f(None, "`latest` or a checkpoint directory.")
     # --- validation -------------------------------------------------------------------------------------------
-    validation_steps: int = f(100, "Validate every N optimizer steps (when a validation_prompt is set).")
+    validation_step_interval: int = f(100, "Validate every N optimizer steps when a validation_prompt is set "
+                                           "(legacy name: validation_steps).")
+    validation_epoch_interval: int | None = f(None, "Also validate every N epochs; unset = off.")
     validation_prompt: str | None = f(None, "Prompt rendered at each validation.")
     validation_negative_prompt: str | None = f(None, "Negative prompt for validation.")
     validation_guidance: float = f(4.5, "Classifier-free guidance scale for validation.")
@@ -88,6 +111,19 @@ class CoreConfig:
     validation_num_inference_steps: int = f(20, "Sampler steps for validation.")
     validation_seed: int | None = f(None, "Seed for validation images; default: seed.")
     validation_disable: bool = f(False, "Never run validation.")
+    validation_guidance_rescale: float = f(0.0, "Guidance rescale (φ) for validation; 0 = off.")
+    validation_disable_unconditional: bool = f(False, "Skip the unconditional validation image.")
+    validation_prompt_library: bool = f(False, "Also render the built-in library of validation prompts.")
+    user_prompt_library: str | None = f(None, "JSON file of named validation prompts ({\"name\": \"prompt\"}).")
+    disable_benchmark: bool = f(False, "Skip the base-model validation before the first step.")
+    num_eval_images: int = f(4, "At most this many samples of the eval dataset(s) are used for the eval loss.")
+    eval_dataset_id: str | None = f(None, "The eval dataset (dataloader id of a dataset_type=eval entry); "
+                                          "default: every eval dataset.")
+    eval_steps_interval: int | None = f(None, "Compute the eval loss every N optimizer steps; default: with "
+                                              "validation.")
+    eval_epoch_interval: int | None = f(None, "Compute the eval loss every N epochs; unset = off.")
+    eval_loss_disable: bool = f(False, "Never compute the eval loss.")
+    eval_timesteps: int = f(28, "Timesteps the eval loss is averaged over.")
     validation_method: str = f("pipeline", "Validation method name (pipeline, external-script).")
     validation_noise_scheduler: str | None = f(None, "Scheduler override for validation.")
     validation_external_script: str | None = f(None, "Command run by validation_method=external-script "
@@ -112,7 +148,9 @@ class CoreConfig:
     push_to_hub: bool = f(False, "Upload the final model to the hub.")
     push_checkpoints_to_hub: bool = f(False, "Publish checkpoints too (to the hub and every other publisher).")
     hub_model_id: str | None = f(None, "Hub repository for uploads.")
-    hub_private: bool = f(True, "Create the hub repository as private (an existing repo keeps its visibility).")
+    model_card_private: bool = f(True, "Create the hub repository as private (an existing repo keeps its "
+                                       "visibility); old name: hub_private.")
+    model_card_note: str | None = f(None, "Text placed at the top of the generated model card.")
     publish_timeout: float = f(14400.0, "Seconds one upload (one publisher, one checkpoint or the final model) "
                                         "may take before it is reported failed and left behind; 0 = no limit.")
     publish_local_dir: str | None = f(None, "Copy the final model (and checkpoints with push_checkpoints_to_hub) "

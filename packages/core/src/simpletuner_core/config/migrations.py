@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-CURRENT_VERSION = 1
+CURRENT_VERSION = 2
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -24,7 +24,54 @@ def _v0_to_v1(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1}
+#: Older names → current ones (SimpleTuner's current spellings are canonical). SimpleTuner still accepts its
+#: legacy names at any version, so these are applied to every config, not only to old versions.
+ALIASES: dict[str, str] = {
+    "checkpointing_steps": "checkpoint_step_interval",  # SimpleTuner's legacy name, and ours up to version 1
+    "validation_steps": "validation_step_interval",
+    "save_total_limit": "checkpoints_total_limit",
+    "hub_private": "model_card_private",  # ours up to version 1
+}
+#: Old boolean keys whose meaning is the inverse of the current key's.
+INVERSE_ALIASES: dict[str, str] = {"vae_cache_preprocess": "vae_cache_ondemand"}
+
+
+class AliasConflict(ValueError):
+    """An old and a current name were both given, with different values."""
+
+    def __init__(self, old: str, new: str) -> None:
+        self.old, self.new = old, new
+        super().__init__(f"{old} is the old name of {new}, and both are set to different values; keep only {new}")
+
+
+def rename_aliases(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``cfg`` with old names replaced by current ones, and ``{current: old}`` for every key renamed."""
+    out = dict(cfg)
+    renamed: dict[str, str] = {}
+    for table, invert in ((ALIASES, False), (INVERSE_ALIASES, True)):
+        for old, new in table.items():
+            if old not in out:
+                continue
+            value = out.pop(old)
+            if invert and isinstance(value, bool):
+                value = not value
+            elif invert and isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+                value = value.strip().lower() not in ("true", "1")
+            if new in out and out[new] != value:
+                raise AliasConflict(old, new)
+            out[new] = value
+            renamed[new] = old
+    return out, renamed
+
+
+def _v1_to_v2(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 takes SimpleTuner's current names (checkpoint_step_interval, validation_step_interval, ...)."""
+    out, _ = rename_aliases(cfg)
+    out["config_version"] = 2
+    return out
+
+
+MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1, 1: _v1_to_v2}
 
 
 def migrate(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -40,4 +87,4 @@ def migrate(cfg: dict[str, Any]) -> dict[str, Any]:
     while version < CURRENT_VERSION:
         out = MIGRATIONS[version](out)
         version += 1
-    return out
+    return rename_aliases(out)[0]

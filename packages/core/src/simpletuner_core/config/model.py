@@ -19,7 +19,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 
 from simpletuner_core.config.errors import ConfigError, ConfigInvalid, suggest
 from simpletuner_core.config.fields import CoreConfig
-from simpletuner_core.config.migrations import migrate
+from simpletuner_core.config.migrations import AliasConflict, migrate
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -179,7 +179,11 @@ def structure(raw: Mapping[str, Any], registry: Any | None = None) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigInvalid([ConfigError("config", f"expected a JSON object, got {type(raw).__name__}")])
     cls = config_class(registry)
-    data = _optional_blank(cls, migrate(strip_dashes(raw)))
+    try:
+        migrated = migrate(strip_dashes(raw))
+    except AliasConflict as exc:
+        raise ConfigInvalid([ConfigError(exc.old, str(exc))]) from None
+    data = _optional_blank(cls, migrated)
     known = [a.name for a in attrs.fields(cls)]
     try:
         return CONVERTER.structure(data, cls)

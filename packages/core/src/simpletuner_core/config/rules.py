@@ -229,7 +229,7 @@ def check(cfg: Any, registry: Any, provided: Iterable[str] = ()) -> list[ConfigE
     errors: list[ConfigError] = []
     errors += _choices(cfg)
     errors += _at_least(cfg, {"train_batch_size": 1, "gradient_accumulation_steps": 1, "lr_warmup_steps": 0,
-                              "checkpointing_steps": 0, "checkpoints_total_limit": 1, "validation_steps": 0,
+                              "checkpoint_step_interval": 0, "checkpoints_total_limit": 1, "validation_step_interval": 0,
                               "lora_rank": 1, "validation_num_inference_steps": 1, "lr_num_cycles": 1,
                               "max_grad_norm": 0, "clip_skip": 0, "validation_preview_steps": 1,
                               "num_processes": 1})

@@ -48,8 +48,8 @@ class TrainResult:
 
 #: Keys that may change between a checkpoint and its resume: schedule length, cadence, reporting, and paths
 #: (moving an output or dataloader file is fine; what the data *is* is checked by the plan fingerprint).
-RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpointing_steps",
-                     "checkpoints_total_limit", "validation_steps", "validation_prompt", "validation_disable",
+RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpoint_step_interval", "checkpoint_epoch_interval",
+                     "checkpoints_total_limit", "validation_step_interval", "validation_epoch_interval", "validation_prompt", "validation_disable",
                      "report_to", "webhook_config", "webhook_reporting_interval", "tracker_run_name",
                      "tracker_project_name", "output_dir", "data_backend_config", "cache_dir_vae", "cache_dir_text",
                      "pretrained_model_name_or_path", "dataloader_prefetch",
@@ -57,7 +57,7 @@ RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epo
                      "validation_method", "validation_external_script", "validation_external_background",
                      "validation_preview", "validation_preview_steps", "validation_preview_decoder",
                      "post_checkpoint_script", "post_upload_script", "hook_script_timeout", "hook_script_fatal",
-                     "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "hub_private", "publish_local_dir",
+                     "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "model_card_private", "model_card_note", "publish_local_dir",
                      "publish_timeout")
 
 
@@ -483,7 +483,7 @@ class Trainer:
         if cmd["cancel"]:
             return "cancelled"
         cfg = self.cfg
-        due = cfg.checkpointing_steps and st.global_step % cfg.checkpointing_steps == 0
+        due = cfg.checkpoint_step_interval and st.global_step % cfg.checkpoint_step_interval == 0
         if (due or cmd["checkpoint"]) and st.global_step < st.total:
             self._checkpoint(st)
         if cmd["validate"] or (self._validation_due(st) and st.global_step < st.total):
@@ -520,7 +520,7 @@ class Trainer:
             return False
         if final:
             return True
-        return bool(cfg.validation_steps) and st.global_step % cfg.validation_steps == 0
+        return bool(cfg.validation_step_interval) and st.global_step % cfg.validation_step_interval == 0
 
     def _validate(self, st: _LoopState, forced: bool = False) -> None:
         cfg = self.cfg
