@@ -160,7 +160,7 @@ def _model_errors(body: dict[str, Any]) -> list[ConfigError]:
 
 def _warnings(config: dict[str, Any]) -> list[str]:
     try:
-        return warnings_for(validate(config, get_registry()))
+        return warnings_for(validate(config, get_registry()), config)
     except ConfigInvalid as exc:
         return [str(e) for e in exc.errors]
 

@@ -90,7 +90,7 @@ def _check(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         cfg = validate(config, get_registry())
     except ConfigInvalid as exc:
         return [e.to_dict() for e in exc.errors], []
-    return [], warnings_for(cfg)
+    return [], warnings_for(cfg, config)
 
 
 async def _merged(request: web.Request) -> tuple[str | None, dict[str, Any], list[dict[str, Any]], list[str]]:

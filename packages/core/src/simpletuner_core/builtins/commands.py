@@ -74,7 +74,7 @@ def _validated(args: argparse.Namespace, home: Path) -> Any:
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
         raise UsageError(f"invalid configuration ({len(exc.errors)} error(s))") from None
-    for note in warnings_for(cfg):
+    for note in warnings_for(cfg, raw):
         print(f"  warning: {note}", file=sys.stderr)
     return cfg
 
@@ -103,6 +103,11 @@ def _config(args: argparse.Namespace) -> int:
         from simpletuner_core.config.reference import render_markdown
 
         print(render_markdown(), end="")
+        return 0
+    if args.action == "compat":
+        from simpletuner_core.config.reference import render_compat_markdown
+
+        print(render_compat_markdown(), end="")
         return 0
     return _config_validate(args)
 
@@ -189,8 +194,9 @@ def register_cli_commands(register: Callable[[CliCommand], None]) -> None:
                         _train))
 
     def config_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("action", choices=["validate", "reference"],
-                       help="validate: config rules + dataset preflight plan; reference: print every key (markdown)")
+        p.add_argument("action", choices=["validate", "reference", "compat"],
+                       help="validate: config rules + dataset preflight plan; reference: print every key (markdown); "
+                            "compat: every SimpleTuner key and its status here (markdown)")
         _add_source(p)
 
     register(CliCommand("config", "Check a configuration without loading a model, or list every key.",

@@ -36,6 +36,13 @@ ALIASES: dict[str, str] = {
 INVERSE_ALIASES: dict[str, str] = {"vae_cache_preprocess": "vae_cache_ondemand"}
 
 
+#: Value spellings of SimpleTuner's that name one of our values.
+VALUE_ALIASES: dict[str, dict[str, str]] = {
+    "validation_method": {"simpletuner-local": "pipeline"},
+    "report_to": {"comet_ml": "comet"},
+}
+
+
 class AliasConflict(ValueError):
     """An old and a current name were both given, with different values."""
 
@@ -61,6 +68,9 @@ def rename_aliases(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
                 raise AliasConflict(old, new)
             out[new] = value
             renamed[new] = old
+    for key, spellings in VALUE_ALIASES.items():
+        if isinstance(out.get(key), str) and out[key] in spellings:
+            out[key] = spellings[out[key]]
     return out, renamed
 
 

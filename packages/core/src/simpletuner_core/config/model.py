@@ -17,9 +17,10 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from simpletuner_core.config.errors import ConfigError, ConfigInvalid, suggest
+from simpletuner_core.config import compat
+from simpletuner_core.config.errors import ConfigError, ConfigInvalid, suggest_key
 from simpletuner_core.config.fields import CoreConfig
-from simpletuner_core.config.migrations import AliasConflict, migrate
+from simpletuner_core.config.migrations import ALIASES, AliasConflict, migrate
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -151,7 +152,7 @@ def _allows_none(hint: Any) -> bool:
 def _flatten(exc: BaseException, path: str, known: list[str]) -> list[ConfigError]:
     if isinstance(exc, ForbiddenExtraKeysError):
         return [
-            ConfigError(key, "unknown config key", suggest(key, known))
+            ConfigError(key, "unknown config key", suggest_key(key, [*known, *compat.peer_keys(), *ALIASES]))
             for key in sorted(exc.extra_fields)
         ]
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
@@ -183,12 +184,16 @@ def structure(raw: Mapping[str, Any], registry: Any | None = None) -> Any:
         migrated = migrate(strip_dashes(raw))
     except AliasConflict as exc:
         raise ConfigInvalid([ConfigError(exc.old, str(exc))]) from None
-    data = _optional_blank(cls, migrated)
     known = [a.name for a in attrs.fields(cls)]
+    triaged = compat.triage(migrated, known)  # SimpleTuner keys we don't have: dropped, or refused with a reason
+    data = _optional_blank(cls, triaged.kept)
     try:
-        return CONVERTER.structure(data, cls)
+        cfg = CONVERTER.structure(data, cls)
     except Exception as exc:  # cattrs raises exception groups; flatten them to {path, message}
-        raise ConfigInvalid(_flatten(exc, "", known)) from None
+        raise ConfigInvalid([*triaged.errors, *_flatten(exc, "", known)]) from None
+    if triaged.errors:
+        raise ConfigInvalid(triaged.errors)
+    return cfg
 
 
 def unstructure(cfg: Any) -> dict[str, Any]:

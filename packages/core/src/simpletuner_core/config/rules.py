@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from simpletuner_core.config import compat
 from simpletuner_core.config.errors import ConfigError, ConfigInvalid, suggest
 from simpletuner_core.config.migrations import CURRENT_VERSION
 from simpletuner_core.config.model import strip_dashes, structure
@@ -148,8 +149,10 @@ def _components(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigE
                           suggest(cfg.lora_type, known))
     if cfg.model_type == "full":  # a saved config lists every key; only non-default adapter values are a mistake
         defaults = {a.name: a.default for a in attrs.fields(type(cfg))}
+        peer = compat.peer_keys()
         for key in sorted(provided & {*ADAPTER_KEYS, "lora_type"}):
-            if getattr(cfg, key) != defaults[key]:
+            value = getattr(cfg, key)  # SimpleTuner's generated configs carry its LoRA defaults on full runs too
+            if value != defaults[key] and not compat.is_off(peer.get(key), value):
                 yield ConfigError(key, "only applies with model_type=lora")
 
 
@@ -283,11 +286,20 @@ NOT_YET = {
 }
 
 
-def warnings_for(cfg: Any) -> list[str]:
-    """Notes for keys set to a non-default value that do nothing yet (printed by validate, logged by jobs)."""
+def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None) -> list[str]:
+    """Notes for keys set to a non-default value that do nothing yet (printed by validate, logged by jobs);
+    with ``raw`` (the config as given), also the SimpleTuner keys in it that have no effect here."""
     defaults = {a.name: a.default for a in attrs.fields(type(cfg))}
     out = []
     for key in sorted(NOT_YET):
         if getattr(cfg, key, None) != defaults.get(key):
             out.append(f"{key} is accepted but has no effect yet: {NOT_YET[key]}")
-    return out
+    return out + (inert_notes(cfg, raw) if raw is not None else [])
+
+
+def inert_notes(cfg: Any, raw: Mapping[str, Any]) -> list[str]:
+    """The SimpleTuner keys of ``raw`` (the config as given) that have no effect here, named once."""
+    from simpletuner_core.config import compat
+    from simpletuner_core.config.migrations import migrate
+
+    return compat.notes(migrate(strip_dashes(raw)), [a.name for a in attrs.fields(type(cfg))])

@@ -81,6 +81,11 @@ class Runner:
     # -- submission -----------------------------------------------------------------------------------------
     def resolve(self, env: str | None = None, config: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Validated config from an environment (plus overrides in ``config``) or from ``config`` alone."""
+        cfg, wire, _ = self._resolve(env, config)
+        return cfg, wire
+
+    def _resolve(self, env: str | None, config: dict[str, Any] | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """(config, its wire form, the bare keys as given: SimpleTuner-only keys are dropped from the wire form)."""
         from simpletuner_core.config import validate
         from simpletuner_core.config.environments import load_environment
         from simpletuner_core.config.model import strip_dashes, unstructure
@@ -90,13 +95,15 @@ class Runner:
             raw.update(strip_dashes(load_environment(env, self.home)["config"]))
         raw.update(strip_dashes(config or {}))
         cfg = validate(raw, self.registry)
-        return cfg, {f"--{k}": v for k, v in unstructure(cfg).items()}
+        return cfg, {f"--{k}": v for k, v in unstructure(cfg).items()}, raw
 
     def submit(self, *, env: str | None = None, config: dict[str, Any] | None = None, user: str | None = None,
                priority: int = 0, gpus: int | None = None, device_ids: Sequence[int] = (), any_gpu: bool = False,
                no_wait: bool = False) -> SubmitResult:
         """Queue a job and start it at once when resources allow (``no_wait``: reject instead of queueing)."""
-        cfg, wire = self.resolve(env, config)
+        from simpletuner_core.config.rules import inert_notes
+
+        cfg, wire, raw = self._resolve(env, config)
         wanted = self._gpus_wanted(cfg, gpus, device_ids)
         job = m.Job(id=m.new_job_id(), config=wire, env=env, user=user, priority=priority, gpus_requested=wanted,
                     device_ids=tuple(device_ids), any_gpu=any_gpu, created_at=time.time(),
@@ -108,6 +115,8 @@ class Runner:
                 return SubmitResult(False, "rejected", reason=verdict.reason)
             self.store.create_job(job)
             self.store.append_event(_event(job.id, "job.queued", priority=priority, gpus_requested=wanted))
+            for note in inert_notes(cfg, raw):  # the trainer sees only the structured config: say it here
+                self.store.append_event(_event(job.id, "log", level="warning", message=note))
         started = queue.admit(self.store, self.devices, only=job.id if no_wait else None)
         mine = next((j for j in started if j.id == job.id), None)
         for other in started:
