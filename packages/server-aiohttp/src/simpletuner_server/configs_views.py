@@ -345,3 +345,23 @@ async def save_dataloader(request: web.Request) -> web.Response:
             raise _invalid(exc.errors) from None
     await _disk(envs.save_dataloader, name, dataloader, home=home)
     return web.json_response({"name": name, "dataloader": dataloader})
+
+
+@require("config.view")
+async def effective_config(request: web.Request) -> web.Response:
+    """Every key of the environment's effective config with its source: ``file``, ``default``, ``override``
+    (never here: the stored file is all there is) or ``alias:OLD_NAME`` (an old name, migrated). Secret-bearing
+    values are redacted as in ``GET /api/configs/{name}``. An invalid stored config answers 422 with its errors."""
+    from simpletuner_core.config.show import effective
+
+    name = _path_name(request)
+    env = await _load(request, name)
+    try:
+        table = effective(env["config"], registry=get_registry())
+    except ConfigInvalid as exc:
+        raise _invalid(exc.errors) from None
+    if _shown(request, env) is not env:  # not the owner or an admin
+        table = {key: ({**entry, "value": REDACTED} if entry["value"] and
+                       any(hint in key.lower() for hint in SECRET_HINTS) else entry)
+                 for key, entry in table.items()}
+    return web.json_response({"name": name, "config": table}, dumps=lambda o: json.dumps(o, default=str))

@@ -54,6 +54,7 @@ CONFIG_ROUTES: tuple[Route, ...] = (
     ("DELETE", CONFIG_NAME, configs_views.delete_config),
     ("POST", CONFIG_NAME + "/activate", configs_views.activate_config),
     ("GET", CONFIG_NAME + "/export", configs_views.export_config),
+    ("GET", CONFIG_NAME + "/effective", configs_views.effective_config),
     ("POST", CONFIG_NAME + "/dataloader", configs_views.save_dataloader),
 )
 

@@ -109,7 +109,28 @@ def _config(args: argparse.Namespace) -> int:
 
         print(render_compat_markdown(), end="")
         return 0
+    if args.action == "show":
+        return _config_show(args)
     return _config_validate(args)
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from simpletuner_core.cli import UsageError
+    from simpletuner_core.config import ConfigInvalid
+    from simpletuner_core.config.show import effective, render
+
+    home = home_from_args(args)
+    try:
+        table = effective(_load_raw(args, home), parse_overrides(getattr(args, "set", []) or []))
+    except ConfigInvalid as exc:
+        for err in exc.errors:
+            print(f"  {err}", file=sys.stderr)
+        raise UsageError(f"invalid configuration ({len(exc.errors)} error(s))") from None
+    if args.json:
+        print(json.dumps(table, indent=2, sort_keys=True, default=str))
+    else:
+        print(render(table), end="")
+    return 0
 
 
 def _config_validate(args: argparse.Namespace) -> int:
@@ -194,9 +215,11 @@ def register_cli_commands(register: Callable[[CliCommand], None]) -> None:
                         _train))
 
     def config_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("action", choices=["validate", "reference", "compat"],
-                       help="validate: config rules + dataset preflight plan; reference: print every key (markdown); "
-                            "compat: every SimpleTuner key and its status here (markdown)")
+        p.add_argument("action", choices=["validate", "show", "reference", "compat"],
+                       help="validate: config rules + dataset preflight plan; show: every key's effective value "
+                            "and its source (file, default, override, alias:OLD); reference: print every key "
+                            "(markdown); compat: every SimpleTuner key and its status here (markdown)")
+        p.add_argument("--json", action="store_true", help="show: one JSON object, key -> {value, source}")
         _add_source(p)
 
     register(CliCommand("config", "Check a configuration without loading a model, or list every key.",
