@@ -245,6 +245,7 @@ class Trainer:
             quantizer = self.registry.quantizers.get(cfg.base_model_precision)
             quantizer.quantize(model, cfg, exclude=list(getattr(family, "quantize_exclude", [])))
         adapter = None
+        _seed_everything(torch, seed)  # adapter init (LoRA A matrices, LyCORIS) draws from torch's RNG: one seed, one run
         if cfg.model_type == "lora":
             adapter = apply_adapter(cfg, self.family, family, model, self.registry, fresh=not manifest,
                                     log=self.events.log)
