@@ -274,3 +274,12 @@ def test_legacy_names_migrate_to_simpletuner_current_ones() -> None:
     assert cfg.model_card_private is False and cfg.vae_cache_ondemand is True
     errors = errors_of(base(**{"--checkpointing_steps": 7, "--checkpoint_step_interval": 8}))
     assert "old name of checkpoint_step_interval" in errors["checkpointing_steps"].message
+
+
+def test_an_override_under_another_name_replaces_the_saved_key() -> None:
+    from simpletuner_core.config.migrations import overlay
+
+    saved = {"--validation_step_interval": 30, "data_backend_config": "a.json", "--data_backend_config": "a.json"}
+    merged = overlay(saved, {"--validation_steps": 12, "--data_backend_config": "b.json"})
+    assert merged == {"--validation_steps": 12, "--data_backend_config": "b.json"}
+    assert structure(base(**merged)).validation_step_interval == 12

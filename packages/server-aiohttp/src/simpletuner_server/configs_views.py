@@ -21,6 +21,7 @@ from simpletuner_core import paths
 from simpletuner_core.config import environments as envs
 from simpletuner_core.config.errors import ConfigError, ConfigInvalid
 from simpletuner_core.config.examples import create_from_example
+from simpletuner_core.config.migrations import overlay
 from simpletuner_core.config.model import structure
 from simpletuner_core.config.rules import apply_family_defaults, check, validate, warnings_for
 from simpletuner_core.data.config import parse_dataloader
@@ -272,7 +273,7 @@ async def update_config(request: web.Request) -> web.Response:
     if incoming is None:
         result = current  # metadata-only update
     else:
-        result = {**current, **incoming} if merge else dict(incoming)
+        result = overlay(current, incoming) if merge else dict(incoming)
     try:
         structure(result, get_registry())
     except ConfigInvalid as exc:

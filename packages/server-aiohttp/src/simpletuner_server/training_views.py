@@ -22,6 +22,7 @@ from aiohttp import web
 from simpletuner_core import paths
 from simpletuner_core.config import environments as envs
 from simpletuner_core.config.errors import ConfigInvalid
+from simpletuner_core.config.migrations import overlay
 from simpletuner_core.config.rules import validate, warnings_for
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.runner import Runner
@@ -98,7 +99,7 @@ async def _merged(request: web.Request) -> tuple[str | None, dict[str, Any], lis
     submitted = _config_keys(await _fields(request))
     active = request.app[STORE_KEY].get_setting(active_key(request))
     env, base = await asyncio.to_thread(_load_env, active, request.app[SETTINGS_KEY].home)
-    errors, warnings = await asyncio.to_thread(_check, {**base, **submitted})
+    errors, warnings = await asyncio.to_thread(_check, overlay(base, submitted))
     return env, submitted, errors, warnings
 
 

@@ -65,9 +65,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 def _validated(args: argparse.Namespace, home: Path) -> Any:
     from simpletuner_core.cli import UsageError
     from simpletuner_core.config import ConfigInvalid, validate, warnings_for
+    from simpletuner_core.config.migrations import overlay
     from simpletuner_core.config.model import strip_dashes
 
-    raw = {**strip_dashes(_load_raw(args, home)), **parse_overrides(getattr(args, "set", []) or [])}
+    raw = overlay(strip_dashes(_load_raw(args, home)), parse_overrides(getattr(args, "set", []) or []))
     try:
         cfg = validate(raw)
     except ConfigInvalid as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from simpletuner_core import paths
-from simpletuner_core.config.migrations import CURRENT_VERSION
+from simpletuner_core.config.migrations import CURRENT_VERSION, overlay
 from simpletuner_core.config.model import strip_dashes
 
 CONFIG_FILE = "config.json"
@@ -120,7 +120,7 @@ def save_environment(name: str, config: dict[str, Any], *, merge: bool = False, 
     directory = env_dir(name, home)
     current = load_environment(name, home)["config"] if (directory / CONFIG_FILE).exists() else {}
     incoming = {f"--{k}": v for k, v in strip_dashes(config).items()}
-    saved = {**{f"--{k}": v for k, v in strip_dashes(current).items()}, **incoming} if merge else incoming
+    saved = overlay({f"--{k}": v for k, v in strip_dashes(current).items()}, incoming) if merge else incoming
     saved.setdefault("--config_version", CURRENT_VERSION)
     write_json_atomic(directory / CONFIG_FILE, saved)
     if description is not None or tags is not None or not (directory / METADATA_FILE).exists():

@@ -6,7 +6,7 @@ version 0: what SimpleTuner itself writes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 CURRENT_VERSION = 2
@@ -72,6 +72,20 @@ def rename_aliases(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
         if isinstance(out.get(key), str) and out[key] in spellings:
             out[key] = spellings[out[key]]
     return out, renamed
+
+
+def canonical_name(key: str) -> str:
+    """``--checkpointing_steps`` → ``checkpoint_step_interval``: the current bare name of a key."""
+    bare = key[2:] if key.startswith("--") else key
+    return ALIASES.get(bare) or INVERSE_ALIASES.get(bare) or bare
+
+
+def overlay(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``{**base, **over}``, where a key of ``over`` also replaces ``base``'s spellings of the same key (``--x`` or
+    ``x``, an old or a current name): overriding ``validation_steps`` on a config saved with
+    ``validation_step_interval`` is an override, not a conflict."""
+    replaced = {canonical_name(k) for k in over}
+    return {**{k: v for k, v in base.items() if canonical_name(k) not in replaced}, **over}
 
 
 def _v1_to_v2(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from simpletuner_core.config.migrations import rename_aliases
+from simpletuner_core.config.migrations import overlay, rename_aliases
 from simpletuner_core.config.model import strip_dashes, unstructure
 from simpletuner_core.config.rules import validate
 
@@ -25,7 +25,7 @@ def effective(given: Mapping[str, Any], overrides: Mapping[str, Any] | None = No
     """
     file_keys = strip_dashes(given)
     extra = strip_dashes(overrides or {})
-    cfg = validate({**file_keys, **extra}, registry)
+    cfg = validate(overlay(file_keys, extra), registry)
     _, renamed_in_file = rename_aliases(file_keys)
     _, renamed_in_overrides = rename_aliases(extra)
     out: dict[str, dict[str, Any]] = {}

@@ -88,12 +88,13 @@ class Runner:
         """(config, its wire form, the bare keys as given: SimpleTuner-only keys are dropped from the wire form)."""
         from simpletuner_core.config import validate
         from simpletuner_core.config.environments import load_environment
+        from simpletuner_core.config.migrations import overlay
         from simpletuner_core.config.model import strip_dashes, unstructure
 
         raw: dict[str, Any] = {}
         if env is not None:
             raw.update(strip_dashes(load_environment(env, self.home)["config"]))
-        raw.update(strip_dashes(config or {}))
+        raw = overlay(raw, strip_dashes(config or {}))
         cfg = validate(raw, self.registry)
         return cfg, {f"--{k}": v for k, v in unstructure(cfg).items()}, raw
 
