@@ -274,3 +274,19 @@ def test_legacy_names_migrate_to_simpletuner_current_ones() -> None:
     assert cfg.model_card_private is False and cfg.vae_cache_ondemand is True
     errors = errors_of(base(**{"--checkpointing_steps": 7, "--checkpoint_step_interval": 8}))
     assert "old name of checkpoint_step_interval" in errors["checkpointing_steps"].message
+
+
+@pytest.mark.parametrize(("overrides", "path", "message"), [
+    ({"--aspect_bucket_rounding": 0}, "aspect_bucket_rounding", "must be 1 to 9 (decimal places"),
+    ({"--aspect_bucket_rounding": 10}, "aspect_bucket_rounding", "got 10"),
+    ({"--minimum_image_size": -0.5}, "minimum_image_size", "must be >= 0 (0 = no minimum); got -0.5"),
+])
+def test_bucket_keys_are_checked(overrides: dict[str, Any], path: str, message: str) -> None:
+    assert message in errors_of(base(**overrides))[path].message
+
+
+def test_bucket_keys_accept_simpletuner_values() -> None:
+    cfg = validate(base(**{"--aspect_bucket_rounding": "3", "--minimum_image_size": "0.5",
+                           "--disable_bucket_pruning": "true"}))
+    assert (cfg.aspect_bucket_rounding, cfg.minimum_image_size, cfg.disable_bucket_pruning) == (3, 0.5, True)
+    assert validate(base(**{"--aspect_bucket_rounding": 9})).aspect_bucket_rounding == 9
