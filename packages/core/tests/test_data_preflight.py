@@ -290,13 +290,14 @@ def test_plan_only_uses_the_config_keys(tmp_path: Path, isolated_plugins: Any) -
     write_demo_dataset(tmp_path / "images", count=4)
     image(tmp_path / "images" / "small.png", (40, 40))
     image(tmp_path / "images" / "wide.png", (128, 64))
+    image(tmp_path / "images" / "wider.png", (214, 100))  # 2.14: 144x64 at 2 decimals, 2.1 → 128x64 at 1
     loader = tmp_path / "loader.json"
     loader.write_text(json.dumps([{"id": "demo", "instance_data_dir": "images", "resolution": 64,
                                    "resolution_type": "pixel", "crop": True, "crop_aspect": "preserve"}]))
     cfg = validate({"model_family": "pixart_sigma", "model_flavour": "tiny", "model_type": "full",
                     "output_dir": str(tmp_path / "out"), "data_backend_config": str(loader), "max_train_steps": 1,
-                    "train_batch_size": 2, "minimum_image_size": 48, "disable_bucket_pruning": True,
+                    "train_batch_size": 3, "minimum_image_size": 48, "disable_bucket_pruning": True,
                     "aspect_bucket_rounding": 1})
     plan = plan_only(cfg, tmp_path / "home")
     assert [Path(f.path).name for f in plan.filtered] == ["small.png"]
-    assert plan.buckets == {"64x64": 4, "128x64": 1}
+    assert plan.buckets == {"64x64": 4, "128x64": 2} and plan.micro_batches_per_epoch == 2 + 1
