@@ -283,3 +283,19 @@ def test_an_override_under_another_name_replaces_the_saved_key() -> None:
     merged = overlay(saved, {"--validation_steps": 12, "--data_backend_config": "b.json"})
     assert merged == {"--validation_steps": 12, "--data_backend_config": "b.json"}
     assert structure(base(**merged)).validation_step_interval == 12
+
+
+@pytest.mark.parametrize(("overrides", "path", "message"), [
+    ({"--aspect_bucket_rounding": 0}, "aspect_bucket_rounding", "must be 1 to 9 (decimal places"),
+    ({"--aspect_bucket_rounding": 10}, "aspect_bucket_rounding", "got 10"),
+    ({"--minimum_image_size": -0.5}, "minimum_image_size", "must be >= 0 (0 = no minimum); got -0.5"),
+])
+def test_bucket_keys_are_checked(overrides: dict[str, Any], path: str, message: str) -> None:
+    assert message in errors_of(base(**overrides))[path].message
+
+
+def test_bucket_keys_accept_simpletuner_values() -> None:
+    cfg = validate(base(**{"--aspect_bucket_rounding": "3", "--minimum_image_size": "0.5",
+                           "--disable_bucket_pruning": "true"}))
+    assert (cfg.aspect_bucket_rounding, cfg.minimum_image_size, cfg.disable_bucket_pruning) == (3, 0.5, True)
+    assert validate(base(**{"--aspect_bucket_rounding": 9})).aspect_bucket_rounding == 9

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
-from simpletuner_core.data.buckets import ImagePlan, plan_image
+from simpletuner_core.data.buckets import ImagePlan, plan_image, rounded_aspect
 from simpletuner_core.data.config import DatasetConfig
 
 
@@ -122,3 +123,26 @@ def test_defaults_come_from_the_training_config() -> None:
     assert isinstance(p, ImagePlan) and p.target_size == (336, 256)
     with pytest.raises(ValueError, match="size multiple"):
         plan_image((640, 480), ds(resolution=4, resolution_type="pixel"), size_multiple=16, seed=0, key="k")
+
+
+def test_aspect_rounding_sets_the_bucket_shape() -> None:
+    assert rounded_aspect((208, 200), 1) == 1.0 and rounded_aspect((208, 200), 3) == 1.04
+    assert rounded_aspect((1, 300), 2) == 0.01  # never rounds down to a zero-width shape
+    assert rounded_aspect((640, 480), None) == 640 / 480
+    dataset = ds(resolution=256, resolution_type="pixel_area")
+    coarse = plan_image((208, 200), dataset, size_multiple=8, seed=0, key="k", aspect_bucket_rounding=1)
+    fine = plan_image((208, 200), dataset, size_multiple=8, seed=0, key="k", aspect_bucket_rounding=3)
+    assert isinstance(coarse, ImagePlan) and isinstance(fine, ImagePlan)
+    assert coarse.target_size == coarse.resize_to == (256, 256) and fine.target_size == (264, 248)
+    square = plan_image((208, 200), ds(resolution=256, resolution_type="pixel_area", crop=True),
+                        size_multiple=8, seed=0, key="k", aspect_bucket_rounding=3)
+    assert isinstance(square, ImagePlan) and square.target_size == (256, 256)  # square crops ignore the aspect
+
+
+def test_config_wide_minimum_image_size_is_a_fallback() -> None:
+    small = ds(resolution=512, resolution_type="pixel")
+    reason = plan_image((300, 200), small, size_multiple=16, seed=0, key="k", default_minimum_image_size=256)
+    assert reason == "smaller than minimum_image_size 256 (pixel): shorter edge 200 px"
+    own = attrs.evolve(small, minimum_image_size=0)
+    assert isinstance(plan_image((300, 200), own, size_multiple=16, seed=0, key="k",
+                                 default_minimum_image_size=256), ImagePlan)

@@ -202,3 +202,20 @@ def test_ordinary_ids_are_accepted(registry: Registry) -> None:
     ids = ["pixart-camera", "v1.2_final", "A", "x" * 128]
     parsed = parse_dataloader([{"id": i, "instance_data_dir": "x"} for i in ids], registry)
     assert [d.id for d in parsed] == ids
+
+
+def test_skip_file_discovery_steps_are_checked(registry: Registry) -> None:
+    image = {"id": "img", "instance_data_dir": "/data/img"}
+    [ds] = parse_dataloader([{**image, "skip_file_discovery": "vae, aspect metadata text"}], registry)
+    assert ds.skip_file_discovery == "vae, aspect metadata text"
+    assert parse_dataloader([{**image, "skip_file_discovery": ""}], registry)[0].skip_file_discovery is None
+    err = by_path(errors_of([{**image, "skip_file_discovery": "vae aspcet"}], registry))["[0].skip_file_discovery"]
+    assert err.message == "unknown discovery step 'aspcet' (known: vae, aspect, text, metadata)"
+    assert err.did_you_mean == "aspect"
+
+
+def test_minimum_image_size_zero_means_none(registry: Registry) -> None:
+    image = {"id": "img", "instance_data_dir": "/data/img"}
+    assert parse_dataloader([{**image, "minimum_image_size": 0}], registry)[0].minimum_image_size == 0
+    err = by_path(errors_of([{**image, "minimum_image_size": -1}], registry))["[0].minimum_image_size"]
+    assert err.message == "must be 0 (no minimum) or more, got -1"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from PIL import Image
 
@@ -186,3 +187,117 @@ def test_preflight_does_not_import_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_config_minimum_image_size_applies_where_the_dataset_sets_none(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=2)
+    image(tmp_path / "images" / "small.png", (40, 40))
+    plan = plan_for(tmp_path, registry, [ds()], minimum_image_size=48)
+    [filtered] = plan.filtered
+    assert Path(filtered.path).name == "small.png"
+    assert filtered.reason == "smaller than minimum_image_size 48 (pixel): shorter edge 40 px"
+    assert plan.ok and len(plan.samples) == 2
+    # the dataset's own value wins, and its 0 turns the minimum off (SimpleTuner's "unset")
+    assert len(plan_for(tmp_path, registry, [ds(minimum_image_size=32)], minimum_image_size=48).samples) == 3
+    assert len(plan_for(tmp_path, registry, [ds(minimum_image_size=0)], minimum_image_size=48).samples) == 3
+    assert len(plan_for(tmp_path, registry, [ds()]).samples) == 3
+
+
+def test_config_minimum_image_size_in_the_wrong_unit_is_refused(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=2)
+    area = ds(resolution=0.25, resolution_type="area")
+    plan = plan_for(tmp_path, registry, [area], minimum_image_size=512)
+    [err] = plan.errors
+    assert err.path == "minimum_image_size"
+    assert "dataset 'demo'" in err.message and "512 megapixels" in err.message
+    assert plan_for(tmp_path, registry, [attrs.evolve(area, minimum_image_size=0.001)], minimum_image_size=512).ok
+
+
+def test_aspect_bucket_rounding_groups_close_shapes(tmp_path: Path, registry: Registry) -> None:
+    # 1.00 and 1.04: one 256x256 bucket at 1 decimal, at 3 decimals 1.04 gets its own 264x248 bucket
+    image(tmp_path / "images" / "square.png", (200, 200))
+    image(tmp_path / "images" / "wider.png", (208, 200))
+    dataset = ds(resolution=256, resolution_type="pixel_area", crop=False)
+    kw: dict[str, Any] = {"size_multiple": 8}
+    coarse = plan_for(tmp_path, registry, [dataset], aspect_bucket_rounding=1, **kw)
+    assert coarse.buckets == {"256x256": 2}
+    fine = plan_for(tmp_path, registry, [dataset], aspect_bucket_rounding=3, **kw)
+    assert fine.buckets == {"256x256": 1, "264x248": 1}
+    assert {Path(s.path).name: s.bucket for s in fine.samples} == {"square.png": "256x256", "wider.png": "264x248"}
+    assert plan_for(tmp_path, registry, [dataset], **kw).buckets == fine.buckets  # default 2 decimals: 1.04
+
+
+def test_disable_bucket_pruning_keeps_the_small_bucket(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=4)
+    image(tmp_path / "images" / "wide.png", (128, 64))
+    dataset = ds(crop_aspect="preserve")
+    pruned = plan_for(tmp_path, registry, [dataset], train_batch_size=2)
+    [dropped] = pruned.filtered
+    assert Path(dropped.path).name == "wide.png"
+    assert dropped.reason == ("bucket 128x64 of dataset 'demo' holds 1 image(s), fewer than train_batch_size (2) × "
+                              "processes (1) = 2 (disable_bucket_pruning keeps it)")
+    kept = plan_for(tmp_path, registry, [dataset], train_batch_size=2, disable_bucket_pruning=True)
+    assert kept.ok and not kept.filtered
+    assert kept.buckets == {"64x64": 4, "128x64": 1} and kept.micro_batches_per_epoch == 2 + 1
+    sampler = BucketBatchSampler(kept.samples, [dataset], 2, seed=0, pad_remainders=True)
+    batches = sampler.batches(0)
+    assert len(sampler) == len(batches) == kept.micro_batches_per_epoch
+    wide = [b for b in batches if kept.samples[b[0]].bucket == "128x64"]
+    assert [[Path(kept.samples[i].path).name for i in b] for b in wide] == [["wide.png", "wide.png"]]
+    assert batches == BucketBatchSampler(kept.samples, [dataset], 2, seed=0, pad_remainders=True).batches(0)
+
+
+def test_disable_bucket_pruning_rescues_an_impossible_plan(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=3)
+    assert [e.path for e in plan_for(tmp_path, registry, [ds()], train_batch_size=4).errors] == ["train_batch_size"]
+    plan = plan_for(tmp_path, registry, [ds()], train_batch_size=4, disable_bucket_pruning=True,
+                    gradient_accumulation_steps=2)
+    [err] = plan.errors  # one padded micro-batch: still short of two for an optimizer step, and it says why
+    assert err.path == "gradient_accumulation_steps" and "padded to a full batch" in err.message
+    assert plan_for(tmp_path, registry, [ds()], train_batch_size=4, disable_bucket_pruning=True).ok
+
+
+def test_inert_dataloader_keys_are_named_in_the_plan(tmp_path: Path, registry: Registry) -> None:
+    write_demo_dataset(tmp_path / "images", count=2)
+    write_demo_dataset(tmp_path / "refs", count=2)
+    datasets = [
+        ds(skip_file_discovery="vae, aspect", cache_dir="/somewhere", crop=False, crop_style="center",
+           target_downsample_size=512, instance_prompt="sks", conditioning_data=["refs"]),
+        ds(id="refs", dataset_type="conditioning", instance_data_dir="refs", repeats=2),
+        DatasetConfig(id="text", dataset_type="text_embeds", default=True, probability=0.5, cache_dir_vae="/x"),
+    ]
+    plan = plan_for(tmp_path, registry, datasets)
+    assert plan.ok
+    named = {w.split(" ", 1)[0]: w for w in plan.warnings if "has no effect" in w}
+    assert set(named) == {"[0].skip_file_discovery", "[0].cache_dir", "[0].crop_style", "[0].target_downsample_size",
+                          "[0].instance_prompt", "[1].repeats", "[1].resolution", "[1].resolution_type", "[1].crop",
+                          "[2].probability", "[2].cache_dir_vae"}
+    assert "vae: latents are looked up by a hash" in named["[0].skip_file_discovery"]
+    assert "aspect: buckets are computed" in named["[0].skip_file_discovery"]
+    assert "only applies to dataset_type text_embeds, not 'image'" in named["[0].cache_dir"]
+    assert "only applies with crop: true" in named["[0].crop_style"]
+    assert "reference_strict" in named["[1].resolution"]
+    assert "[0].skip_file_discovery (dataset 'demo') has no effect" in plan.render()
+    # SimpleTuner's own examples carry an empty skip_file_discovery: nothing to report
+    assert not any("has no effect" in w for w in plan_for(tmp_path, registry, [ds(skip_file_discovery="")]).warnings)
+
+
+def test_plan_only_uses_the_config_keys(tmp_path: Path, isolated_plugins: Any) -> None:
+    from simpletuner_core.config import validate
+    from simpletuner_core.training.engine import plan_only
+
+    isolated_plugins(SIMPLETUNER_LOAD_PLUGINS="pixart")
+    write_demo_dataset(tmp_path / "images", count=4)
+    image(tmp_path / "images" / "small.png", (40, 40))
+    image(tmp_path / "images" / "wide.png", (128, 64))
+    image(tmp_path / "images" / "wider.png", (214, 100))  # 2.14: 144x64 at 2 decimals, 2.1 → 128x64 at 1
+    loader = tmp_path / "loader.json"
+    loader.write_text(json.dumps([{"id": "demo", "instance_data_dir": "images", "resolution": 64,
+                                   "resolution_type": "pixel", "crop": True, "crop_aspect": "preserve"}]))
+    cfg = validate({"model_family": "pixart_sigma", "model_flavour": "tiny", "model_type": "full",
+                    "output_dir": str(tmp_path / "out"), "data_backend_config": str(loader), "max_train_steps": 1,
+                    "train_batch_size": 3, "minimum_image_size": 48, "disable_bucket_pruning": True,
+                    "aspect_bucket_rounding": 1})
+    plan = plan_only(cfg, tmp_path / "home")
+    assert [Path(f.path).name for f in plan.filtered] == ["small.png"]
+    assert plan.buckets == {"64x64": 4, "128x64": 2} and plan.micro_batches_per_epoch == 2 + 1

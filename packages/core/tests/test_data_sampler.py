@@ -124,3 +124,21 @@ def test_replicas_take_disjoint_slices() -> None:
         assert len({samples[i].plan.target_size for i in flat}) == 1  # one shape across the global batch
     everything = [i for rank in per_rank for b in rank for i in b]
     assert len(everything) == len(set(everything))
+
+
+def test_pad_remainders_keeps_every_sample_in_full_batches() -> None:
+    samples, configs = make(a={"square": 5, "wide": 1}, b={"square": 2, "repeats": 1})
+    assert micro_batches([5, 1], 0, 1.0, 2, pad_remainders=True) == 3 + 1
+    assert micro_batches([2], 1, 1.0, 4, pad_remainders=True) == 1
+    for replicas in (1, 2):
+        ranks = [BucketBatchSampler(samples, configs, batch_size=2, seed=3, num_replicas=replicas, rank=r,
+                                    pad_remainders=True) for r in range(replicas)]
+        per_rank = [r.batches(1) for r in ranks]
+        assert all(len(r) == len(b) for r, b in zip(ranks, per_rank, strict=True))
+        steps = [[i for batch in step for i in batch] for step in zip(*per_rank, strict=True)]
+        assert all(len(flat) == 2 * replicas and len({samples[i].plan.target_size for i in flat}) == 1
+                   and len({samples[i].dataset_id for i in flat}) == 1 for flat in steps)
+        assert {i for flat in steps for i in flat} == set(range(len(samples)))  # nothing left out
+        assert per_rank == [r.batches(1) for r in ranks]  # a function of (seed, epoch): resume replays it
+    unpadded = BucketBatchSampler(samples, configs, batch_size=2, seed=3)
+    assert len(unpadded) == 2 + 2 and all(samples[b[0]].plan.target_size == (64, 64) for b in unpadded.batches(0))

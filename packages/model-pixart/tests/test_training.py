@@ -244,6 +244,15 @@ def test_preflight_rejection_names_the_knob(home: Path, tiny_cfg: Any) -> None:
     assert not of_type(events, "training.status")
 
 
+def test_disable_bucket_pruning_trains_a_bucket_smaller_than_a_batch(home: Path, tiny_cfg: Any) -> None:
+    # the 12 images cannot fill a batch of 16 (refused above); with pruning off they form one padded batch
+    raw = tiny_cfg(train_batch_size=16, max_train_steps=0, num_train_epochs=2, disable_bucket_pruning=True)
+    code, result, events = train(raw, home)
+    assert code == 0 and result.status == "completed" and result.global_step == 2
+    [plan] = of_type(events, "job.plan")
+    assert plan.data["plan"]["micro_batches_per_epoch"] == 1 and not plan.data["plan"]["filtered"]
+
+
 def test_unreachable_hub_id_says_what_to_do(home: Path, tiny_cfg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     raw = tiny_cfg(pretrained_model_name_or_path="example-org/not-cached-pixart", max_train_steps=2)

@@ -197,6 +197,16 @@ def _misc(cfg: Any) -> Iterable[ConfigError]:
         yield ConfigError("ema_decay", "must be in (0, 1)")
     if cfg.learning_rate <= 0:
         yield ConfigError("learning_rate", "must be > 0")
+    yield from _buckets(cfg)
+
+
+def _buckets(cfg: Any) -> Iterable[ConfigError]:
+    rounding = cfg.aspect_bucket_rounding
+    if rounding is not None and not 1 <= rounding <= 9:
+        yield ConfigError("aspect_bucket_rounding", f"must be 1 to 9 (decimal places of the aspect ratio); got "
+                          f"{rounding!r}")
+    if cfg.minimum_image_size is not None and cfg.minimum_image_size < 0:
+        yield ConfigError("minimum_image_size", f"must be >= 0 (0 = no minimum); got {cfg.minimum_image_size:g}")
 
 
 def _hooks(cfg: Any) -> Iterable[ConfigError]:

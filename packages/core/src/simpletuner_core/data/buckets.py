@@ -11,6 +11,10 @@ Units follow SimpleTuner's ``resolution_type``:
 
 ``minimum_image_size``, ``maximum_image_size`` and ``target_downsample_size`` use the same unit (for
 ``pixel_area`` that is the square root of the area in px).
+
+Aspect ratios are rounded to ``aspect_bucket_rounding`` decimals (SimpleTuner's default 2) before the target size
+is derived from them, so images of nearly the same shape share one bucket (one tensor shape) instead of splitting
+into buckets too small to fill a batch.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import attrs
 MEGAPIXEL = 1024 * 1024
 DEFAULT_RESOLUTION = 1024.0
 DEFAULT_RESOLUTION_TYPE = "pixel_area"
+DEFAULT_ASPECT_ROUNDING = 2
 RESOLUTION_TYPES = ("pixel", "area", "pixel_area")
 
 Size = tuple[int, int]
@@ -63,16 +68,22 @@ def bucket_name(size: Size) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def micro_batches(bucket_counts: Iterable[int], repeats: int, probability: float, global_batch: int) -> int:
+def micro_batches(bucket_counts: Iterable[int], repeats: int, probability: float, global_batch: int,
+                  pad_remainders: bool = False) -> int:
     """Global batches one dataset contributes per epoch (= micro-batches per process).
 
-    A batch holds ``global_batch`` samples of one bucket; each bucket's incomplete remainder is dropped. Of the
-    ``full`` batches a dataset can form, an epoch uses ``full × probability`` rounded half up, at least 1 (all at
-    1.0, none at 0). The sampler and the preflight both count with this function, so they always agree.
+    A batch holds ``global_batch`` samples of one bucket; each bucket's incomplete remainder is dropped, or, with
+    ``pad_remainders`` (``disable_bucket_pruning``), becomes one more batch padded with repeats of that bucket's
+    own samples. Of the ``full`` batches a dataset can form, an epoch uses ``full × probability`` rounded half up,
+    at least 1 (all at 1.0, none at 0). The sampler and the preflight both count with this function, so they
+    always agree.
     """
     if global_batch < 1:
         raise ValueError(f"global_batch must be at least 1, got {global_batch}")
-    full = sum(n * (1 + repeats) // global_batch for n in bucket_counts)
+    if pad_remainders:
+        full = sum(-(-n * (1 + repeats) // global_batch) for n in bucket_counts)
+    else:
+        full = sum(n * (1 + repeats) // global_batch for n in bucket_counts)
     if full == 0 or probability <= 0:
         return 0
     return full if probability >= 1 else max(1, math.floor(full * probability + 0.5))
@@ -87,6 +98,15 @@ def resolve_resolution(
     if res is None:
         res = 1.0 if rtype == "area" else DEFAULT_RESOLUTION
     return float(res), rtype
+
+
+def size_unit_problem(value: float, resolution_type: str) -> str | None:
+    """A size that reads as a unit mix-up (1024 megapixels, 0.5 px), or None."""
+    if resolution_type == "area" and value > 16:
+        return f"{value:g} with resolution_type 'area' means {value:g} megapixels"
+    if resolution_type in ("pixel", "pixel_area") and value < 16:
+        return f"{value:g} with resolution_type {resolution_type!r} means {value:g} px"
+    return None
 
 
 def target_edge(resolution: float, resolution_type: str) -> float:
@@ -125,7 +145,7 @@ def describe(value: float, resolution_type: str) -> str:
     return f"{value:.0f} px (square root of the area)"
 
 
-def scale_to(size: Size, value: float, resolution_type: str) -> float:
+def scale_to(size: tuple[float, float], value: float, resolution_type: str) -> float:
     """Factor that makes ``measure(size * factor) == value``."""
     w, h = size
     if resolution_type == "pixel":
@@ -133,6 +153,12 @@ def scale_to(size: Size, value: float, resolution_type: str) -> float:
     if resolution_type == "area":
         return math.sqrt(value * MEGAPIXEL / (w * h))
     return value / math.sqrt(w * h)
+
+
+def rounded_aspect(size: Size, decimals: int | None) -> float:
+    """Width / height rounded to ``decimals`` places (``None``: exact), the shape an image's bucket is built on."""
+    ratio = size[0] / size[1]
+    return ratio if decimals is None else max(10.0 ** -decimals, round(ratio, decimals))
 
 
 def round_to(x: float, multiple: int) -> int:
@@ -160,8 +186,14 @@ def plan_image(
     key: str,
     default_resolution: float | None = None,
     default_resolution_type: str | None = None,
+    default_minimum_image_size: float | None = None,
+    aspect_bucket_rounding: int | None = DEFAULT_ASPECT_ROUNDING,
 ) -> ImagePlan | str:
-    """Plan one image, or return the human reason it is filtered out."""
+    """Plan one image, or return the human reason it is filtered out.
+
+    ``default_minimum_image_size`` is the training config's ``minimum_image_size``, used when the dataset sets
+    none (in the dataset's unit; a dataset's own 0 turns the minimum off).
+    """
     w, h = int(original_size[0]), int(original_size[1])
     if w <= 0 or h <= 0:
         return f"image has no pixels ({w}x{h})"
@@ -171,7 +203,9 @@ def plan_image(
         raise ValueError(problem)
     size = measure((w, h), rtype)
     lowest = dataset.minimum_image_size
-    if lowest is not None and size < lowest:
+    if lowest is None:
+        lowest = default_minimum_image_size
+    if lowest and size < lowest:
         return f"smaller than minimum_image_size {lowest:g} ({rtype}): {describe(size, rtype)}"
 
     ew, eh = w, h
@@ -187,9 +221,10 @@ def plan_image(
     if dataset.crop and dataset.crop_aspect == "square":
         edge = round_to(target_edge(res, rtype), size_multiple)
         target = (edge, edge)
-    else:
-        factor = scale_to((ew, eh), res, rtype)
-        target = (round_to(ew * factor, size_multiple), round_to(eh * factor, size_multiple))
+    else:  # the bucket's shape is the rounded aspect ratio, scaled to the resolution
+        aspect = rounded_aspect((ew, eh), aspect_bucket_rounding)
+        factor = scale_to((aspect, 1.0), res, rtype)
+        target = (round_to(aspect * factor, size_multiple), round_to(factor, size_multiple))
     tw, th = target
     cover = max(tw / ew, th / eh)
     if dataset.crop:

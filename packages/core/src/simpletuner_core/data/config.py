@@ -28,6 +28,8 @@ CROP_ASPECTS = ("square", "preserve")
 METADATA_BACKENDS = ("discovery",)
 CONDITIONING_TYPES = ("reference_strict", "reference_loose")
 _UNSUPPORTED_METADATA = ("json", "parquet")
+#: SimpleTuner's startup scans ``skip_file_discovery`` may name.
+DISCOVERY_STEPS = ("vae", "aspect", "text", "metadata")
 #: Ids name cache directories (``cache/vae/<id>``): one safe path component, never ``..``.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -61,6 +63,7 @@ class DatasetConfig:
     probability: float = 1.0
     conditioning_data: list[str] = attrs.field(factory=list, hash=False)
     conditioning_type: str | None = None
+    #: SimpleTuner's startup scans to skip (comma/space separated); accepted, reported as having no effect.
     skip_file_discovery: str | None = None
 
     @property
@@ -69,6 +72,11 @@ class DatasetConfig:
 
 
 _FIELDS = [a.name for a in attrs.fields(DatasetConfig)]
+
+
+def discovery_steps(value: str | None) -> list[str]:
+    """``"vae, aspect text"`` → ``["vae", "aspect", "text"]`` (SimpleTuner accepts commas and spaces)."""
+    return [part for part in re.split(r"[\s,]+", value or "") if part]
 
 
 def resolve_data_dir(dataset: DatasetConfig, base_dir: str | Path) -> str:
@@ -160,10 +168,19 @@ def _check_dataset(i: int, ds: DatasetConfig, registry: Any) -> list[ConfigError
         errors.append(ConfigError(f"{p}.repeats", f"must be 0 or more, got {ds.repeats}"))
     if ds.write_batch_size < 1:
         errors.append(ConfigError(f"{p}.write_batch_size", f"must be at least 1, got {ds.write_batch_size}"))
-    for name in ("resolution", "minimum_image_size", "maximum_image_size", "target_downsample_size"):
+    for name in ("resolution", "maximum_image_size", "target_downsample_size"):
         value = getattr(ds, name)
         if value is not None and value <= 0:
             errors.append(ConfigError(f"{p}.{name}", f"must be positive, got {value:g}"))
+    if ds.minimum_image_size is not None and ds.minimum_image_size < 0:  # 0 = none, as in SimpleTuner
+        errors.append(ConfigError(f"{p}.minimum_image_size",
+                                  f"must be 0 (no minimum) or more, got {ds.minimum_image_size:g}"))
+    for step in discovery_steps(ds.skip_file_discovery):
+        if step not in DISCOVERY_STEPS:
+            errors.append(ConfigError(
+                f"{p}.skip_file_discovery", f"unknown discovery step {step!r} (known: {', '.join(DISCOVERY_STEPS)})",
+                suggest(step, DISCOVERY_STEPS),
+            ))
     errors.extend(_check_sizes(p, ds))
     return errors
 
@@ -183,7 +200,7 @@ def _check_sizes(p: str, ds: DatasetConfig) -> list[ConfigError]:
                 f"{p}.resolution", f"resolution {res:g} with resolution_type {rtype!r} means {res:g} px", "area",
             ))
     lo, hi, down = ds.minimum_image_size, ds.maximum_image_size, ds.target_downsample_size
-    if lo is not None and hi is not None and 0 < hi < lo:
+    if lo and hi is not None and 0 < hi < lo:
         errors.append(ConfigError(f"{p}.maximum_image_size", f"{hi:g} is below minimum_image_size {lo:g}"))
     if down is not None and hi is not None and 0 < hi < down:
         errors.append(ConfigError(f"{p}.target_downsample_size", f"{down:g} is above maximum_image_size {hi:g}"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -65,11 +66,11 @@ def _aspect_mismatch(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 def pair_references(plan: Any, datasets: list[DatasetConfig], references: dict[str, tuple[Any, list[str]]],
                     *, base_dir: str, seed: int, size_multiple: int, read_size: Any,
-                    defaults: tuple[float | None, str | None]) -> None:
+                    plan_kw: Mapping[str, Any]) -> None:
     """Pair every sample of an image dataset with ``conditioning_data``; unpaired targets are filtered.
 
     ``references`` maps a conditioning dataset id to ``(backend, image paths)``; ``read_size(backend, ds, path)``
-    reads an image's size. Fills ``plan.references`` and ``plan.pairings``; adds warnings for extra references.
+    reads an image's size; ``plan_kw`` are the training config's fallbacks as :func:`plan_image` keywords. Fills ``plan.references`` and ``plan.pairings``; adds warnings for extra references.
     """
     from simpletuner_core.data.preflight import Filtered, Sample  # circular at import time
 
@@ -129,8 +130,7 @@ def pair_references(plan: Any, datasets: list[DatasetConfig], references: dict[s
                     ref_plan: ImagePlan | str = _strict_plan(s.plan)
                 else:
                     ref_plan = plan_image(size, cond, size_multiple=size_multiple, seed=seed,
-                                          key=f"{cond_id}/{key}", default_resolution=defaults[0],
-                                          default_resolution_type=defaults[1])
+                                          key=f"{cond_id}/{key}", **plan_kw)
                 if isinstance(ref_plan, str):
                     summary.mismatched.append(f"{key} ({ref_plan})")
                     dropped.add((s.dataset_id, s.path))

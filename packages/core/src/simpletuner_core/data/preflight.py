@@ -17,6 +17,7 @@ import attrs
 
 from simpletuner_core.config.errors import ConfigError
 from simpletuner_core.data.buckets import (
+    DEFAULT_ASPECT_ROUNDING,
     ImagePlan,
     Size,
     bucket_name,
@@ -24,8 +25,10 @@ from simpletuner_core.data.buckets import (
     plan_image,
     resolution_problem,
     resolve_resolution,
+    size_unit_problem,
 )
 from simpletuner_core.data.config import DatasetConfig, resolve_data_dir
+from simpletuner_core.data.inert import inert_key_warnings
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 _EXIF_ORIENTATION = 0x0112
@@ -187,12 +190,13 @@ def _text_reader(backend: Any, dataset: DatasetConfig, files: list[str]) -> Call
 
 
 class _Builder:
-    def __init__(self, base_dir: Path, seed: int, size_multiple: int, default_resolution: float | None,
-                 default_resolution_type: str | None, registry: Any) -> None:
+    def __init__(self, base_dir: Path, seed: int, size_multiple: int, plan_kw: dict[str, Any], registry: Any) -> None:
         self.base_dir = Path(base_dir)
         self.seed = seed
         self.size_multiple = size_multiple
-        self.defaults = (default_resolution, default_resolution_type)
+        #: The training config's fallbacks and bucketing settings, as :func:`plan_image` keywords.
+        self.plan_kw = plan_kw
+        self.defaults = (plan_kw["default_resolution"], plan_kw["default_resolution_type"])
         self.registry = registry
         self.plan = Plan()
         self.found: dict[str, int] = {}
@@ -220,6 +224,13 @@ class _Builder:
         problem = resolution_problem(res, rtype, self.size_multiple)
         if problem:
             self.plan.errors.append(ConfigError(f"[{i}].resolution", f"dataset {ds.id!r}: {problem}"))
+            return
+        lowest = self.plan_kw["default_minimum_image_size"]
+        unit = size_unit_problem(lowest, rtype) if ds.minimum_image_size is None and lowest else None
+        if unit:  # the config-wide minimum is read in each dataset's unit; a mixed-unit dataloader trips here
+            self.plan.errors.append(ConfigError("minimum_image_size", (
+                f"dataset {ds.id!r} sets no minimum_image_size of its own, so the config's applies: {unit}; set "
+                f"minimum_image_size on the dataset (0 = none) or change the config's")))
             return
         try:
             strategy = self.registry.caption_strategies.get(ds.caption_strategy)
@@ -258,8 +269,7 @@ class _Builder:
             return f"unreadable image: {_why_unreadable(exc)}", None
         rel = os.path.relpath(path, root) if root and os.path.isabs(path) else path
         result = plan_image(size, ds, size_multiple=self.size_multiple, seed=self.seed,
-                            key=f"{ds.id}/{rel}", default_resolution=self.defaults[0],
-                            default_resolution_type=self.defaults[1])
+                            key=f"{ds.id}/{rel}", **self.plan_kw)
         if isinstance(result, str):
             return result, None
         return "", Sample(ds.id, path, caption, size, result, index)
@@ -276,14 +286,24 @@ def build_plan(
     size_multiple: int = 16,
     default_resolution: float | None = None,
     default_resolution_type: str | None = None,
+    minimum_image_size: float | None = None,
+    aspect_bucket_rounding: int | None = DEFAULT_ASPECT_ROUNDING,
+    disable_bucket_pruning: bool = False,
     registry: Any | None = None,
 ) -> Plan:
-    """Plan the data for one run; ``plan.errors`` says why training cannot start (never raises for data)."""
+    """Plan the data for one run; ``plan.errors`` says why training cannot start (never raises for data).
+
+    ``minimum_image_size``, ``aspect_bucket_rounding`` and ``disable_bucket_pruning`` are the training config's
+    keys of those names (the first is a fallback for datasets that set none).
+    """
     if registry is None:
         from simpletuner_core.plugins import get_registry
 
         registry = get_registry()
-    b = _Builder(base_dir, seed, size_multiple, default_resolution, default_resolution_type, registry)
+    plan_kw = {"default_resolution": default_resolution, "default_resolution_type": default_resolution_type,
+               "default_minimum_image_size": minimum_image_size, "aspect_bucket_rounding": aspect_bucket_rounding}
+    b = _Builder(base_dir, seed, size_multiple, plan_kw, registry)
+    b.plan.warnings.extend(inert_key_warnings(datasets))
     conditioning: dict[str, tuple[Any, list[str]]] = {}
     for i, ds in enumerate(datasets):
         if ds.disabled:
@@ -306,17 +326,19 @@ def build_plan(
         from simpletuner_core.data.pairing import check_collatable, pair_references
 
         pair_references(plan, datasets, conditioning, base_dir=str(base_dir), seed=seed,
-                        size_multiple=size_multiple, defaults=(default_resolution, default_resolution_type),
+                        size_multiple=size_multiple, plan_kw=plan_kw,
                         read_size=lambda backend, ds, path: read_image_size(backend.read_bytes(ds, path)))
     need_batch = train_batch_size * processes
-    groups = _drop_small_buckets(plan, by_id, need_batch, train_batch_size, processes)
+    groups = _drop_small_buckets(plan, by_id, need_batch, train_batch_size, processes,
+                                 prune=not disable_bucket_pruning)
     if plan.references:
         kept = {(s.dataset_id, s.path) for s in plan.samples}
         plan.references = [r for r in plan.references if (r.target_dataset_id, r.target_path) in kept]
         check_collatable(plan, by_id, train_batch_size)
-    plan.micro_batches_per_epoch = _micro_batches_per_epoch(plan.samples, by_id, need_batch)
+    plan.micro_batches_per_epoch = _micro_batches_per_epoch(plan.samples, by_id, need_batch, disable_bucket_pruning)
     found_images = sum(n for k, n in b.found.items() if by_id[k].dataset_type == "image")
-    _check_enough(plan, by_id, groups, found_images, train_batch_size, gradient_accumulation_steps, processes)
+    _check_enough(plan, by_id, groups, found_images, train_batch_size, gradient_accumulation_steps, processes,
+                  disable_bucket_pruning)
     _summarise(plan, datasets, b.found)
     return plan
 
@@ -326,8 +348,9 @@ def _weight(ds: DatasetConfig) -> int:
 
 
 def _drop_small_buckets(plan: Plan, by_id: dict[str, DatasetConfig], need: int, batch: int,
-                        processes: int) -> dict[tuple[str, Size], int]:
-    """A micro-batch comes from one bucket of one dataset: groups that cannot fill one go to ``filtered``.
+                        processes: int, prune: bool = True) -> dict[tuple[str, Size], int]:
+    """A micro-batch comes from one bucket of one dataset: groups that cannot fill one go to ``filtered``, unless
+    ``prune`` is off (``disable_bucket_pruning``: the sampler pads their one batch with repeats of their samples).
 
     Returns every group's image count before dropping (for the error message).
     """
@@ -337,12 +360,12 @@ def _drop_small_buckets(plan: Plan, by_id: dict[str, DatasetConfig], need: int, 
     dropped: set[tuple[str, Size]] = set()
     for (ds_id, size), members in groups.items():
         n, per_epoch = len(members), len(members) * _weight(by_id[ds_id])
-        if per_epoch >= need:
+        if per_epoch >= need or not prune:
             continue
         dropped.add((ds_id, size))
         with_repeats = f" ({per_epoch} with repeats)" if per_epoch != n else ""
         reason = (f"bucket {bucket_name(size)} of dataset {ds_id!r} holds {n} image(s){with_repeats}, fewer than "
-                  f"train_batch_size ({batch}) × processes ({processes}) = {need}")
+                  f"train_batch_size ({batch}) × processes ({processes}) = {need} (disable_bucket_pruning keeps it)")
         plan.filtered.extend(Filtered(ds_id, s.path, reason) for s in members)
     plan.samples = [s for s in plan.samples if (s.dataset_id, s.plan.target_size) not in dropped]
     counts: Counter[Size] = Counter()
@@ -354,18 +377,21 @@ def _drop_small_buckets(plan: Plan, by_id: dict[str, DatasetConfig], need: int, 
     return {key: len(members) for key, members in groups.items()}
 
 
-def _micro_batches_per_epoch(samples: list[Sample], by_id: dict[str, DatasetConfig], global_batch: int) -> int:
+def _micro_batches_per_epoch(samples: list[Sample], by_id: dict[str, DatasetConfig], global_batch: int,
+                             pad_remainders: bool = False) -> int:
     """What :class:`~simpletuner_core.data.sampler.BucketBatchSampler` yields per process per epoch."""
     counts: dict[str, Counter[Size]] = defaultdict(Counter)
     for s in samples:
         counts[s.dataset_id][s.plan.target_size] += 1
-    return sum(micro_batches(c.values(), by_id[k].repeats, by_id[k].probability, global_batch)
+    return sum(micro_batches(c.values(), by_id[k].repeats, by_id[k].probability, global_batch, pad_remainders)
                for k, c in counts.items())
 
 
 def _check_enough(plan: Plan, by_id: dict[str, DatasetConfig], groups: dict[tuple[str, Size], int],
-                  found: int, batch: int, accumulation: int, processes: int) -> None:
+                  found: int, batch: int, accumulation: int, processes: int, padded: bool = False) -> None:
     micro, need = plan.micro_batches_per_epoch, batch * processes
+    remainder = ("each bucket's remainder is padded to a full batch (disable_bucket_pruning)" if padded
+                 else "each bucket's remainder is dropped")
     if micro >= accumulation:
         return
     if micro > 0:
@@ -373,7 +399,7 @@ def _check_enough(plan: Plan, by_id: dict[str, DatasetConfig], groups: dict[tupl
             f"an epoch forms {micro} micro-batch{'es' if micro != 1 else ''} per process, fewer than "
             f"gradient_accumulation_steps ({accumulation}) needed for one optimizer step (one micro-batch per "
             f"process takes train_batch_size ({batch}) × processes ({processes}) = {need} samples of one bucket of "
-            "one dataset; each bucket's remainder is dropped). Lower --gradient_accumulation_steps or "
+            f"one dataset; {remainder}). Lower --gradient_accumulation_steps or "
             "--train_batch_size, add images, or raise the dataset's repeats."
         )))
         return

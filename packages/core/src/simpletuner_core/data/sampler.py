@@ -3,6 +3,10 @@
 Every process computes the same global order and takes its own slice, so replicas never see the same sample in a
 step and no communication is needed. Every micro-batch comes from one bucket of one dataset (one tensor shape). A
 dataset's ``probability`` is the share of its batches used per epoch (a fresh random subset each epoch).
+
+A bucket's incomplete remainder is dropped each epoch, unless ``pad_remainders`` (``disable_bucket_pruning``): then
+it forms one more batch, topped up with that bucket's first samples in the epoch's shuffled order (cycling when the
+bucket is smaller than the batch), so no image is left out and the order stays a function of ``(seed, epoch)``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class BucketBatchSampler:
         seed: int,
         num_replicas: int = 1,
         rank: int = 0,
+        pad_remainders: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -37,6 +42,7 @@ class BucketBatchSampler:
         self.num_replicas = num_replicas
         self.rank = rank
         self._global = batch_size * num_replicas
+        self.pad_remainders = pad_remainders
         # Only datasets that are sampled at all: enabled, probability > 0, with samples.
         by_dataset: dict[str, list[int]] = {}
         for i, sample in enumerate(samples):
@@ -49,7 +55,7 @@ class BucketBatchSampler:
         # Batches each dataset contributes per epoch: the same count every epoch (a different subset).
         self._counts = [
             micro_batches(Counter(self._targets[i] for i in indices).values(), ds.repeats, ds.probability,
-                          self._global)
+                          self._global, pad_remainders)
             for ds, indices in self._datasets
         ]
         self._length = sum(self._counts)
@@ -64,9 +70,13 @@ class BucketBatchSampler:
         for i in pool:
             by_bucket.setdefault(self._targets[i], []).append(i)
         out: list[list[int]] = []
+        size = self._global
         for members in by_bucket.values():
-            full = len(members) - len(members) % self._global  # incomplete remainder is dropped
-            out.extend(members[k:k + self._global] for k in range(0, full, self._global))
+            full = len(members) - len(members) % size
+            out.extend(members[k:k + size] for k in range(0, full, size))
+            if self.pad_remainders and full < len(members):  # else the incomplete remainder is dropped
+                missing = size - (len(members) - full)
+                out.append(members[full:] + [members[k % len(members)] for k in range(missing)])
         rng.shuffle(out)
         return out
 

@@ -28,7 +28,9 @@ def make_plan(cfg: Any, home: Path, registry: Any, size_multiple: int, seed: int
     plan = build_plan(datasets, base_dir=path.parent, train_batch_size=cfg.train_batch_size,
                       gradient_accumulation_steps=cfg.gradient_accumulation_steps, processes=processes, seed=seed,
                       size_multiple=size_multiple, default_resolution=cfg.resolution,
-                      default_resolution_type=cfg.resolution_type, registry=registry)
+                      default_resolution_type=cfg.resolution_type, minimum_image_size=cfg.minimum_image_size,
+                      aspect_bucket_rounding=cfg.aspect_bucket_rounding,
+                      disable_bucket_pruning=cfg.disable_bucket_pruning, registry=registry)
     if not plan.ok:
         raise PreflightRejected(plan)
     return datasets, plan

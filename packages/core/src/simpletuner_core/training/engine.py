@@ -260,7 +260,8 @@ class Trainer:
         from simpletuner_core.data.sampler import BucketBatchSampler
 
         sampler = BucketBatchSampler(plan.samples, datasets, cfg.train_batch_size, seed,
-                                     num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+                                     num_replicas=accelerator.num_processes, rank=accelerator.process_index,
+                                     pad_remainders=cfg.disable_bucket_pruning)
         ga = cfg.gradient_accumulation_steps
         steps_per_epoch = len(sampler) // ga
         require(steps_per_epoch > 0, "gradient_accumulation_steps",
