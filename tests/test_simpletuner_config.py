@@ -7,6 +7,7 @@ without dashes. Only the model and data are pointed at the offline tiny flavours
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,26 @@ def test_generated_flux_lora_config_trains(home: Path, demo_images: Path,
     result, _, _ = run(raw, home)
     assert result.status == "completed" and result.global_step == 4
     assert list((home / "output").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({}, "a red square on a blue background"),  # our dataset default: textfile
+    ({"--caption_strategy": "filename"}, "demo"),  # the filename strategy drops the numbering
+    ({"--caption_strategy": "instance_prompt", "--instance_prompt": "a photo of sks"}, "a photo of sks"),
+])
+def test_config_wide_caption_strategy_is_the_dataset_default(home: Path, tiny_pixart_dir: Path,
+                                                             demo_images: Path, given: dict[str, Any],
+                                                             expected: str) -> None:
+    from simpletuner_core.training.engine import plan_only
+
+    dataloader = home / "config" / "dl.json"
+    dataloader.parent.mkdir(parents=True, exist_ok=True)
+    dataloader.write_text(json.dumps([
+        {"id": "toy", "type": "local", "instance_data_dir": str(demo_images), "resolution": 64,
+         "resolution_type": "pixel_area"},
+        {"id": "text", "type": "local", "dataset_type": "text_embeds", "default": True},
+    ]))
+    cfg = validate({"--model_family": "pixart_sigma", "--model_flavour": "tiny", "--output_dir": str(home / "o"),
+                    "--data_backend_config": str(dataloader), "--max_train_steps": 1, **given})
+    captions = {Path(s.path).stem: s.caption for s in plan_only(cfg, home).samples}
+    assert captions["demo_000"] == expected

@@ -64,7 +64,6 @@ INERT: dict[str, str] = {
     "validation_seed_source": "validation noise is drawn on the CPU from validation_seed",
     "validation_multigpu": "one process renders validation",
     "push_to_hub_background": "uploads always run in the background",
-    "instance_prompt": "set instance_prompt per dataset in the dataloader JSON",
 }
 
 #: Prefix rules for inert keys (checked after INERT).
@@ -93,7 +92,6 @@ UNSUPPORTED: dict[str, str] = {
     "offset_noise": "offset noise is set by noise_offset alone here (applied to every sample)",
     "noise_offset_probability": "offset noise is set by noise_offset alone here (applied to every sample)",
     "lr_end": "schedules decay to 0 here",
-    "caption_strategy": "set caption_strategy per dataset in the dataloader JSON",
     "evaluation_type": "CLIP-score evaluation is not supported here; the eval loss is (dataset_type eval)",
     "eval_dataset_pooling": "each eval dataset's loss is reported on its own",
     "num_validation_images": "one image per validation prompt here",

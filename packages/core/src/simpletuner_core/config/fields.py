@@ -32,6 +32,10 @@ class CoreConfig:
     resolution_type: str | None = f(None, "Default resolution_type.", (None, "pixel", "area", "pixel_area"))
     cache_dir_vae: str | None = f(None, "Default VAE latent cache directory for datasets that set none.")
     cache_dir_text: str | None = f(None, "Default text-embed cache directory.")
+    caption_strategy: str | None = f(None, "Default caption_strategy of image datasets that set none (textfile, "
+                                           "filename, instanceprompt; SimpleTuner's instance_prompt too); unset: "
+                                           "textfile.")
+    instance_prompt: str | None = f(None, "Default instance_prompt of image datasets that set none.")
     caption_dropout_probability: float = f(0.0, "Probability of training a sample with an empty caption.")
     vae_batch_size: int = f(4, "Images per VAE encode batch while filling the latent cache.")
     vae_cache_ondemand: bool = f(False, "Encode latents as batches are drawn instead of caching every image first "

@@ -240,8 +240,29 @@ def _check_together(datasets: list[tuple[int, DatasetConfig]]) -> list[ConfigErr
     return errors
 
 
-def parse_dataloader(raw: Any, registry: Any | None = None) -> list[DatasetConfig]:
-    """Structure and check a dataloader document; raise :class:`ConfigInvalid` listing every problem."""
+#: Training-config keys that serve as defaults for the image datasets that set none (SimpleTuner's config-wide
+#: ``--caption_strategy`` / ``--instance_prompt``); its spelling ``instance_prompt`` names our ``instanceprompt``.
+DATASET_DEFAULT_KEYS = ("caption_strategy", "instance_prompt")
+_STRATEGY_SPELLINGS = {"instance_prompt": "instanceprompt"}
+
+
+def _with_defaults(item: Any, defaults: Mapping[str, Any]) -> Any:
+    if not isinstance(item, Mapping) or item.get("dataset_type", "image") != "image":
+        return item
+    filled = dict(item)
+    for key in DATASET_DEFAULT_KEYS:
+        if key not in filled and defaults.get(key) is not None:
+            filled[key] = defaults[key]
+    if isinstance(filled.get("caption_strategy"), str):
+        filled["caption_strategy"] = _STRATEGY_SPELLINGS.get(filled["caption_strategy"], filled["caption_strategy"])
+    return filled
+
+
+def parse_dataloader(raw: Any, registry: Any | None = None,
+                     defaults: Mapping[str, Any] | None = None) -> list[DatasetConfig]:
+    """Structure and check a dataloader document; raise :class:`ConfigInvalid` listing every problem.
+
+    ``defaults`` holds the training config's :data:`DATASET_DEFAULT_KEYS` for image datasets that set none."""
     if registry is None:
         from simpletuner_core.plugins import get_registry
 
@@ -253,7 +274,7 @@ def parse_dataloader(raw: Any, registry: Any | None = None) -> list[DatasetConfi
     errors: list[ConfigError] = []
     parsed: list[tuple[int, DatasetConfig]] = []
     for i, item in enumerate(raw):
-        ds, complete, errs = _structure_one(i, item)
+        ds, complete, errs = _structure_one(i, _with_defaults(item, defaults or {}))
         errors.extend(errs)
         if ds is not None:
             seen = {e.path for e in errs}
@@ -267,7 +288,8 @@ def parse_dataloader(raw: Any, registry: Any | None = None) -> list[DatasetConfi
     return [ds for _, ds in parsed]
 
 
-def load_dataloader(path: Path, registry: Any | None = None) -> list[DatasetConfig]:
+def load_dataloader(path: Path, registry: Any | None = None,
+                    defaults: Mapping[str, Any] | None = None) -> list[DatasetConfig]:
     """Read and parse a dataloader JSON file; I/O and JSON problems are reported like any config error."""
     path = Path(path)
     try:
@@ -282,7 +304,7 @@ def load_dataloader(path: Path, registry: Any | None = None) -> list[DatasetConf
         raise ConfigInvalid([ConfigError(
             ROOT_PATH, f"dataloader file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
         )]) from None
-    return parse_dataloader(raw, registry)
+    return parse_dataloader(raw, registry, defaults)
 
 
 def dump_dataloader(datasets: list[DatasetConfig]) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ def make_plan(cfg: Any, home: Path, registry: Any, size_multiple: int, seed: int
     from simpletuner_core.data.preflight import build_plan
 
     path = resolve_dataloader_path(cfg.data_backend_config, home)
-    datasets = load_dataloader(path, registry)
+    datasets = load_dataloader(path, registry, {"caption_strategy": cfg.caption_strategy,
+                                                "instance_prompt": cfg.instance_prompt})
     plan = build_plan(datasets, base_dir=path.parent, train_batch_size=cfg.train_batch_size,
                       gradient_accumulation_steps=cfg.gradient_accumulation_steps, processes=processes, seed=seed,
                       size_multiple=size_multiple, default_resolution=cfg.resolution,
