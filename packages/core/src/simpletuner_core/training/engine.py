@@ -586,7 +586,7 @@ class _Rate:
 
 
 def plan_only(cfg: Any, home: Path, registry: Any | None = None) -> Any:
-    """The preflight plan without loading a model (CLI ``--dry-run`` and ``config validate``)."""
+    """The preflight plan without loading a model (``simpletuner config validate``, ``jobs submit --dry-run``)."""
     from simpletuner_core.plugins import get_registry
 
     reg = registry or get_registry()
