@@ -86,15 +86,16 @@ def write_dataloader(home: Path, images: Path, **image_overrides: Any) -> Path:
 
 def tiny_config(home: Path, tiny_dir: Path, images: Path, **overrides: Any) -> dict[str, Any]:
     """A wire-format config for the tiny PixArt model on the demo set."""
+    from simpletuner_core.config.migrations import overlay
+
     dataloader = write_dataloader(home, images)
-    return {
+    return overlay({
         "--model_family": "pixart_sigma", "--model_flavour": "tiny",
         "--pretrained_model_name_or_path": str(tiny_dir), "--model_type": "full",
         "--output_dir": str(home / "output"), "--data_backend_config": str(dataloader),
         "--train_batch_size": 4, "--learning_rate": 1e-3, "--max_train_steps": 30, "--seed": 7,
         "--checkpoint_step_interval": 0, "--report_to": "none",
-        **{k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()},
-    }
+    }, {k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()})
 
 
 @pytest.fixture

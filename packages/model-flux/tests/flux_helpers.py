@@ -29,13 +29,14 @@ def kontext_dataloader(home: Path, pairs: Path, conditioning_type: str = "refere
 def flux_config(home: Path, model_dir: Path, dataloader: Path, flavour: str = "tiny",
                 **overrides: Any) -> dict[str, Any]:
     """A wire-format LoRA config for a tiny Flux flavour."""
-    return {
+    from simpletuner_core.config.migrations import overlay
+
+    return overlay({
         "--model_family": "flux", "--model_flavour": flavour, "--pretrained_model_name_or_path": str(model_dir),
         "--model_type": "lora", "--lora_rank": 4, "--output_dir": str(home / "output"),
         "--data_backend_config": str(dataloader), "--train_batch_size": 4, "--learning_rate": 1e-2,
-        "--max_train_steps": 30, "--seed": 7, "--checkpointing_steps": 0, "--report_to": "none",
-        **{k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()},
-    }
+        "--max_train_steps": 30, "--seed": 7, "--checkpoint_step_interval": 0, "--report_to": "none",
+    }, {k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()})
 
 
 def image_dataloader(home: Path, images: Path) -> Path:
