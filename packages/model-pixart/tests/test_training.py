@@ -121,7 +121,8 @@ def test_v_prediction_trains(home: Path, tiny_cfg: Any) -> None:
 
 def test_validation_events_carry_decodable_pngs(home: Path, tiny_cfg: Any) -> None:
     raw = tiny_cfg(max_train_steps=10, validation_prompt="a red square", validation_steps=5,
-                   validation_num_inference_steps=2, validation_resolution="64x64")
+                   validation_num_inference_steps=2, validation_resolution="64x64",
+                   validation_disable_unconditional=True)
     code, _, events = train(raw, home)
     assert code == 0
     images = of_type(events, "validation.image")
@@ -437,7 +438,7 @@ def test_validation_previews_decode_intermediate_latents(home: Path, tiny_cfg: A
 def test_a_broken_preview_decoder_turns_previews_off_not_the_run(home: Path, tiny_cfg: Any) -> None:
     raw = tiny_cfg(max_train_steps=2, validation_prompt="a red square", validation_steps=2,
                    validation_num_inference_steps=2, validation_resolution="64x64", validation_preview=True,
-                   validation_preview_decoder=str(home / "no-such-decoder"))
+                   validation_preview_decoder=str(home / "no-such-decoder"), validation_disable_unconditional=True)
     code, _, events = train(raw, home)
     assert code == 0
     assert [e.data["validation_type"] for e in of_type(events, "validation.image")] == ["final"]
