@@ -8,7 +8,8 @@ into a weight on the loss a family actually computes:
 * v-prediction: ``min(SNR, γ) / (SNR + 1)``    (the v loss carries SNR + 1)
 
 The soft variant replaces the hard ``min`` with the smooth harmonic minimum ``SNR·γ / (SNR + γ)`` (the
-"soft-min-SNR" of Crowson et al. 2024, Hourglass Diffusion Transformers): it lies between ``min/2`` and ``min``,
+"soft-min-SNR" of Crowson et al. 2024, Hourglass Diffusion Transformers, whose x₀-space weight
+``1/(σ² + σ_data²)`` is this with SNR = σ_data²/σ² and γ = σ_data²): it lies between ``min/2`` and ``min``,
 tends to SNR at high noise and to γ at low noise, and has no kink at SNR = γ. That gives ``γ / (SNR + γ)`` for ε
 and ``SNR·γ / ((SNR + γ)(SNR + 1))`` for v.
 
