@@ -30,8 +30,8 @@ def test_launch_commands() -> None:
 def test_two_processes_train_checkpoint_and_report_once(tmp_path: Path, tiny_pixart_dir: Path,
                                                         demo_images: Path) -> None:
     env = make_env(tmp_path, tiny_pixart_dir, demo_images, num_processes=2, train_batch_size=2,
-                   max_train_steps=6, checkpointing_steps=3, validation_prompt="a red square",
-                   validation_steps=0, validation_num_inference_steps=2)
+                   max_train_steps=6, checkpoint_step_interval=3, validation_prompt="a red square",
+                   validation_steps=0, validation_num_inference_steps=2, validation_disable_unconditional=True)
     run, store = runner(tmp_path, devices=[])
     job_id = run.submit(env=env).job_id
     job = final(store, job_id, timeout=240)

@@ -48,8 +48,9 @@ def test_a_receiver_records_the_whole_run(tmp_path: Path, tiny_pixart_dir: Path,
         script = tmp_path / "record.py"
         script.write_text(RECORD)
         hook = {"webhook_type": "raw", "callback_url": receiver.url, "secret": "shared-secret"}
-        env = make_env(tmp_path, tiny_pixart_dir, demo_images, max_train_steps=6, checkpointing_steps=3,
+        env = make_env(tmp_path, tiny_pixart_dir, demo_images, max_train_steps=6, checkpoint_step_interval=3,
                        validation_steps=3, validation_prompt="a red square", validation_resolution="64x64",
+                       validation_disable_unconditional=True,
                        validation_num_inference_steps=3, validation_preview=True, validation_preview_steps=2,
                        validation_preview_decoder=str(tiny_taesd_dir), webhook_config=json.dumps([hook]),
                        post_checkpoint_script=f"{sys.executable} {script} {tmp_path / 'ck.jsonl'} "

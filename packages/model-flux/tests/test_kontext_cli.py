@@ -31,7 +31,7 @@ def test_tutorial_kontext_example_trains_through_the_cli_and_changes_the_pipelin
 
     assert get_registry().examples.owner(EXAMPLE_NAME) == "flux"  # shipped as a template through the hook
     home = tmp_path / "state"
-    write_tiny_kontext_example(home, overrides={"--max_train_steps": 12, "--validation_steps": 12})
+    write_tiny_kontext_example(home, overrides={"--max_train_steps": 12, "--validation_step_interval": 12})
     config = json.loads((home / "config" / EXAMPLE_NAME / "config.json").read_text())
     for key, value in {"--model_family": "flux", "--model_flavour": "tiny-kontext", "--model_type": "lora",
                        "--lora_type": "lycoris", "--optimizer": "optimi-lion", "--base_model_precision": "int8-quanto",

@@ -121,7 +121,8 @@ def test_v_prediction_trains(home: Path, tiny_cfg: Any) -> None:
 
 def test_validation_events_carry_decodable_pngs(home: Path, tiny_cfg: Any) -> None:
     raw = tiny_cfg(max_train_steps=10, validation_prompt="a red square", validation_steps=5,
-                   validation_num_inference_steps=2, validation_resolution="64x64")
+                   validation_num_inference_steps=2, validation_resolution="64x64",
+                   validation_disable_unconditional=True)
     code, _, events = train(raw, home)
     assert code == 0
     images = of_type(events, "validation.image")
@@ -137,7 +138,7 @@ def test_validation_events_carry_decodable_pngs(home: Path, tiny_cfg: Any) -> No
 def test_checkpoints_retention_and_manifest(home: Path, tiny_cfg: Any) -> None:
     from simpletuner_core.training.checkpoint import list_checkpoints, read_manifest, resolve_resume
 
-    code, _, events = train(tiny_cfg(max_train_steps=20, checkpointing_steps=5, checkpoints_total_limit=2), home)
+    code, _, events = train(tiny_cfg(max_train_steps=20, checkpoint_step_interval=5, checkpoints_total_limit=2), home)
     assert code == 0
     assert [e.data["step"] for e in of_type(events, "checkpoint.saved")] == [5, 10, 15]
     kept = list_checkpoints(home / "output")
@@ -150,8 +151,8 @@ def test_checkpoints_retention_and_manifest(home: Path, tiny_cfg: Any) -> None:
 
 
 def test_resume_with_changed_config_is_refused_with_a_diff(home: Path, tiny_cfg: Any) -> None:
-    assert train(tiny_cfg(max_train_steps=10, checkpointing_steps=5), home)[0] == 0
-    raw = tiny_cfg(max_train_steps=20, checkpointing_steps=5, resume_from_checkpoint="latest", learning_rate=5e-4)
+    assert train(tiny_cfg(max_train_steps=10, checkpoint_step_interval=5), home)[0] == 0
+    raw = tiny_cfg(max_train_steps=20, checkpoint_step_interval=5, resume_from_checkpoint="latest", learning_rate=5e-4)
     code, _ = run_job(validate(raw), home, get_registry(), job_id="again")
     assert code == 2
     failed = of_type(read_events(home / "jobs" / "again" / "events.jsonl"), "job.failed")
@@ -177,9 +178,9 @@ def test_resume_does_not_depend_on_other_families_plugins_or_new_keys_at_default
     foreign = {f.name for f in registry.config_fields.values() if f.family and f.family != "pixart_sigma"}
     if not foreign:
         pytest.skip("needs another family's plugin installed")
-    assert train(tiny_cfg(max_train_steps=10, checkpointing_steps=5), home)[0] == 0
+    assert train(tiny_cfg(max_train_steps=10, checkpoint_step_interval=5), home)[0] == 0
     _forget_keys(list_checkpoints(home / "output")[-1][1], foreign | {"clip_skip"})
-    raw = tiny_cfg(max_train_steps=15, checkpointing_steps=5, resume_from_checkpoint="latest")
+    raw = tiny_cfg(max_train_steps=15, checkpoint_step_interval=5, resume_from_checkpoint="latest")
     code, result = run_job(validate(raw), home, get_registry(), job_id="later")
     assert code == 0 and result.global_step == 15
     # a key the checkpoint lacks but that is now set to something else is still a change
@@ -371,7 +372,7 @@ def test_resume_refuses_a_changed_dataset(home: Path, tiny_cfg: Any, tmp_path: P
 
     images = tmp_path / "imgs"
     shutil.copytree(demo_images, images)
-    raw = tiny_cfg(max_train_steps=6, checkpointing_steps=3, train_batch_size=2)
+    raw = tiny_cfg(max_train_steps=6, checkpoint_step_interval=3, train_batch_size=2)
     write_dataloader(home, images)
     assert train(raw, home)[0] == 0
     (images / "extra.png").write_bytes((images / "demo_000.png").read_bytes())
@@ -395,7 +396,7 @@ def test_lora_on_a_quantized_base_trains_checkpoints_and_resumes_exactly(home: P
     import shutil
 
     raw = tiny_cfg(model_type="lora", lora_rank=4, learning_rate=1e-2, max_train_steps=12,
-                   base_model_precision=precision, checkpointing_steps=5)
+                   base_model_precision=precision, checkpoint_step_interval=5)
     code, straight, events = train(raw, home)
     assert code == 0 and dropped(straight.losses, 4) > 1.1
     assert any(e.data.get("stage") == "quantizing" for e in of_type(events, "job.stage"))
@@ -446,7 +447,7 @@ def test_validation_previews_decode_intermediate_latents(home: Path, tiny_cfg: A
 def test_a_broken_preview_decoder_turns_previews_off_not_the_run(home: Path, tiny_cfg: Any) -> None:
     raw = tiny_cfg(max_train_steps=2, validation_prompt="a red square", validation_steps=2,
                    validation_num_inference_steps=2, validation_resolution="64x64", validation_preview=True,
-                   validation_preview_decoder=str(home / "no-such-decoder"))
+                   validation_preview_decoder=str(home / "no-such-decoder"), validation_disable_unconditional=True)
     code, _, events = train(raw, home)
     assert code == 0
     assert [e.data["validation_type"] for e in of_type(events, "validation.image")] == ["final"]

@@ -163,7 +163,7 @@ class QuantizerSpec:
 
 @attrs.frozen
 class ValidationMethodSpec:
-    """``run(trainer, config, step) -> list[ValidationResult]``."""
+    """``run(trainer, model, config, step, context=None) -> list`` of PIL images or ``RenderedImage`` items."""
 
     name: str = attrs.field(validator=_name)
     run: Callable[..., Any] = attrs.field(repr=False)

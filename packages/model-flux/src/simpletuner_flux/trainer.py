@@ -194,6 +194,7 @@ class FluxTrainer:
     @torch.no_grad()
     def validation_images(self, model: Any, config: Any, on_latents: Any = None) -> list[Any]:
         from simpletuner_core.config.rules import parse_resolution
+        from simpletuner_core.training.validation import guidance_kwargs
 
         if config.validation_resolution:
             sizes = parse_resolution(config.validation_resolution)
@@ -206,7 +207,7 @@ class FluxTrainer:
         seed = config.validation_seed if config.validation_seed is not None else (config.seed or 0)
         images = []
         for width, height in sizes:
-            kwargs: dict[str, Any] = {}
+            kwargs: dict[str, Any] = guidance_kwargs(pipe, config)
             if on_latents is not None:
                 kwargs["callback_on_step_end"] = self._preview(on_latents, pipe, config, height, width)
             if self.kontext:

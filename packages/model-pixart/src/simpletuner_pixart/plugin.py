@@ -42,6 +42,7 @@ def register_model_families(register: Callable[[ModelFamily], None]) -> None:
         description="PixArt Sigma (DiT, T5 text encoder, DDPM ε or v-prediction, learned sigma).",
         pipeline="PixArtSigmaPipeline",
         size_multiple=16,
+        features=("snr_gamma", "rescale_betas_zero_snr"),
     ))
 
 

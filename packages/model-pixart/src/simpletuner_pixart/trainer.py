@@ -16,6 +16,7 @@ from simpletuner_core.training.loading import (
     vae_latents,
     weights_identity,
 )
+from simpletuner_core.training.loss_weighting import min_snr_weights, snr_at, weighted_mse
 
 SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -44,7 +45,9 @@ class PixArtSigmaTrainer:
         self.text_encoder = load_component(T5EncoderModel, self.source, "text_encoder", torch_dtype=weight_dtype)
         self.vae = load_component(AutoencoderKL, self.source, "vae", torch_dtype=weight_dtype)
         self.transformer = load_component(PixArtTransformer2DModel, self.source, "transformer")
-        self.noise_scheduler = load_component(DDPMScheduler, self.source, "scheduler")
+        # Zero terminal SNR is a schedule change: the validation scheduler is built from this config and follows.
+        schedule = {"rescale_betas_zero_snr": True} if self.cfg.rescale_betas_zero_snr else {}
+        self.noise_scheduler = load_component(DDPMScheduler, self.source, "scheduler", **schedule)
         for module in (self.text_encoder, self.vae):
             module.requires_grad_(False).eval().to(device)
         lora = self.cfg.model_type == "lora"
@@ -58,6 +61,9 @@ class PixArtSigmaTrainer:
         limit = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 100_000 else 300
         self.max_length = self.cfg.tokenizer_max_length or min(300, limit)
         self.alphas = self.noise_scheduler.alphas_cumprod.to(device)
+        if self.cfg.rescale_betas_zero_snr and self.prediction_type == "epsilon":
+            log("warning: rescale_betas_zero_snr with ε-prediction: at zero SNR the noise is the input, so the "
+                "model learns nothing there; SimpleTuner pairs it with prediction_type=v_prediction")
         log(f"loaded PixArt Sigma from {self.source}: "
             f"{sum(p.numel() for p in self.transformer.parameters()) / 1e6:.2f}M transformer params, "
             f"prediction_type={self.prediction_type}")
@@ -87,6 +93,11 @@ class PixArtSigmaTrainer:
         if self.cfg.noise_offset:
             noise = noise + self.cfg.noise_offset * torch.randn(bsz, latents.shape[1], 1, 1, device=latents.device)
         steps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device)
+        return self.loss_at(model, latents, text, noise, steps)
+
+    def loss_at(self, model: Any, latents: torch.Tensor, text: dict[str, torch.Tensor], noise: torch.Tensor,
+                steps: torch.Tensor) -> torch.Tensor:
+        """The loss for given noise and timesteps (``loss`` draws them): MSE, min-SNR weighted with snr_gamma."""
         noisy = self.noise_scheduler.add_noise(latents, noise, steps)
         dtype = next(model.parameters()).dtype
         pred = model(noisy.to(dtype), encoder_hidden_states=text["prompt_embeds"].to(dtype),
@@ -98,6 +109,10 @@ class PixArtSigmaTrainer:
             target = self.noise_scheduler.get_velocity(latents, noise, steps)
         else:
             target = noise
+        if self.cfg.snr_gamma:
+            weights = min_snr_weights(snr_at(self.alphas, steps), self.cfg.snr_gamma, self.prediction_type,
+                                      soft=self.cfg.use_soft_min_snr)
+            return weighted_mse(pred, target, weights)
         return F.mse_loss(pred.float(), target.float(), reduction="mean")
 
     def _pipeline(self, model: Any) -> Any:
@@ -120,6 +135,7 @@ class PixArtSigmaTrainer:
     @torch.no_grad()
     def validation_images(self, model: Any, config: Any, on_latents: Any = None) -> list[Any]:
         from simpletuner_core.config.rules import parse_resolution
+        from simpletuner_core.training.validation import guidance_kwargs
 
         if config.validation_resolution:
             sizes = parse_resolution(config.validation_resolution)
@@ -146,6 +162,7 @@ class PixArtSigmaTrainer:
                            num_inference_steps=config.validation_num_inference_steps,
                            guidance_scale=config.validation_guidance, height=height, width=width,
                            generator=generator, use_resolution_binning=False,
-                           max_sequence_length=self.max_length, clean_caption=False, **step_kwargs)
+                           max_sequence_length=self.max_length, clean_caption=False, **step_kwargs,
+                           **guidance_kwargs(pipe, config))
             images.extend(out.images)
         return images

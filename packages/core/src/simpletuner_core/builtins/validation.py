@@ -10,10 +10,22 @@ from simpletuner_core.records import ValidationMethodSpec
 
 
 def _pipeline(trainer: Any, model: Any, cfg: Any, step: int, context: Any = None) -> list[Any]:
+    """Every prompt of :func:`validation_prompts`, each through the family's ``validation_images``; previews
+    follow validation_prompt only (their events are titled with it)."""
+    import attrs
+
+    from simpletuner_core.training.validation import MAIN, RenderedImage, validation_prompts
+
     preview = getattr(context, "preview", None)
-    if preview is not None:
-        return trainer.validation_images(model, cfg, on_latents=preview)
-    return trainer.validation_images(model, cfg)
+    out: list[Any] = []
+    for item in validation_prompts(cfg):
+        one = attrs.evolve(cfg, validation_prompt=item.prompt)
+        if preview is not None and item.name == MAIN:
+            images = trainer.validation_images(model, one, on_latents=preview)
+        else:
+            images = trainer.validation_images(model, one)
+        out += [RenderedImage(image, item.prompt, item.name) for image in images]
+    return out
 
 
 def _external(trainer: Any, model: Any, cfg: Any, step: int, context: Any = None) -> list[Any]:

@@ -89,10 +89,24 @@ def _family(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError
     yield from _lycoris_preset(cfg, fam)
     if "clip_skip" not in fam.features and cfg.clip_skip:
         yield ConfigError("clip_skip", f"{fam.name} has no CLIP text encoder, so clip_skip cannot apply; remove it")
+    yield from _noise_schedule_keys(cfg, fam)
     for field in registry.config_fields.values():  # saved configs list every key: only a set value is a mistake
         if (field.family and field.name in provided and registry.families.canonical(field.family) != fam.name
                 and getattr(cfg, field.name, field.default) != field.default):
             yield ConfigError(field.name, f"applies only to model_family {field.family}")
+
+
+#: Keys that change a DDPM noise schedule's loss or betas, and the family feature that honours each.
+SCHEDULE_KEYS = {"snr_gamma": "snr_gamma", "use_soft_min_snr": "snr_gamma",
+                 "rescale_betas_zero_snr": "rescale_betas_zero_snr"}
+
+
+def _noise_schedule_keys(cfg: Any, fam: Any) -> Iterable[ConfigError]:
+    """Refused, by name, for families without a DDPM schedule (flow matching) when set to do something."""
+    for key, feature in SCHEDULE_KEYS.items():
+        if getattr(cfg, key) and feature not in fam.features:
+            yield ConfigError(key, f"{fam.name} does not train on a DDPM noise schedule (ε/v-prediction), so "
+                              f"{key} cannot apply; remove it")
 
 
 def _lycoris_preset(cfg: Any, fam: Any) -> Iterable[ConfigError]:
@@ -193,6 +207,7 @@ def _misc(cfg: Any) -> Iterable[ConfigError]:
 
         if not Path(cfg.init_lora).expanduser().is_file():
             yield ConfigError("init_lora", f"file not found: {cfg.init_lora}")
+    yield from _loss_and_validation_keys(cfg)
     if not 0.0 < cfg.ema_decay < 1.0:
         yield ConfigError("ema_decay", "must be in (0, 1)")
     if cfg.learning_rate <= 0:
@@ -207,6 +222,22 @@ def _buckets(cfg: Any) -> Iterable[ConfigError]:
                           f"{rounding!r}")
     if cfg.minimum_image_size is not None and cfg.minimum_image_size < 0:
         yield ConfigError("minimum_image_size", f"must be >= 0 (0 = no minimum); got {cfg.minimum_image_size:g}")
+
+
+def _loss_and_validation_keys(cfg: Any) -> Iterable[ConfigError]:
+    if cfg.snr_gamma is not None and cfg.snr_gamma < 0:
+        yield ConfigError("snr_gamma", f"must be > 0 (unset or 0 = off); got {cfg.snr_gamma!r}")
+    if cfg.use_soft_min_snr and not cfg.snr_gamma:
+        yield ConfigError("use_soft_min_snr", "needs snr_gamma (the γ the soft minimum clips the SNR at), e.g. 5")
+    if not 0.0 <= cfg.validation_guidance_rescale <= 1.0:
+        yield ConfigError("validation_guidance_rescale", f"must be in [0, 1]; got {cfg.validation_guidance_rescale!r}")
+    if cfg.user_prompt_library:
+        from simpletuner_core.training.validation import load_prompt_library
+
+        try:
+            load_prompt_library(cfg.user_prompt_library)
+        except ValueError as exc:
+            yield ConfigError("user_prompt_library", str(exc))
 
 
 def _hooks(cfg: Any) -> Iterable[ConfigError]:
@@ -296,14 +327,29 @@ NOT_YET = {
 }
 
 
-def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None) -> list[str]:
-    """Notes for keys set to a non-default value that do nothing yet (printed by validate, logged by jobs);
-    with ``raw`` (the config as given), also the SimpleTuner keys in it that have no effect here."""
+def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any | None = None) -> list[str]:
+    """Notes for keys set to a value that does nothing (yet, or for this family) or that is likely a mistake
+    (printed by validate, logged by jobs); with ``raw`` (the config as given), also the SimpleTuner keys in it that
+    have no effect here."""
     defaults = {a.name: a.default for a in attrs.fields(type(cfg))}
     out = []
     for key in sorted(NOT_YET):
         if getattr(cfg, key, None) != defaults.get(key):
             out.append(f"{key} is accepted but has no effect yet: {NOT_YET[key]}")
+    if registry is None:
+        from simpletuner_core.plugins import get_registry
+
+        registry = get_registry()
+    fam = registry.family(cfg.model_family) if cfg.model_family in registry.families else None
+    if cfg.validation_guidance_rescale and fam is not None and "guidance_rescale" not in fam.features:
+        out.append(f"validation_guidance_rescale has no effect for {fam.name}: its diffusers pipeline "
+                   f"({fam.pipeline or 'none'}) takes no guidance_rescale argument")
+    if cfg.rescale_betas_zero_snr and cfg.prediction_type != "v_prediction":
+        out.append("rescale_betas_zero_snr is meant for v-prediction (set prediction_type=v_prediction): with "
+                   "ε-prediction the zero-SNR timestep's target is its input, so it teaches nothing")
+    if (cfg.validation_prompt_library or cfg.user_prompt_library) and not cfg.validation_prompt:
+        out.append("validation_prompt_library/user_prompt_library render only when validation runs, which needs "
+                   "a validation_prompt")
     return out + (inert_notes(cfg, raw) if raw is not None else [])
 
 

@@ -24,9 +24,9 @@ def redact_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: (REDACTED if v and is_redacted_key(k) else v) for k, v in sorted(config.items())}
 
 
-
 def model_card(config: dict[str, Any], output_dir: Path, *, job_id: str, step: int) -> str:
-    """Markdown with a YAML header the hub understands, the training config and the latest validation images."""
+    """Markdown with a YAML header the hub understands, ``model_card_note`` right below it, the training config and
+    the latest validation images."""
     base = config.get("pretrained_model_name_or_path") or config.get("model_flavour") or ""
     tags = ["simpletuner", "diffusers", "text-to-image", str(config.get("model_family") or "")]
     if config.get("model_type") == "lora":
@@ -36,7 +36,8 @@ def model_card(config: dict[str, Any], output_dir: Path, *, job_id: str, step: i
         header.append(f"base_model: {base}")
     header.append("---")
     images = sorted((Path(output_dir) / "validation").glob("*.png"))[-MAX_IMAGES:]
-    lines = [*header, "", f"# {Path(output_dir).name}", "",
+    note = str(config.get("model_card_note") or "").strip()
+    lines = [*header, "", *([note, ""] if note else []), f"# {Path(output_dir).name}", "",
              f"Trained with simpletuner-core (job `{job_id}`): {config.get('model_family')} "
              f"{config.get('model_type')} fine-tune, {step} optimizer steps.", ""]
     if config.get("validation_prompt"):
