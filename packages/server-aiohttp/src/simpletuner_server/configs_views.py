@@ -326,6 +326,10 @@ async def export_config(request: web.Request) -> web.Response:
     return web.json_response(document, headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
 
 
+def _dataloader_limit(app: web.Application) -> int:
+    return int(app[SETTINGS_KEY].max_dataloader_bytes)
+
+
 @require("config.edit.own")
 async def save_dataloader(request: web.Request) -> web.Response:
     """No body: regenerate the starter dataloader. A JSON list: validate it, then save it as given."""
@@ -345,3 +349,6 @@ async def save_dataloader(request: web.Request) -> web.Response:
             raise _invalid(exc.errors) from None
     await _disk(envs.save_dataloader, name, dataloader, home=home)
     return web.json_response({"name": name, "dataloader": dataloader})
+
+
+save_dataloader.body_limit = _dataloader_limit  # type: ignore[attr-defined]  # see body_limit_middleware
