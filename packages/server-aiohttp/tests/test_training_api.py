@@ -6,6 +6,7 @@ The client is aiohttp's TestClient logged in as the first admin (its jar keeps t
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from simpletuner_core.config.environments import create_environment, save_environment
+from simpletuner_core.plugins import get_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_helpers import call, needs_pixart, serve_as_admin
@@ -35,6 +37,43 @@ def form(fields: dict[str, Any]) -> aiohttp.FormData:
     for key, value in fields.items():
         data.add_field(key, str(value))
     return data
+
+
+#: The tutorial's Kontext step 3 as written (full size, ``report_to=wandb``), merged over the step-1 environment.
+TUTORIAL_KONTEXT_STEP3 = {
+    "--output_dir": "/workspace/output/kontext", "--train_batch_size": 1, "--gradient_accumulation_steps": 4,
+    "--learning_rate": 0.00001, "--optimizer": "optimi-lion", "--lr_scheduler": "cosine", "--lr_warmup_steps": 200,
+    "--max_train_steps": 12000, "--num_train_epochs": 0,
+    "--validation_prompt": "a cinematic 1024px product photo of <token>", "--validation_guidance": 2.5,
+    "--validation_resolution": "1024x1024", "--validation_num_inference_steps": 30,
+    "--cache_dir_vae": "/data/cache/vae/kontext", "--seed": 777, "--resume_from_checkpoint": "latest",
+    "--base_model_precision": "int8-quanto", "--dataloader_prefetch": True, "--report_to": "wandb",
+    "--lora_rank": 16, "--lora_dropout": 0.05, "--conditioning_multidataset_sampling": "combined",
+    "--clip_skip": 2, "--data_backend_config": "kontext-api-demo/multidatabackend.json",
+}
+
+
+@pytest.mark.skipif("flux" not in get_registry().families, reason="needs the flux plugin")
+def test_tutorial_kontext_config_validates_on_the_default_install(tmp_path: Path) -> None:
+    """Steps 1, 3 and 4 of the tutorial's Kontext example as written: valid without wandb installed, with one
+    warning that the run will go on without that tracker."""
+    async def scenario(client: TestClient) -> None:
+        status, body, _ = await call(client, "POST", "/api/configs/environments", json={
+            "name": "kontext-api-demo", "model_family": "flux", "model_flavour": "kontext", "model_type": "lora",
+            "lora_type": "lycoris", "description": "Flux Kontext LoRA via API"})
+        assert status == 201, body
+        update = {"name": "kontext-api-demo", "description": "Flux Kontext LyCORIS (API)",
+                  "tags": ["flux", "kontext", "api"], "config": {**body["config"], **TUTORIAL_KONTEXT_STEP3}}
+        status, body, _ = await call(client, "PUT", "/api/configs/kontext-api-demo", json=update)
+        assert status == 200, body
+        await call(client, "POST", "/api/configs/kontext-api-demo/activate")
+        status, body, _ = await call(client, "POST", "/api/training/validate",
+                                     data=form({"__active_tab__": "model", "--num_train_epochs": 0}))
+        assert (status, body["valid"], body["message"]) == (200, True, "Configuration Valid"), body
+        if importlib.util.find_spec("wandb") is None:
+            assert any("pip install wandb" in w and "continue without" in w for w in body["warnings"]), body
+
+    serve_as_admin(tmp_path / "home", scenario)
 
 
 @needs_pixart
