@@ -40,6 +40,7 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_EVENTS = 10_000
 DEFAULT_EVENTS = 1_000
 PROGRESS_KEYS = ("step", "total", "percent", "loss", "lr", "eta_seconds")
+RESTRICTED_WEBHOOKS = "webhook_restricted"  # registered by the webhooks plugin, when installed
 
 
 # --- request bodies -----------------------------------------------------------------------------------------
@@ -248,6 +249,14 @@ def _missing_datasets(config: dict[str, Any], home: Path) -> list[dict[str, Any]
             for index, ds, folder in missing_folders(datasets, path.parent)]
 
 
+def job_overrides(request: web.Request) -> dict[str, Any]:
+    """Keys the server sets on every job the caller submits, over whatever the config says: a non-admin's
+    webhooks are restricted to public addresses, checked again when each event is sent."""
+    if current_principal(request).can("*") or RESTRICTED_WEBHOOKS not in get_registry().config_fields:
+        return {}
+    return {f"--{RESTRICTED_WEBHOOKS}": True}
+
+
 @require("job.submit")
 async def start_training(request: web.Request) -> web.Response:
     """Validate, then submit to the runner: 200 running, 202 queued, 409 rejected; 403 when a non-admin's
@@ -263,7 +272,8 @@ async def start_training(request: web.Request) -> web.Response:
         raise v.InvalidRequest(missing)
     user = current_principal(request).user.username
     try:
-        result = await asyncio.to_thread(_runner(request).submit, env=env, config=submitted, user=user)
+        result = await asyncio.to_thread(_runner(request).submit, env=env,
+                                         config={**submitted, **job_overrides(request)}, user=user)
     except ConfigInvalid as exc:  # the environment changed under us
         raise v.InvalidRequest([e.to_dict() for e in exc.errors]) from None
     except envs.EnvironmentError_ as exc:
