@@ -143,5 +143,6 @@ def test_tutorial_kontext_walkthrough(tmp_path: Path) -> None:
     assert weights, sorted(p.name for p in output.rglob("*"))
     config = json.loads((home / "config" / "kontext-api-demo" / "config.json").read_text())
     for key, value in (("--optimizer", "optimi-lion"), ("--base_model_precision", "int8-quanto"),
-                       ("--lora_type", "lycoris"), ("--clip_skip", 2), ("--lora_rank", 16)):
+                       ("--lora_type", "lycoris"), ("--clip_skip", 2), ("--lora_rank", 16),
+                       ("--report_to", "wandb")):  # as the tutorial writes it: no wandb here, the run goes on
         assert config[key] == value, key

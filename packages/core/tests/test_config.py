@@ -255,11 +255,26 @@ def test_accepted_but_inert_keys_are_flagged() -> None:
     ({"--post_checkpoint_script": "run.sh {global_stepp}"}, "post_checkpoint_script", "unknown placeholder"),
     ({"--post_upload_script": "notify 'unterminated"}, "post_upload_script", "quotation"),
     ({"--hook_script_timeout": 0}, "hook_script_timeout", "must be > 0"),
-    ({"--report_to": "comet"}, "report_to", "pip install comet-ml"),
 ])
 def test_hook_and_publishing_rules(overrides: dict[str, Any], path: str, message: str) -> None:
     errors = errors_of(base(**overrides))
     assert message in errors[path].message, errors
+
+
+@pytest.mark.parametrize(("report_to", "package"), [("wandb", "wandb"), ("comet", "comet-ml")])
+def test_a_tracker_that_is_not_installed_is_a_warning_not_an_error(report_to: str, package: str) -> None:
+    import importlib.util
+
+    from simpletuner_core.config import warnings_for
+    from simpletuner_core.config.rules import TRACKER_PACKAGES
+
+    if importlib.util.find_spec(TRACKER_PACKAGES[report_to][0]) is not None:
+        pytest.skip(f"{package} is installed here")
+    notes = warnings_for(validate(base(**{"--report_to": report_to})))
+    assert [n for n in notes if n.startswith(f"report_to={report_to}")] == [
+        f"report_to={report_to} needs the `{package}` package (pip install {package}); "
+        "training will continue without that tracker"]
+    assert not any(n.startswith("report_to") for n in warnings_for(validate(base(**{"--report_to": "none"}))))
 
 
 def test_hook_placeholders_include_validation_keys() -> None:

@@ -141,6 +141,49 @@ def test_chunked_body_over_client_max_size_is_json_413(settings: Callable[..., S
     serve(app, scenario)
 
 
+def test_json_bodies_stop_at_one_mib_by_default_and_the_dataloader_route_allows_more(tmp_path: Path) -> None:
+    """Real routes with the default settings: a config save over 1 MiB is a JSON 413 whether it declares its
+    length or streams chunked; the dataloader save takes the same 1.5 MiB body (its limit is 16 MiB)."""
+    over = 2**20 + 1024
+
+    async def chunks(data: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 64 * 1024):
+            yield data[start:start + 64 * 1024]
+
+    async def scenario(client: TestClient) -> None:
+        await as_admin(client)
+        resp = await client.post("/api/configs/environments",
+                                 json={"name": "big", "model_family": "pixart_sigma"})
+        assert resp.status == 201, await resp.text()
+        config = json.dumps({"config": {"--tracker_run_name": "x" * over}}).encode()
+        headers = {"Content-Type": "application/json"}
+        for data in (config, chunks(config)):
+            resp = await client.put("/api/configs/big", data=data, headers=headers)
+            assert resp.status == 413 and resp.content_type == "application/json"
+            assert (await resp.json())["error"]["status"] == 413
+        declared = await client.put("/api/configs/big", data=config, headers=headers)
+        assert str(2**20) in (await declared.json())["error"]["message"]  # says what the limit is
+        dataloader = (await (await client.get("/api/configs/big")).json())["dataloader"]
+        padded = json.dumps(dataloader).encode() + b" " * over  # whitespace: still the same JSON list
+        for data in (padded, chunks(padded)):
+            resp = await client.post("/api/configs/big/dataloader", data=data, headers=headers)
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["dataloader"] == dataloader
+
+    serve(create_app(ServerSettings(home=tmp_path / "home")), scenario)
+
+
+def test_the_dataloader_route_has_its_own_limit(settings: Callable[..., ServerSettings]) -> None:
+    async def scenario(client: TestClient) -> None:
+        await as_admin(client)
+        await client.post("/api/configs/environments", json={"name": "small", "model_family": "pixart_sigma"})
+        resp = await client.post("/api/configs/small/dataloader", data=b"[" + b" " * 5000 + b"]",
+                                 headers={"Content-Type": "application/json"})
+        assert resp.status == 413 and "4096" in (await resp.json())["error"]["message"]
+
+    serve(create_app(settings(max_dataloader_bytes=4096)), scenario)
+
+
 def test_handler_crash_is_json_500_without_details(settings: Callable[..., ServerSettings]) -> None:
     app = create_app(settings())
 
@@ -256,12 +299,22 @@ def test_server_command_registered_with_env_defaults(monkeypatch: pytest.MonkeyP
 
     with pytest.raises(SystemExit):
         parser.parse_args(["--port", "70000"])
+    assert parser.parse_args([]).max_body_bytes is None  # then the setting (env or 1 MiB) applies
+    assert parser.parse_args(["--max-body-bytes", "2048"]).max_body_bytes == 2048
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--max-body-bytes", "-1"])
 
 
 def test_settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env = {"SIMPLETUNER_HOST": "::1", "SIMPLETUNER_PORT": "9000", "SIMPLETUNER_HOME": str(tmp_path)}
     s = ServerSettings.from_env(env)
-    assert (s.host, s.port, s.home, s.max_body_bytes) == ("::1", 9000, tmp_path, 16 * 1024 * 1024)
+    assert (s.host, s.port, s.home, s.max_body_bytes) == ("::1", 9000, tmp_path, 2**20)
+    assert s.max_dataloader_bytes == 16 * 2**20
+    limits = ServerSettings.from_env({"SIMPLETUNER_MAX_BODY_BYTES": "4096",
+                                      "SIMPLETUNER_MAX_DATALOADER_BYTES": "8192"})
+    assert (limits.max_body_bytes, limits.max_dataloader_bytes) == (4096, 8192)
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        ServerSettings.from_env({"SIMPLETUNER_MAX_BODY_BYTES": "0"})
     assert ServerSettings.from_env({}).port == 8001
     assert ServerSettings.from_env({}).home == Path("~/.simpletuner").expanduser()
     assert ServerSettings.from_env({"SIMPLETUNER_PORT": "oops"}, port=5).port == 5

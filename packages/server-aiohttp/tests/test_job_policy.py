@@ -6,8 +6,10 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from simpletuner_core.jobs.store import SQLiteStore
 from simpletuner_server.job_policy import PolicyError, check_job
 from simpletuner_server.settings import ServerSettings
 
@@ -86,3 +88,97 @@ def test_researcher_jobs_are_confined_admins_are_not(tmp_path: Path) -> None:
         assert status == 200 and body["valid"], body
 
     serve_as_admin(tmp_path, scenario, settings)
+
+
+def _hook(url: str) -> str:
+    return json.dumps([{"webhook_type": "raw", "callback_url": url}])
+
+
+def test_check_job_refuses_private_webhook_hosts_unless_allowed(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIMPLETUNER_WEBHOOK_ALLOW", raising=False)
+
+    def refusal(url: str, is_admin: bool = False) -> str | None:
+        try:
+            check_job({"--webhook_config": _hook(url)}, is_admin=is_admin, can_hooks=False, home=tmp_path,
+                      roots=[tmp_path])
+        except PolicyError as exc:
+            return str(exc)
+        return None
+
+    for url, kind in (("http://127.0.0.1:9/hook", "loopback"), ("http://localhost:9/x", "loopback"),
+                      ("http://169.254.169.254/latest/meta-data", "link-local"), ("https://10.0.0.7/h", "private"),
+                      ("http://192.168.1.20/h", "private"), ("http://[fd00::1]/h", "private"),
+                      ("http://[::1]:8001/h", "loopback"), ("http://0.0.0.0/h", "unspecified"),
+                      ("http://224.0.0.1/h", "multicast")):
+        message = refusal(url)
+        assert message is not None and message.startswith("webhook_config: callback_url"), url
+        assert f"a {kind} address" in message and "SIMPLETUNER_WEBHOOK_ALLOW" in message, message
+    assert "/latest/meta-data" not in (refusal("http://169.254.169.254/latest/meta-data") or "")  # no paths shown
+    assert refusal("http://127.0.0.1:9/hook", is_admin=True) is None  # admins: anything
+    assert refusal("https://93.184.215.14/hook") is None  # a public address
+    monkeypatch.setenv("SIMPLETUNER_WEBHOOK_ALLOW", "127.0.0.0/8, localhost, fd00::/8")
+    for url in ("http://127.0.0.1:9/hook", "http://localhost:9/x", "http://[fd00::1]/h"):
+        assert refusal(url) is None, url
+    assert refusal("http://10.0.0.7/h") is not None  # only what is listed
+    monkeypatch.setenv("SIMPLETUNER_WEBHOOK_ALLOW", "10.0.0.0/33")
+    assert "is not a host name, an IP address or a CIDR network" in (refusal("http://10.0.0.7/h") or "")
+
+
+def _job_config(home: Path, job_id: str) -> dict[str, object]:
+    store = SQLiteStore(home / "state.db")
+    try:
+        job = store.get_job(job_id)
+        assert job is not None
+        return job.config
+    finally:
+        store.close()
+
+
+@needs_pixart
+def test_researcher_webhooks_stay_off_private_addresses_admins_keep_loopback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a real server: a researcher's loopback webhook is refused at validate and start (naming
+    webhook_config) until an admin lists it; the job then carries webhook_restricted, so the sink checks
+    again at send time. An admin's job reaches loopback and is not restricted."""
+    monkeypatch.delenv("SIMPLETUNER_WEBHOOK_ALLOW", raising=False)
+    home = tmp_path / "home"
+    loopback = {"--webhook_config": _hook("http://127.0.0.1:9/hook")}
+
+    async def cancel(client: object, job_id: str) -> None:
+        status, body, _ = await call(client, "POST", "/api/training/cancel", json={"job_id": job_id})
+        assert status == 200, body
+
+    async def scenario(client: TestClient) -> None:
+        async with as_user(client, "rita", ["researcher"]) as rita:
+            status, env, _ = await call(rita, "POST", "/api/configs/environments",
+                                        json={"name": "rita-env", "example": "tiny-pixart"})
+            assert status == 201, env
+            assert (await call(rita, "POST", "/api/configs/rita-env/activate"))[0] == 200
+            status, body, _ = await call(rita, "POST", "/api/training/start", json=loopback)
+            assert status == 403 and body["error"]["message"].startswith("webhook_config: callback_url"), body
+            assert "loopback" in body["error"]["message"]
+            status, body, _ = await call(rita, "POST", "/api/training/validate", json=loopback)
+            assert status == 422 and body["errors"][0]["path"] == "webhook_config", body
+            status, body, _ = await call(rita, "POST", "/api/training/start",
+                                         json={"--webhook_config": _hook("http://localhost:9/hook")})
+            assert status == 403 and "resolves to" in body["error"]["message"], body
+
+            monkeypatch.setenv("SIMPLETUNER_WEBHOOK_ALLOW", "127.0.0.1")  # the operator's exception
+            status, body, _ = await call(rita, "POST", "/api/training/start", json=loopback)
+            assert status in (200, 202), body
+            await cancel(rita, body["job_id"])
+            assert _job_config(home, body["job_id"])["--webhook_restricted"] is True
+            status, body, _ = await call(rita, "POST", "/api/training/start",
+                                         json={**loopback, "--webhook_restricted": False})
+            assert status in (200, 202), body
+            await cancel(rita, body["job_id"])
+            assert _job_config(home, body["job_id"])["--webhook_restricted"] is True  # cannot be switched off
+        monkeypatch.delenv("SIMPLETUNER_WEBHOOK_ALLOW")
+        assert (await call(client, "POST", "/api/configs/rita-env/activate"))[0] == 200
+        status, body, _ = await call(client, "POST", "/api/training/start", json=loopback)
+        assert status in (200, 202), body
+        await cancel(client, body["job_id"])
+        assert _job_config(home, body["job_id"])["--webhook_restricted"] is False
+
+    serve_as_admin(home, scenario)

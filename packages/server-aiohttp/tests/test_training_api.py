@@ -6,6 +6,8 @@ The client is aiohttp's TestClient logged in as the first admin (its jar keeps t
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from simpletuner_core.config.environments import create_environment, save_environment
+from simpletuner_core.plugins import get_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_helpers import call, needs_pixart, serve_as_admin
@@ -35,6 +38,43 @@ def form(fields: dict[str, Any]) -> aiohttp.FormData:
     for key, value in fields.items():
         data.add_field(key, str(value))
     return data
+
+
+#: The tutorial's Kontext step 3 as written (full size, ``report_to=wandb``), merged over the step-1 environment.
+TUTORIAL_KONTEXT_STEP3 = {
+    "--output_dir": "/workspace/output/kontext", "--train_batch_size": 1, "--gradient_accumulation_steps": 4,
+    "--learning_rate": 0.00001, "--optimizer": "optimi-lion", "--lr_scheduler": "cosine", "--lr_warmup_steps": 200,
+    "--max_train_steps": 12000, "--num_train_epochs": 0,
+    "--validation_prompt": "a cinematic 1024px product photo of <token>", "--validation_guidance": 2.5,
+    "--validation_resolution": "1024x1024", "--validation_num_inference_steps": 30,
+    "--cache_dir_vae": "/data/cache/vae/kontext", "--seed": 777, "--resume_from_checkpoint": "latest",
+    "--base_model_precision": "int8-quanto", "--dataloader_prefetch": True, "--report_to": "wandb",
+    "--lora_rank": 16, "--lora_dropout": 0.05, "--conditioning_multidataset_sampling": "combined",
+    "--clip_skip": 2, "--data_backend_config": "kontext-api-demo/multidatabackend.json",
+}
+
+
+@pytest.mark.skipif("flux" not in get_registry().families, reason="needs the flux plugin")
+def test_tutorial_kontext_config_validates_on_the_default_install(tmp_path: Path) -> None:
+    """Steps 1, 3 and 4 of the tutorial's Kontext example as written: valid without wandb installed, with one
+    warning that the run will go on without that tracker."""
+    async def scenario(client: TestClient) -> None:
+        status, body, _ = await call(client, "POST", "/api/configs/environments", json={
+            "name": "kontext-api-demo", "model_family": "flux", "model_flavour": "kontext", "model_type": "lora",
+            "lora_type": "lycoris", "description": "Flux Kontext LoRA via API"})
+        assert status == 201, body
+        update = {"name": "kontext-api-demo", "description": "Flux Kontext LyCORIS (API)",
+                  "tags": ["flux", "kontext", "api"], "config": {**body["config"], **TUTORIAL_KONTEXT_STEP3}}
+        status, body, _ = await call(client, "PUT", "/api/configs/kontext-api-demo", json=update)
+        assert status == 200, body
+        await call(client, "POST", "/api/configs/kontext-api-demo/activate")
+        status, body, _ = await call(client, "POST", "/api/training/validate",
+                                     data=form({"__active_tab__": "model", "--num_train_epochs": 0}))
+        assert (status, body["valid"], body["message"]) == (200, True, "Configuration Valid"), body
+        if importlib.util.find_spec("wandb") is None:
+            assert any("pip install wandb" in w and "continue without" in w for w in body["warnings"]), body
+
+    serve_as_admin(tmp_path / "home", scenario)
 
 
 @needs_pixart
@@ -209,3 +249,87 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
                 await poll(gone, timeout=60)
 
     serve_as_admin(home, scenario)
+
+
+@needs_pixart
+def test_tiny_pixart_example_starts_and_completes_with_no_other_step(tmp_path: Path) -> None:
+    """Create from the shipped example (the family given by its alias), activate, start: the demo images were
+    written at creation, and the trainer runs the example's own settings to completion. Without the dataset
+    folder, start is a 422 naming the folder and the upload call, before any job exists."""
+    datasets = tmp_path / "datasets"
+
+    async def scenario(client: TestClient) -> None:
+        status, env, _ = await call(client, "POST", "/api/configs/environments",
+                                    json={"name": "demo", "example": "tiny-pixart", "model_family": "pixart",
+                                          "model_type": "full"})
+        assert status == 201, env
+        assert env["datasets_created"] == [str(datasets / "pixart-demo")]
+        assert len(list((datasets / "pixart-demo").glob("*.png"))) == 12
+        assert len(list((datasets / "pixart-demo").glob("*.txt"))) == 12
+        status, again, _ = await call(client, "POST", "/api/configs/environments",
+                                      json={"name": "demo2", "example": "tiny-pixart"})
+        assert status == 201 and again["datasets_created"] == []  # an existing folder is never rewritten
+
+        assert (await call(client, "POST", "/api/configs/demo/activate"))[0] == 200
+        status, body, _ = await call(client, "POST", "/api/training/start", data=form({"__active_tab__": "model"}))
+        assert status in (200, 202), body
+
+        async def ended() -> Any:
+            _, status_body, _ = await call(client, "GET", "/api/training/status")
+            return status_body["state"] in FINAL and status_body
+
+        final = await poll(ended, timeout=600)
+        assert final["state"] == "completed", final
+        assert final["progress"]["step"] == final["progress"]["total"] == env["config"]["--max_train_steps"]
+
+        shutil.rmtree(datasets / "pixart-demo")
+        status, body, _ = await call(client, "POST", "/api/training/start", data=form({"__active_tab__": "model"}))
+        assert status == 422, body
+        error = body["error"]["errors"][0]
+        assert error["path"] == "dataloader[0].instance_data_dir"
+        assert str(datasets / "pixart-demo") in error["message"] and "POST /api/datasets/upload" in error["message"]
+        _, jobs, _ = await call(client, "GET", "/api/training/status")
+        assert jobs["job_id"] == body.get("job_id", final["job_id"])  # no new job was made
+
+    serve_as_admin(tmp_path, scenario)
+
+
+@needs_pixart
+def test_model_keys_given_with_an_example_must_agree_with_it(tmp_path: Path) -> None:
+    async def scenario(client: TestClient) -> None:
+        for key, value, expected in (("model_family", "flux", "pixart_sigma"), ("model_flavour", "900M-1024-v0.6",
+                                     "tiny"), ("model_type", "lora", "full"), ("lora_type", "lycoris", "standard")):
+            status, body, _ = await call(client, "POST", "/api/configs/environments",
+                                         json={"name": "clash", "example": "tiny-pixart", key: value})
+            assert status == 422, body
+            [error] = body["error"]["errors"]
+            assert (error["path"], error["given"], error["example"]) == (key, value, expected)
+            assert repr(value) in error["message"] and repr(expected) in error["message"]
+        status, body, _ = await call(client, "POST", "/api/configs/environments",
+                                     json={"name": "agree", "example": "tiny-pixart", "model_family": "pixart_sigma",
+                                           "model_flavour": "tiny", "lora_type": "standard"})
+        assert status == 201, body
+        assert not (tmp_path / "config" / "clash").exists()
+
+    serve_as_admin(tmp_path, scenario)
+
+
+@pytest.mark.skipif("flux" not in get_registry().families, reason="needs the flux plugin")
+def test_tiny_kontext_example_gets_edit_reference_pairs(tmp_path: Path) -> None:
+    datasets = tmp_path / "datasets"
+
+    async def scenario(client: TestClient) -> None:
+        status, env, _ = await call(client, "POST", "/api/configs/environments",
+                                    json={"name": "kx", "example": "tiny-kontext", "model_family": "flux",
+                                          "model_flavour": "tiny-kontext", "lora_type": "lycoris"})
+        assert status == 201, env
+        edit, reference = datasets / "kontext-edit", datasets / "kontext-reference"
+        assert env["datasets_created"] == [str(edit), str(reference)]
+        names = sorted(p.name for p in edit.glob("*.png"))
+        assert names and names == sorted(p.name for p in reference.glob("*.png"))
+        assert len(list(edit.glob("*.txt"))) == len(names) and not list(reference.glob("*.txt"))
+        assert (await call(client, "POST", "/api/configs/kx/activate"))[0] == 200
+        status, body, _ = await call(client, "POST", "/api/training/validate", data=form({}))
+        assert status == 200 and body["valid"] is True, body
+
+    serve_as_admin(tmp_path, scenario)

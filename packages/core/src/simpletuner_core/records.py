@@ -214,6 +214,8 @@ class ConfigExample:
     ``config`` uses wire keys (``--key``) and ``dataloader`` the dataloader JSON; string values may contain the
     placeholders ``{datasets_dir}``, ``{output_dir}``, ``{cache_dir}`` and ``{env}``, filled in when an
     environment is created from the example. ``datasets`` names the folders (under ``datasets_dir``) it reads.
+    ``demo_data``: missing dataset folders are filled with core's demo set when an environment is created from
+    it (images with captions, or edit/reference pairs), so the example runs as shipped.
     """
 
     name: str = attrs.field(validator=_name)
@@ -221,6 +223,7 @@ class ConfigExample:
     config: dict[str, Any] = attrs.field(repr=False)
     dataloader: list[dict[str, Any]] = attrs.field(repr=False)
     datasets: tuple[str, ...] = ()
+    demo_data: bool = False
 
 
 @attrs.frozen

@@ -50,7 +50,8 @@ def tiny_kontext_example() -> ConfigExample:
         description="The tutorial's Flux Kontext LyCORIS LoRA on the random-init tiny-kontext model, 64 px on CPU "
                     f"(edit images with .txt instructions in datasets_dir/{EDIT_DATASET}, references with the same "
                     f"file names in datasets_dir/{REFERENCE_DATASET}).",
-        config=EXAMPLE_CONFIG, dataloader=EXAMPLE_DATALOADER, datasets=(EDIT_DATASET, REFERENCE_DATASET))
+        config=EXAMPLE_CONFIG, dataloader=EXAMPLE_DATALOADER, datasets=(EDIT_DATASET, REFERENCE_DATASET),
+        demo_data=True)
 
 
 def write_tiny_kontext_example(home: Path, name: str = EXAMPLE_NAME, *, pairs: int = 8,

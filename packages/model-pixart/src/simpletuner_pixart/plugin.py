@@ -72,4 +72,5 @@ def register_config_examples(register: Callable[[ConfigExample], None]) -> None:
         name="tiny-pixart",
         description="Tiny random-init PixArt Sigma, full fine-tune at 64 px on CPU in about a minute "
                     "(upload images with .txt captions to datasets_dir/pixart-demo).",
-        config=TINY_EXAMPLE_CONFIG, dataloader=TINY_EXAMPLE_DATALOADER, datasets=("pixart-demo",)))
+        config=TINY_EXAMPLE_CONFIG, dataloader=TINY_EXAMPLE_DATALOADER, datasets=("pixart-demo",),
+        demo_data=True))

@@ -20,7 +20,7 @@ from aiohttp import web
 from simpletuner_core import paths
 from simpletuner_core.config import environments as envs
 from simpletuner_core.config.errors import ConfigError, ConfigInvalid
-from simpletuner_core.config.examples import create_from_example
+from simpletuner_core.config.examples import create_from_example, fill_example_datasets
 from simpletuner_core.config.migrations import overlay
 from simpletuner_core.config.model import structure
 from simpletuner_core.config.rules import apply_family_defaults, check, validate, warnings_for
@@ -207,12 +207,36 @@ async def get_example(request: web.Request) -> web.Response:
     return web.json_response(_example_json(_example(request.match_info["example"]), detail=True))
 
 
+#: What an example that leaves a model key out runs with (the config defaults).
+EXAMPLE_DEFAULTS = {"model_type": "full", "lora_type": "standard"}
+
+
+def _example_conflicts(example: ConfigExample, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model keys in ``body`` that disagree with ``example`` (family aliases count as the same family)."""
+    families = get_registry().families
+    conflicts = []
+    for key in MODEL_KEYS:
+        if key not in body:
+            continue
+        given, expected = body[key], example.config.get(f"--{key}", EXAMPLE_DEFAULTS.get(key))
+        if key == "model_family":
+            same = families.canonical(given) is not None and families.canonical(given) == families.canonical(expected)
+        else:
+            same = given == expected
+        if not same:
+            conflicts.append({"path": key, "message": f"{given!r} conflicts with example {example.name!r}, which "
+                              f"sets {key}={expected!r}; leave it out, or change it afterwards with PUT",
+                              "given": given, "example": expected})
+    return conflicts
+
+
 async def _create_from_example(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """Create from a template; model keys in the body must agree with it. A ``demo_data`` example's missing
+    dataset folders are filled with the demo set (listed in ``datasets_created``), so it starts as shipped."""
     example = _example(body["example"])
-    given = [key for key in MODEL_KEYS if key in body]
-    if given:
-        raise v.InvalidRequest([{"path": key, "message": "comes from the example; set it afterwards with PUT"}
-                                for key in given])
+    conflicts = _example_conflicts(example, body)
+    if conflicts:
+        raise v.InvalidRequest(conflicts)
     settings = request.app[SETTINGS_KEY]
     try:
         await _disk(create_from_example, body["name"], example, home=settings.home,
@@ -220,7 +244,9 @@ async def _create_from_example(request: web.Request, body: dict[str, Any]) -> we
                     tags=body.get("tags"), owner=current_principal(request).user.username)
     except envs.EnvironmentError_:
         raise web.HTTPConflict(text=f"Environment {body['name']!r} already exists") from None
-    return web.json_response(await _load(request, body["name"]), status=201)
+    created = await _disk(fill_example_datasets, body["name"], example, home=settings.home,
+                          datasets_dir=settings.datasets_dir)
+    return web.json_response({**await _load(request, body["name"]), "datasets_created": created}, status=201)
 
 
 @accepts(body=CREATE_ENV, tag="configurations")
@@ -327,6 +353,10 @@ async def export_config(request: web.Request) -> web.Response:
     return web.json_response(document, headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
 
 
+def _dataloader_limit(app: web.Application) -> int:
+    return int(app[SETTINGS_KEY].max_dataloader_bytes)
+
+
 @require("config.edit.own")
 async def save_dataloader(request: web.Request) -> web.Response:
     """No body: regenerate the starter dataloader. A JSON list: validate it, then save it as given."""
@@ -346,6 +376,9 @@ async def save_dataloader(request: web.Request) -> web.Response:
             raise _invalid(exc.errors) from None
     await _disk(envs.save_dataloader, name, dataloader, home=home)
     return web.json_response({"name": name, "dataloader": dataloader})
+
+
+save_dataloader.body_limit = _dataloader_limit  # type: ignore[attr-defined]  # see body_limit_middleware
 
 
 @require("config.view")

@@ -5,7 +5,9 @@ job is submitted over HTTP. Admins (``*``) may use any path and any hook. Everyo
 (config and dataloader) must resolve, symlinks followed, inside the state directory, ``datasets_dir`` or a root
 the operator listed in ``SIMPLETUNER_ALLOWED_ROOTS``; and keys that run commands or publish with the server's
 credentials (hook scripts, external-script validation, hub publishing) need ``job.hooks``, which only admins
-hold. Every refusal names the key and the roots to ask for.
+hold. Webhook hosts must resolve to public addresses (``simpletuner_core.netguard``; exceptions in
+``SIMPLETUNER_WEBHOOK_ALLOW``); the job is marked ``webhook_restricted`` so its sink checks again at every
+connection. Every refusal names the key and what to ask an admin for.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from simpletuner_core import netguard
 from simpletuner_core.config import environments as envs
 
 #: Config keys whose value is a file or directory the trainer reads or writes.
@@ -75,6 +79,52 @@ def _dataloader(config: dict[str, Any], home: Path) -> tuple[Path | None, list[A
     return path, entries if isinstance(entries, list) else []
 
 
+def _callback_urls(value: Any, home: Path) -> list[str]:
+    """``callback_url`` of every target in a ``webhook_config`` (inline JSON, a JSON file, a dict or a list);
+    a malformed one yields nothing here: the trainer refuses it at start with the full reason."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text and text[0] not in "[{":
+            path = Path(text).expanduser()
+            try:
+                text = (path if path.is_absolute() else home / path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                return []
+        try:
+            value = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return []
+    items = [value] if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [item["callback_url"] for item in items
+            if isinstance(item, dict) and isinstance(item.get("callback_url"), str)]
+
+
+def _check_webhooks(value: Any, home: Path) -> None:
+    """Each webhook host must resolve to public addresses only (or be listed in SIMPLETUNER_WEBHOOK_ALLOW).
+    A name that does not resolve now is left to the sink, which checks again at every connection."""
+    if not value:
+        return
+    try:
+        allow = netguard.AllowList.from_env()
+    except ValueError as exc:
+        raise PolicyError("webhook_config", f"{exc} (ask an admin to fix it)") from None
+    for url in _callback_urls(value, home):
+        try:
+            parts = urlsplit(url.strip())
+            host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            continue
+        if not host:
+            continue
+        try:
+            netguard.checked_addresses(host, port, allow)
+        except netguard.BlockedAddress as exc:
+            shown = f"{parts.scheme}://{f'[{host}]' if ':' in host else host}"  # no path: tokens live there
+            raise PolicyError("webhook_config", f"callback_url {shown}: {exc}") from None
+        except OSError:  # no such name (yet): refused or delivered at send time, after the same check
+            continue
+
+
 def check_job(config: dict[str, Any], *, is_admin: bool, can_hooks: bool, home: Path,
               roots: Iterable[Path]) -> None:
     """Raise :class:`PolicyError` for the first thing a non-admin may not do with this (wire-form) config."""
@@ -94,6 +144,7 @@ def check_job(config: dict[str, Any], *, is_admin: bool, can_hooks: bool, home: 
     webhook = cfg.get("webhook_config")
     if isinstance(webhook, str) and not webhook.lstrip().startswith(("[", "{")):
         _check_path("webhook_config", webhook, home, allowed)  # a file path, not inline JSON
+    _check_webhooks(webhook, home)
     path, entries = _dataloader(cfg, home)
     base = path.parent if path is not None else home
     for index, entry in enumerate(entries):

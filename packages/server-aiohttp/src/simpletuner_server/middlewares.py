@@ -77,14 +77,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Reject a declared oversize body before routing; chunked bodies hit ``client_max_size`` on read.
-    Streaming upload routes declare their own, larger limit as ``handler.body_limit(app)`` and meter it."""
+    """Reject a declared oversize body before the handler runs; a chunked one (no length declared) is cut off
+    at the same limit when the handler reads it (``client_max_size`` of the request handed on). Routes with
+    their own limit declare it as ``handler.body_limit(app)`` (uploads, which also meter their stream; the
+    dataloader save)."""
     own_limit = getattr(request.match_info.handler, "body_limit", None)
     limit = own_limit(request.app) if own_limit is not None else request.app[SETTINGS_KEY].max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
-    return await handler(request)
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=limit, actual_size=length,
+            text=f"Request body is {length} bytes; this route accepts at most {limit} bytes")
+    return await handler(request.clone(client_max_size=limit))
 
 
 async def _security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:

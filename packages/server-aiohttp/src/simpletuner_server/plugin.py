@@ -20,6 +20,17 @@ def _port_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _bytes_arg(text: str) -> int:
+    """argparse type for a byte count: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Defaults are read from the environment when the parser is built, so ``--help`` shows them."""
     host = os.environ.get("SIMPLETUNER_HOST") or DEFAULT_HOST
@@ -34,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="state directory (env SIMPLETUNER_HOME; default ~/.simpletuner)")
     parser.add_argument("--datasets-dir", default=None,
                         help="root for dataset uploads (env SIMPLETUNER_DATASETS_DIR; default HOME/datasets)")
+    parser.add_argument("--max-body-bytes", type=_bytes_arg, default=None, metavar="BYTES",
+                        help="largest JSON/form request body; larger ones get a 413 (env SIMPLETUNER_MAX_BODY_BYTES; "
+                             "default 1 MiB; uploads and dataloader saves have their own limits)")
     parser.add_argument("--env", default=None, metavar="NAME",
                         help="validate this environment and start it once the server is ready")
 
@@ -57,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from simpletuner_server.autostart import AutostartError, autostart
     from simpletuner_server.settings import ServerSettings
 
-    overrides = {key: value for key, value in (("home", args.home), ("datasets_dir", args.datasets_dir))
+    overrides = {key: value for key, value in (("home", args.home), ("datasets_dir", args.datasets_dir),
+                                               ("max_body_bytes", getattr(args, "max_body_bytes", None)))
                  if value is not None}
     settings = ServerSettings.from_env(host=args.host, port=args.port, **overrides)
     url = _url(settings.host, settings.port)

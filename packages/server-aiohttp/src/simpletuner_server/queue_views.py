@@ -23,7 +23,7 @@ from simpletuner_server.configs_views import name_check
 from simpletuner_server.keys import RUNNER_KEY, STORE_KEY
 from simpletuner_server.middlewares import json_error
 from simpletuner_server.system_views import allocation
-from simpletuner_server.training_views import enforce_policy
+from simpletuner_server.training_views import enforce_policy, job_overrides
 
 SUBMIT = v.Body({"config_name": name_check, "no_wait": v.boolean, "any_gpu": v.boolean,
                  "priority": v.integer(-100, 100), "gpus": v.integer(0, 64)}, required=("config_name",))
@@ -68,7 +68,7 @@ async def submit(request: web.Request) -> web.Response:
     await enforce_policy(request, name, {})
     try:
         result = await asyncio.to_thread(
-            runner.submit, env=name, user=current_principal(request).user.username,
+            runner.submit, env=name, config=job_overrides(request), user=current_principal(request).user.username,
             priority=body.get("priority", 0), gpus=body.get("gpus"), any_gpu=body.get("any_gpu", False),
             no_wait=body.get("no_wait", False))
     except ConfigInvalid as exc:

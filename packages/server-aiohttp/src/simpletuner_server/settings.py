@@ -14,7 +14,8 @@ import attrs
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = 2**20  # JSON and form bodies: configs, logins, commands
+DEFAULT_MAX_DATALOADER_BYTES = 16 * 2**20  # a dataloader JSON may list many datasets
 
 
 def parse_port(value: str | int) -> int:
@@ -82,8 +83,12 @@ class ServerSettings:
     host: str = DEFAULT_HOST
     port: int = attrs.field(default=DEFAULT_PORT, validator=_valid_port)
     home: Path = attrs.field(factory=default_home, converter=lambda v: Path(v).expanduser())
-    #: Largest accepted request body; larger uploads get a JSON 413 before any handler reads them.
-    max_body_bytes: int = attrs.field(default=DEFAULT_MAX_BODY_BYTES, validator=_positive)
+    #: Largest accepted request body (``$SIMPLETUNER_MAX_BODY_BYTES``, ``--max-body-bytes``); a larger one gets a
+    #: JSON 413 before any handler reads it. Routes with a documented need have their own limit (below).
+    max_body_bytes: int = attrs.field(default=DEFAULT_MAX_BODY_BYTES, converter=int, validator=_positive)
+    #: ``POST /api/configs/{name}/dataloader`` only (``$SIMPLETUNER_MAX_DATALOADER_BYTES``).
+    max_dataloader_bytes: int = attrs.field(default=DEFAULT_MAX_DATALOADER_BYTES, converter=int,
+                                            validator=_positive)
     #: Read the client address from ``X-Forwarded-For`` (last hop). Off: the TCP peer is the client, and a
     #: loopback peer carrying forwarding headers is not treated as local (it is a proxy on this host).
     trust_proxy: bool = attrs.field(default=False, converter=parse_bool)
@@ -117,7 +122,8 @@ class ServerSettings:
             "trust_proxy": default_trust_proxy,
         }
         env = os.environ if environ is None else environ
-        for key in ("max_upload_bytes", "max_upload_file_bytes", "max_extracted_bytes"):
+        for key in ("max_body_bytes", "max_dataloader_bytes", "max_upload_bytes", "max_upload_file_bytes",
+                    "max_extracted_bytes"):
             raw = env.get(f"SIMPLETUNER_{key.upper()}")
             if raw and key not in overrides:
                 overrides = {**overrides, key: raw}

@@ -24,6 +24,8 @@ from simpletuner_core.config import environments as envs
 from simpletuner_core.config.errors import ConfigInvalid
 from simpletuner_core.config.migrations import overlay
 from simpletuner_core.config.rules import validate, warnings_for
+from simpletuner_core.data.config import load_dataloader
+from simpletuner_core.data.folders import missing_folders
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.runner import Runner
 from simpletuner_core.plot import job_plot_path
@@ -39,6 +41,7 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_EVENTS = 10_000
 DEFAULT_EVENTS = 1_000
 PROGRESS_KEYS = ("step", "total", "percent", "loss", "lr", "eta_seconds")
+RESTRICTED_WEBHOOKS = "webhook_restricted"  # registered by the webhooks plugin, when installed
 
 
 # --- request bodies -----------------------------------------------------------------------------------------
@@ -228,6 +231,33 @@ async def enforce_policy(request: web.Request, env: str | None, submitted: dict[
         raise web.HTTPForbidden(text=str(exc)) from None
 
 
+def _missing_datasets(config: dict[str, Any], home: Path) -> list[dict[str, Any]]:
+    """A ``{path, message}`` per dataset folder the job's dataloader names but the disk lacks, saying how to
+    fill it, so a start fails now instead of in the trainer's preflight. An unreadable dataloader is left to
+    the trainer, which reports it in full."""
+    value = config.get("--data_backend_config")
+    if not isinstance(value, str) or not value:
+        return []
+    path = envs.resolve_dataloader_path(value, home=home, cwd=home)
+    try:
+        datasets = load_dataloader(path, get_registry())
+    except (ConfigInvalid, OSError, ValueError):
+        return []
+    return [{"path": f"dataloader[{index}].instance_data_dir",
+             "message": f"dataset {ds.id!r}: folder {folder} does not exist; create it with POST "
+                        "/api/datasets/folders (parent_path, folder_name) and fill it with POST "
+                        f"/api/datasets/upload (target_path={folder}, files) or /api/datasets/upload/zip"}
+            for index, ds, folder in missing_folders(datasets, path.parent)]
+
+
+def job_overrides(request: web.Request) -> dict[str, Any]:
+    """Keys the server sets on every job the caller submits, over whatever the config says: a non-admin's
+    webhooks are restricted to public addresses, checked again when each event is sent."""
+    if current_principal(request).can("*") or RESTRICTED_WEBHOOKS not in get_registry().config_fields:
+        return {}
+    return {f"--{RESTRICTED_WEBHOOKS}": True}
+
+
 @require("job.submit")
 async def start_training(request: web.Request) -> web.Response:
     """Validate, then submit to the runner: 200 running, 202 queued, 409 rejected; 403 when a non-admin's
@@ -236,9 +266,15 @@ async def start_training(request: web.Request) -> web.Response:
     if errors:
         raise v.InvalidRequest(errors)
     await enforce_policy(request, env, submitted)
+    home = request.app[SETTINGS_KEY].home
+    _, base = await asyncio.to_thread(_load_env, env, home)
+    missing = await asyncio.to_thread(_missing_datasets, {**base, **submitted}, home)
+    if missing:
+        raise v.InvalidRequest(missing)
     user = current_principal(request).user.username
     try:
-        result = await asyncio.to_thread(_runner(request).submit, env=env, config=submitted, user=user)
+        result = await asyncio.to_thread(_runner(request).submit, env=env,
+                                         config={**submitted, **job_overrides(request)}, user=user)
     except ConfigInvalid as exc:  # the environment changed under us
         raise v.InvalidRequest([e.to_dict() for e in exc.errors]) from None
     except envs.EnvironmentError_ as exc:

@@ -257,7 +257,7 @@ KONTEXT_OVERRIDES = {  # the tutorial's Kontext step 3, scaled to the tiny-konte
     "--num_train_epochs": 0, "--validation_prompt": "make the square blue", "--validation_guidance": 2.5,
     "--validation_resolution": "64x64", "--validation_num_inference_steps": 2, "--seed": 777,
     "--resume_from_checkpoint": "latest", "--base_model_precision": "int8-quanto", "--dataloader_prefetch": True,
-    "--report_to": "none", "--lora_rank": 16, "--lora_dropout": 0.05,
+    "--report_to": "wandb", "--lora_rank": 16, "--lora_dropout": 0.05,
     "--conditioning_multidataset_sampling": "combined", "--clip_skip": 2, "--checkpointing_steps": 10,
 }
 

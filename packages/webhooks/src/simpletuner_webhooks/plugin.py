@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from simpletuner_core import hookimpl
-from simpletuner_core.records import EventSinkSpec
+from simpletuner_core.records import ConfigField, EventSinkSpec
+
+#: Set by the server on jobs non-admins submit; a user may set it, never clear it (the server overrides).
+RESTRICTED_FIELD = "webhook_restricted"
 
 
 def make_sink(config: Any, job_dir: Path | str | None = None) -> Any:
@@ -25,7 +28,8 @@ def make_sink(config: Any, job_dir: Path | str | None = None) -> Any:
     kinds = {"raw": RawWebhookSink, "discord": DiscordWebhookSink}
     job_id = Path(job_dir).name if job_dir else None
     interval = getattr(config, "webhook_reporting_interval", None)
-    sinks = [kinds[t.webhook_type].from_target(t, job_id=job_id, reporting_interval=interval)
+    restricted = bool(getattr(config, RESTRICTED_FIELD, False))
+    sinks = [kinds[t.webhook_type].from_target(t, job_id=job_id, reporting_interval=interval, restricted=restricted)
              for t in parse_webhook_config(value)]
     return sinks[0] if len(sinks) == 1 else FanoutSink(sinks)
 
@@ -35,3 +39,12 @@ def register_event_sinks(register: Callable[[EventSinkSpec], None]) -> None:
     """Contribute the ``webhook`` sink (``raw`` JSON and ``discord`` targets)."""
     register(EventSinkSpec(name="webhook", factory=make_sink,
                            description="POST events to webhook URLs (raw JSON or Discord messages)."))
+
+
+@hookimpl
+def register_config_fields(register: Callable[[ConfigField], None]) -> None:
+    """``webhook_restricted``: the job's webhooks may reach public addresses only (plus
+    ``SIMPLETUNER_WEBHOOK_ALLOW``), checked at send time."""
+    register(ConfigField(RESTRICTED_FIELD, bool, False,
+                         "Webhooks may reach public addresses only, plus hosts/networks in "
+                         "SIMPLETUNER_WEBHOOK_ALLOW (the server sets it on jobs submitted by non-admins)."))

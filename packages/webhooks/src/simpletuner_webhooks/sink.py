@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import ssl
@@ -27,13 +28,15 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http.client import HTTPException
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
 
+from simpletuner_core import netguard
+from simpletuner_core.netguard import AllowList, Resolver
 from simpletuner_webhooks.config import LEVELS, WebhookTarget, level_value, redact_url
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,44 @@ DEFAULT_MAX_QUEUE_BYTES = 64 * 2**20
 #: Event types dropped last when the queue is over its bounds (with every error-level event and ``job.*``).
 KEEP_TYPES = frozenset({"checkpoint.saved"})
 _USER_AGENT = "simpletuner-webhooks/0.1.0"
+
+
+def _guarded(connection: type[http.client.HTTPConnection], allow: AllowList,
+             resolve: Resolver) -> Callable[..., http.client.HTTPConnection]:
+    """A connection factory for urllib whose sockets go only to addresses ``netguard`` checked. The Host
+    header, and for HTTPS the SNI name and certificate check, keep the URL's host name."""
+    def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+        conn = connection(host, **kwargs)
+        # http.client opens its socket through this hook; ours resolves once, checks, and connects to that IP.
+        conn._create_connection = lambda address, timeout=None, source_address=None: netguard.connect(  # type: ignore[attr-defined]
+            address[0], address[1], timeout, allow, resolve)
+        return conn
+    return make
+
+
+class _GuardedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, allow: AllowList, resolve: Resolver) -> None:
+        super().__init__()
+        self._factory = _guarded(http.client.HTTPConnection, allow, resolve)
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(self._factory, req)
+
+
+class _GuardedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext, allow: AllowList, resolve: Resolver) -> None:
+        super().__init__(context=context)
+        self._guard_context = context
+        self._factory = _guarded(http.client.HTTPSConnection, allow, resolve)
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(self._factory, req, context=self._guard_context)
+
+
+def _blocked(exc: BaseException) -> netguard.BlockedAddress | None:
+    """The guard's refusal inside whatever urllib wrapped it in."""
+    reason = getattr(exc, "reason", exc)
+    return reason if isinstance(reason, netguard.BlockedAddress) else None
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -162,7 +203,12 @@ class WebhookSink:
         cooldown: float = 30.0,
         reporting_interval: float | None = None,
         message_prefix: str = "",
+        restricted: bool = False,
+        allow: AllowList | None = None,
+        resolve: Resolver = netguard.system_resolve,
     ) -> None:
+        """``restricted`` (a non-admin's job): connect only to public addresses or those ``allow`` lists
+        (default: ``$SIMPLETUNER_WEBHOOK_ALLOW``), checked at each connection, never through a proxy."""
         if max_attempts < 1 or max_queue < 1 or max_queue_bytes < 1 or timeout <= 0 or failure_threshold < 1:
             raise ValueError("max_attempts, max_queue, max_queue_bytes and failure_threshold must be >= 1 and "
                              "timeout > 0")
@@ -200,7 +246,10 @@ class WebhookSink:
         self._cond = threading.Condition()
         self._closing = False
         self._abort = threading.Event()
-        self._opener = self._build_opener(ssl_no_verify)
+        self.restricted = restricted
+        self._blocked_logged = False
+        guard = (allow if allow is not None else AllowList.from_env(), resolve) if restricted else None
+        self._opener = self._build_opener(ssl_no_verify, guard)
         self._thread = threading.Thread(target=self._run, name=f"simpletuner-{self.kind}-webhook", daemon=True)
         self._thread.start()
 
@@ -214,12 +263,17 @@ class WebhookSink:
         return cls(target.callback_url, **{**options, **kwargs})
 
     @staticmethod
-    def _build_opener(ssl_no_verify: bool) -> urllib.request.OpenerDirector:
+    def _build_opener(ssl_no_verify: bool,
+                      guard: tuple[AllowList, Resolver] | None = None) -> urllib.request.OpenerDirector:
         context = ssl.create_default_context()
         if ssl_no_verify:  # explicit user opt-in for self-signed receivers
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=context))
+        if guard is None:
+            return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=context))
+        # No proxy: the connection must go to the address that was checked, not to whatever a proxy reaches.
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect(),
+                                           _GuardedHTTP(*guard), _GuardedHTTPS(context, *guard))
 
     def format(self, payload: dict[str, Any]) -> tuple[bytes, str] | None:
         """``(body, content type)`` for one event, or None to skip it. Raw: the JSON envelope."""
@@ -401,6 +455,13 @@ class WebhookSink:
                 status, retry_after = self._post(body, content_type)
                 problem = f"HTTP {status}"
             except (OSError, HTTPException) as exc:  # URLError, refused, reset, timeout, bad status line
+                refused = _blocked(exc)
+                if refused is not None:  # policy, not a network problem: retrying cannot help
+                    self._last_problem = self._scrub(str(refused))
+                    if not self._blocked_logged:
+                        self._blocked_logged = True
+                        log.warning("%s: not sent: %s", self.label, self._last_problem)
+                    return False
                 status, problem = None, self._scrub(f"{type(exc).__name__}: {exc}")
             if status is not None and 200 <= status < 300:
                 return True

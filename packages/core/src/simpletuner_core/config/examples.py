@@ -37,10 +37,25 @@ def render_example(example: ConfigExample, env: str, home: Path,
     return config, _fill([dict(d) for d in example.dataloader], values)
 
 
+def fill_example_datasets(name: str, example: ConfigExample, *, home: Path,
+                          datasets_dir: Path | None = None) -> list[str]:
+    """For a ``demo_data`` example: write the demo set into the missing dataset folders of environment
+    ``name`` (under ``datasets_dir`` only, never elsewhere); returns the folders created."""
+    from simpletuner_core.data.config import parse_dataloader
+    from simpletuner_core.data.folders import fill_demo_folders
+
+    if not example.demo_data:
+        return []
+    _, dataloader = render_example(example, name, home, datasets_dir)
+    return fill_demo_folders(parse_dataloader(dataloader), envs.env_dir(name, home),
+                             inside=datasets_dir or home / "datasets")
+
+
 def create_from_example(name: str, example: ConfigExample, *, home: Path, datasets_dir: Path | None = None,
                         description: str | None = None, tags: list[str] | None = None,
                         owner: str | None = None) -> Path:
-    """Create environment ``name`` holding the example's config and dataloader; refuses to overwrite."""
+    """Create environment ``name`` holding the example's config and dataloader; refuses to overwrite. Dataset
+    folders are filled separately (:func:`fill_example_datasets`), after the environment exists."""
     config, dataloader = render_example(example, name, home, datasets_dir)
     directory = envs.create_environment(name, model_family=config["--model_family"],
                                         model_flavour=config.get("--model_flavour"),

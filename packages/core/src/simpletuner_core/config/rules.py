@@ -145,11 +145,6 @@ def _components(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigE
         reason = registry.optimizers.get(cfg.optimizer).unavailable()
         if reason:
             yield ConfigError("optimizer", f"optimizer {cfg.optimizer!r} {reason}")
-    tracker = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
-               "comet": ("comet_ml", "comet-ml")}.get(cfg.report_to)
-    if tracker and importlib.util.find_spec(tracker[0]) is None:
-        yield ConfigError("report_to", f"report_to={cfg.report_to} needs the `{tracker[1]}` package "
-                          f"(pip install {tracker[1]}), or use report_to=none")
     if cfg.base_model_precision not in PLAIN_PRECISIONS and cfg.base_model_precision not in registry.quantizers:
         known = [*PLAIN_PRECISIONS, *registry.quantizers.names()]
         yield ConfigError("base_model_precision", f"unknown precision {cfg.base_model_precision!r} "
@@ -327,6 +322,18 @@ NOT_YET = {
 }
 
 
+#: ``report_to`` value -> (module, pip package) of the tracker it needs.
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
+                    "comet": ("comet_ml", "comet-ml")}
+
+
+def missing_tracker(report_to: str) -> str | None:
+    """The pip package ``report_to`` needs when it is not installed, else None. A missing tracker is only a
+    warning: like SimpleTuner, the run trains on without it rather than being refused."""
+    tracker = TRACKER_PACKAGES.get(report_to)
+    return tracker[1] if tracker and importlib.util.find_spec(tracker[0]) is None else None
+
+
 def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any | None = None) -> list[str]:
     """Notes for keys set to a value that does nothing (yet, or for this family) or that is likely a mistake
     (printed by validate, logged by jobs); with ``raw`` (the config as given), also the SimpleTuner keys in it that
@@ -350,6 +357,10 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
     if (cfg.validation_prompt_library or cfg.user_prompt_library) and not cfg.validation_prompt:
         out.append("validation_prompt_library/user_prompt_library render only when validation runs, which needs "
                    "a validation_prompt")
+    package = missing_tracker(getattr(cfg, "report_to", "none"))
+    if package:
+        out.append(f"report_to={cfg.report_to} needs the `{package}` package (pip install {package}); "
+                   "training will continue without that tracker")
     return out + (inert_notes(cfg, raw) if raw is not None else [])
 
 

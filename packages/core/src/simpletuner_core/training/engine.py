@@ -21,7 +21,7 @@ import attrs
 
 from simpletuner_core.config.model import unstructure
 from simpletuner_core.events.emitter import EventEmitter
-from simpletuner_core.training import conditioning
+from simpletuner_core.training import conditioning, trackers
 from simpletuner_core.training.adapter_setup import adapter_diff, apply_adapter, describe_adapter
 from simpletuner_core.training.checkpoint import (
     begin_checkpoint,
@@ -50,7 +50,8 @@ class TrainResult:
 #: (moving an output or dataloader file is fine; what the data *is* is checked by the plan fingerprint).
 RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpoint_step_interval", "checkpoint_epoch_interval",
                      "checkpoints_total_limit", "validation_step_interval", "validation_epoch_interval", "validation_prompt", "validation_disable",
-                     "report_to", "webhook_config", "webhook_reporting_interval", "tracker_run_name",
+                     "report_to", "webhook_config", "webhook_reporting_interval", "webhook_restricted",
+                     "tracker_run_name",
                      "tracker_project_name", "output_dir", "data_backend_config", "cache_dir_vae", "cache_dir_text",
                      "pretrained_model_name_or_path", "dataloader_prefetch",
                      # hooks, previews and publishing observe training without changing it
@@ -151,7 +152,7 @@ def _make_accelerator(cfg: Any, output_dir: Path) -> Any:
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    log_with = None if cfg.report_to == "none" else cfg.report_to
+    log_with = trackers.log_with(cfg.report_to)
     if cfg.report_to in ("wandb", "all") and not os.environ.get("WANDB_API_KEY"):
         os.environ.setdefault("WANDB_MODE", "offline")  # never block or fail a run on a missing login
     AcceleratorState._reset_state(True)  # the state is a process-wide singleton (notebooks, tests)
@@ -279,12 +280,9 @@ class Trainer:
         ema = Ema(params, cfg.ema_decay) if cfg.use_ema else None
         if ema is not None:
             accelerator.register_for_checkpointing(ema)
-        if cfg.report_to != "none":
-            run_name = cfg.tracker_run_name or self.job_id
-            accelerator.init_trackers(cfg.tracker_project_name,
-                                      config={k: v for k, v in unstructure(cfg).items()
-                                              if isinstance(v, (int, float, str, bool))},
-                                      init_kwargs={"wandb": {"name": run_name}})
+        trackers.start(accelerator, cfg.report_to, cfg.tracker_project_name,
+                       {k: v for k, v in unstructure(cfg).items() if isinstance(v, (int, float, str, bool))},
+                       cfg.tracker_run_name or self.job_id, lambda note: self.events.log(note, level="warning"))
 
         global_step, epoch, step_in_epoch = 0, 0, 0
         if manifest:
