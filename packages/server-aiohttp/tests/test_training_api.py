@@ -28,6 +28,11 @@ PIXART = {"--model_family": "pixart_sigma", "--model_flavour": "900M-1024-v0.6",
           "--output_dir": "/tmp/out", "--train_batch_size": 2, "--max_train_steps": 1800,
           "--num_train_epochs": 0, "--data_backend_config": "env/multidatabackend.json"}
 FINAL = ("completed", "stopped", "cancelled", "failed")
+IDLE_STATUS = {"status": "idle", "config": {}, "job_id": None, "job_info": None, "progress": None,
+               "startup_progress": {}}
+SIMPLETUNER_STATUS = tuple(IDLE_STATUS)
+PROGRESS = {"percent", "step", "total_steps", "epoch", "total_epochs", "loss", "learning_rate", "metrics"}
+STARTUP = {"label", "progress_type", "status", "percent", "current", "total"}
 
 
 def form(fields: dict[str, Any]) -> aiohttp.FormData:
@@ -88,7 +93,8 @@ def test_validate_json_form_and_html(tmp_path: Path) -> None:
 def test_idle_errors_and_auth(tmp_path: Path) -> None:
     async def scenario(client: TestClient) -> None:
         status, body, _ = await call(client, "GET", "/api/training/status")
-        assert (status, body) == (200, {"state": "idle", "job_id": None, "stage": None, "progress": None})
+        assert status == 200 and {k: body[k] for k in SIMPLETUNER_STATUS} == IDLE_STATUS  # SimpleTuner's, exactly
+        assert (body["state"], body["stage"]) == ("idle", None)  # our extras
         status, body, _ = await call(client, "GET", "/api/training/events?since_index=0")
         assert (status, body) == (200, {"job_id": None, "events": [], "next_index": 0})
         for path in ("/api/training/stop", "/api/training/cancel", "/api/training/validation/run",
@@ -152,14 +158,19 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
 
             current = await poll(running_with_progress)
             assert current["job_id"] == job_id
-            assert current["progress"]["total"] == 100000 and current["progress"]["step"] >= 1
-            assert set(current["progress"]) == {"step", "total", "percent", "loss", "lr", "eta_seconds"}
+            assert current["status"] == "running" and current["job_info"] is None
+            assert current["progress"]["total_steps"] == 100000 and current["progress"]["step"] >= 1
+            assert set(current["progress"]) == PROGRESS and isinstance(current["progress"]["loss"], float)
+            assert int(current["config"]["--max_train_steps"]) == 100000
+            startup = current["startup_progress"]
+            assert {"init_data_backend", "init_load_base_model", "init_vae_cache", "init_prepare_models"} <= set(startup)
+            assert all(set(e) == STARTUP and e["status"] == "completed" for e in startup.values()), startup
             assert current["stage"] is not None
 
             status, first, _ = await call(client, "GET", "/api/training/events?since_index=0")
             assert status == 200 and first["job_id"] == job_id and first["events"]
-            assert first["next_index"] == first["events"][-1]["id"]
-            seen = {e["id"] for e in first["events"]}
+            assert first["next_index"] == int(first["events"][-1]["id"])
+            seen = {int(e["id"]) for e in first["events"]}
 
             status, body, _ = await call(client, "POST", "/api/training/checkpoint/run")
             assert (status, body["job_id"]) == (200, job_id), body
@@ -168,11 +179,11 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
                 nonlocal first
                 _, page, _ = await call(client, "GET", f"/api/training/events?since_index={first['next_index']}"
                                                        f"&job_id={job_id}")
-                ids = [e["id"] for e in page["events"]]
+                ids = [int(e["id"]) for e in page["events"]]
                 assert not seen & set(ids) and ids == sorted(ids)
                 seen.update(ids)
                 first = {**first, "next_index": page["next_index"]}
-                return [e for e in page["events"] if e["type"] == "checkpoint.saved"]
+                return [e for e in page["events"] if e["type"] == "training.checkpoint"]
 
             checkpoint = (await poll(saved))[0]
 
@@ -183,7 +194,10 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
                 _, status_body, _ = await call(client, "GET", "/api/training/status")
                 return status_body["state"] in FINAL and status_body
 
-            assert (await poll(ended))["state"] == "stopped"
+            final = await poll(ended)
+            assert (final["state"], final["status"]) == ("stopped", "cancelled")
+            aborted = final["startup_progress"]["training_abort"]
+            assert aborted["status"] == "completed", final
             status, body, _ = await call(client, "POST", "/api/training/stop")
             assert status == 400  # nothing runs now
 
@@ -191,7 +205,7 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
             assert status == 200 and body["job_id"] == job_id
             assert body["output_dir"] == str(home / "output" / name)
             paths = [c["path"] for c in body["checkpoints"]]
-            assert checkpoint["data"]["path"] in paths
+            assert checkpoint["checkpoint"]["path"] in paths
 
             resp = await client.get(f"/api/training/plot?job_id={job_id}")  # the loss plot, as a PNG
             png = await resp.read()

@@ -102,7 +102,7 @@ def test_reporting_interval_throttles_status_but_keeps_the_last_step() -> None:
             sink.emit({"type": "training.status", "data": {"step": step, "total": 10}})
         sink.emit({"type": "checkpoint.saved", "data": {"step": 10}})
         assert sink.close(30)
-        assert [(p["type"], p["data"]["step"]) for p in receiver.posts] == [
+        assert [(p["event_type"], p["data"]["step"]) for p in receiver.posts] == [
             ("training.status", 1), ("training.status", 10), ("checkpoint.saved", 10)]
         assert sink.throttled == 8
     finally:
@@ -123,10 +123,12 @@ def test_validation_image_payload_has_the_tutorial_shape() -> None:
         assert sink.close(30)
         (payload,) = receiver.posts
         assert payload["type"] == "validation.image" and payload["version"] == 1 and payload["job_id"] == "j1"
-        assert payload["title"] == "Validation (step 5/20): night bench"
-        assert payload["body"] == "night bench shot of <token>"
+        assert payload["title"] == payload["headline"] == "Validation (step 5/20): night bench"
+        assert payload["body"] == payload["message"] == "night bench shot of <token>"
         assert payload["images"] == [image] and "images" not in payload["data"]
-        assert payload["data"] == {"step": 5, "timestep": 563.0, "resolution": [16, 8],
+        assert payload["validation"]["assets"] == [{"url": image["src"], "kind": "image", "alt": None}]
+        assert payload["data"] == {"title": "Validation (step 5/20): night bench",
+                                   "body": "night bench shot of <token>", "step": 5, "timestep": 563.0, "resolution": [16, 8],
                                    "validation_type": "intermediary", "prompt": "night bench shot of <token>",
                                    "step_label": "5/20"}
     finally:
@@ -201,7 +203,7 @@ def test_credentials_in_the_url_reach_no_label_log_or_config_error(caplog: pytes
 def test_queue_bytes_are_bounded_and_status_updates_are_dropped_before_lifecycle_events() -> None:
     receiver = Receiver(hold=True)
     try:
-        sink = RawWebhookSink(receiver.url, max_queue=1000, max_queue_bytes=3000)
+        sink = RawWebhookSink(receiver.url, max_queue=1000, max_queue_bytes=6000)
         sink.emit({"type": "job.started", "data": {}})
         assert receiver.wait_hits(1)  # the worker is now blocked on job.started; everything else queues
         sink.emit({"type": "checkpoint.saved", "data": {"step": 1}})
@@ -209,14 +211,14 @@ def test_queue_bytes_are_bounded_and_status_updates_are_dropped_before_lifecycle
             sink.emit({"type": "training.status", "data": {"step": step, "pad": "x" * 200}})
         sink.emit({"type": "validation.image", "level": "info", "data": {"images": ["i" * 1200]}})
         sink.emit({"type": "job.completed", "data": {"step": 20}})
-        assert sink._queued_bytes <= 3000
+        assert sink._queued_bytes <= 6000
         kept_steps = sink.pending - 3
         assert 0 < kept_steps < 20 and sink.dropped == 20 - kept_steps
         receiver.release.set()
         assert sink.close(30) is True
-        types = [p["type"] for p in receiver.posts]
+        types = [p["event_type"] for p in receiver.posts]
         assert types[:2] == ["job.started", "checkpoint.saved"] and types[-2:] == ["validation.image", "job.completed"]
-        steps = [p["data"]["step"] for p in receiver.posts if p["type"] == "training.status"]
+        steps = [p["data"]["step"] for p in receiver.posts if p["event_type"] == "training.status"]
         assert steps == list(range(20 - kept_steps, 20))  # the newest status updates survive
     finally:
         receiver.release.set()
@@ -235,7 +237,7 @@ def test_count_bound_also_drops_status_updates_before_lifecycle_events() -> None
         sink.emit({"type": "training.status", "data": {"step": 2}})  # nothing lower to drop: it goes itself
         receiver.release.set()
         assert sink.close(30) is True
-        assert [p["type"] for p in receiver.posts] == ["job.started", "checkpoint.saved", "job.failed"]
+        assert [p["event_type"] for p in receiver.posts] == ["job.started", "checkpoint.saved", "job.failed"]
         assert sink.dropped == 2
     finally:
         receiver.release.set()
@@ -258,7 +260,7 @@ def test_final_events_are_attempted_at_close_even_while_the_breaker_is_open() ->
         receiver.release.set()
         closer.join(30)
         assert not closer.is_alive()
-        assert [p["type"] for p in receiver.posts] == ["job.completed", "log"]
+        assert [p["event_type"] for p in receiver.posts] == ["job.completed", "log"]
         assert receiver.posts[1]["data"] == {"i": 4}
         assert (sink.failed, sink.skipped, sink.sent) == (2, 1, 2)
     finally:

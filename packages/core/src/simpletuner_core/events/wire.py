@@ -118,11 +118,15 @@ def _checkpoint(d: Mapping[str, Any]) -> Built:
             {"checkpoint": block})
 
 
-def _assets(images: Any, kind: str) -> list[dict[str, Any]]:
+def _assets(items: Any, kind: str, path: Any) -> list[dict[str, Any]]:
+    """``{url, kind, alt}`` per image/video/audio. The media themselves travel once, in the top-level lists: an
+    asset points at a remote ``url`` when the item has one, else at the saved file (``file://``), and repeats an
+    inline ``data:`` URL only when neither exists (an unsaved preview)."""
     out = []
-    for item in images or []:
-        url = item.get("src") or item.get("url") if isinstance(item, Mapping) else item
-        out.append({"url": url, "kind": kind, "alt": item.get("alt") if isinstance(item, Mapping) else None})
+    for item in items or []:
+        entry = item if isinstance(item, Mapping) else {"src": item}
+        url = entry.get("url") or (f"file://{path}" if path else entry.get("src"))
+        out.append({"url": url, "kind": kind, "alt": entry.get("alt")})
     return out
 
 
@@ -134,8 +138,8 @@ def _validation(kind: str) -> Callable[[Mapping[str, Any]], Built]:
             title = str(d.get("title") or f"Validation at step {d.get('step')}")
         extra = {k: v for k, v in d.items() if k not in (*MEDIA, "title", "body", "prompt", "score")}
         block = {"title": title, "prompt": d.get("prompt"), "score": d.get("score"),
-                 "assets": _assets(d.get("images"), "image") + _assets(d.get("videos"), "video")
-                 + _assets(d.get("audios"), "audio"), "extra": extra}
+                 "assets": _assets(d.get("images"), "image", d.get("path")) + _assets(d.get("videos"), "video", None)
+                 + _assets(d.get("audios"), "audio", None), "extra": extra}
         wire = "training.validation" if kind == "validation.started" else "validation.image"
         return wire, None, title, str(d.get("body") or d.get("prompt") or ""), {"validation": block}
     return build
@@ -217,6 +221,14 @@ def is_wire(raw: Mapping[str, Any]) -> bool:
     return "event_type" in raw or "message_type" in raw or "severity" in raw
 
 
+def _index(value: Any) -> int:
+    """Our ids are integers; a foreign envelope's non-numeric id reads as 0 (unindexed)."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _timestamp(raw: Mapping[str, Any]) -> float:
     if _num(raw.get("unix_timestamp")):
         return float(raw["unix_timestamp"])
@@ -236,7 +248,7 @@ def from_wire(raw: Mapping[str, Any]) -> Event:
         lifted = ("title", "body", "images", "videos")
         return Event(type=str(raw["type"]), job_id=str(raw.get("job_id") or ""),
                      data={**dict(raw.get("data") or {}), **{k: raw[k] for k in lifted if k in raw}},
-                     id=int(raw.get("id") or 0), timestamp=_timestamp(raw), level=str(raw.get("level") or "info"),
+                     id=_index(raw.get("id")), timestamp=_timestamp(raw), level=str(raw.get("level") or "info"),
                      version=int(raw.get("version") or EVENT_SCHEMA_VERSION))
     data = dict(raw.get("data") or {})
     for key in MEDIA:
@@ -245,5 +257,5 @@ def from_wire(raw: Mapping[str, Any]) -> Event:
     severity = str(raw.get("severity") or "info")
     level = raw.get("level") or {"success": "info", "critical": "error"}.get(severity, severity)
     return Event(type=str(raw.get("event_type") or raw["type"]), job_id=str(raw.get("job_id") or ""), data=data,
-                 id=int(raw.get("id") or 0), timestamp=_timestamp(raw), level=str(level),
+                 id=_index(raw.get("id")), timestamp=_timestamp(raw), level=str(level),
                  version=int(raw.get("version") or EVENT_SCHEMA_VERSION))
