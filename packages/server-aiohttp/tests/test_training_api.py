@@ -6,6 +6,7 @@ The client is aiohttp's TestClient logged in as the first admin (its jar keeps t
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_helpers import call, needs_pixart, serve_as_admin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from conftest import tiny_config  # the monorepo root conftest
+from conftest import tiny_config, write_dataloader  # the monorepo root conftest
 
 PIXART = {"--model_family": "pixart_sigma", "--model_flavour": "900M-1024-v0.6", "--model_type": "full",
           "--output_dir": "/tmp/out", "--train_batch_size": 2, "--max_train_steps": 1800,
@@ -221,5 +222,79 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
                     return status_body["state"] in FINAL
 
                 await poll(gone, timeout=60)
+
+    serve_as_admin(home, scenario)
+
+
+@pytest.mark.slow
+@needs_pixart
+def test_status_and_events_of_a_finished_and_a_failed_run(tmp_path: Path, tiny_pixart_dir: Path,
+                                                          demo_images: Path) -> None:
+    """A real tiny run, read back as a SimpleTuner client would: its status, and every wire event through a
+    reader written only from SimpleTuner's documented event surface."""
+    from simpletuner_reader import read
+
+    home = tmp_path
+    create_environment("tiny", model_family="pixart_sigma", home=home)
+    config = tiny_config(home, tiny_pixart_dir, demo_images, output_dir=str(home / "out"), max_train_steps=4,
+                         checkpointing_steps=2)
+    save_environment("tiny", config, home=home)
+
+    async def finished(job_id: str) -> Any:
+        async def done() -> Any:
+            _, body, _ = await call(client_ref[0], "GET", "/api/training/status")
+            return body["job_id"] == job_id and body["state"] in FINAL and body
+        return await poll(done, timeout=300)
+
+    client_ref: list[TestClient] = []
+
+    async def scenario(client: TestClient) -> None:
+        client_ref.append(client)
+        assert (await call(client, "POST", "/api/configs/tiny/activate"))[0] == 200
+        status, body, _ = await call(client, "POST", "/api/training/start", json={})
+        assert status in (200, 202), body
+        job_id = body["job_id"]
+        final = await finished(job_id)
+        assert (final["status"], final["state"], final["job_info"]) == ("completed", "completed", None), final
+        progress = final["progress"]
+        assert set(progress) == PROGRESS
+        assert (progress["step"], progress["total_steps"], progress["percent"]) == (4, 4, 100.0)
+        assert progress["total_epochs"] >= 1 and isinstance(progress["learning_rate"], float)
+        assert int(final["config"]["--max_train_steps"]) == 4
+        startup = final["startup_progress"]
+        assert {"init_data_backend", "init_load_base_model", "init_vae_cache", "init_prepare_models",
+                "checkpoint_save", "model_save", "training_complete"} <= set(startup), startup
+        assert all(set(e) == STARTUP and (e["status"], e["percent"]) == ("completed", 100) for e in startup.values())
+
+        _, page, _ = await call(client, "GET", f"/api/training/events?job_id={job_id}&limit=10000")
+        events = page["events"]
+        assert page["next_index"] == int(events[-1]["id"])
+        mirror = home / "jobs" / job_id / "events.jsonl"  # the trainer's JSONL mirror: the same envelopes
+        trainer_events = [e for e in events if e["event_type"] != "job.queued"]  # (queued: by the server)
+        assert [json.loads(line) for line in mirror.read_text().splitlines()] == trainer_events
+        run = read(events)
+        expected = {"init_data_backend", "init_load_base_model", "init_vae_cache", "init_text_embed_cache",
+                    "init_prepare_models", "checkpoint_save", "model_save", "training_complete"}
+        assert set(run.stages) == expected and run.unknown_stages == {"init_text_embed_cache"}
+        assert all(statuses == ["running", "completed"] for statuses in run.stages.values()), run.stages
+        assert run.steps == [1, 2, 3, 4]
+        assert run.checkpoints == [str(home / "out" / "checkpoint-2")]
+        assert run.statuses == ["queued", "starting", "running", "completed"]
+        assert "training.summary" in run.types
+
+        # A run whose dataset has no images: it fails in init_data_backend, with the reason in job_info.
+        empty = home / "empty"
+        empty.mkdir()
+        write_dataloader(home, empty)
+        status, body, _ = await call(client, "POST", "/api/training/start", json={"--output_dir": str(home / "o2")})
+        assert status in (200, 202), body
+        failed = await finished(body["job_id"])
+        assert (failed["status"], failed["state"], failed["progress"]) == ("error", "failed", None), failed
+        info = failed["job_info"]
+        assert (info["status"], info["status_detail"]) == ("error", "error_with_details") and info["error"]
+        assert failed["startup_progress"]["init_data_backend"]["status"] == "failed"
+        _, page, _ = await call(client, "GET", f"/api/training/events?job_id={body['job_id']}")
+        run = read(page["events"])
+        assert run.stages == {"init_data_backend": ["running", "failed"]} and run.statuses[-1] == "error"
 
     serve_as_admin(home, scenario)
