@@ -203,3 +203,18 @@ def test_a_scoped_stage_that_raises_is_failed() -> None:
     with pytest.raises(OSError), stages.scoped("checkpoint_save", "checkpoint-1"):
         raise OSError("no space")
     assert [e.data["status"] for e in store.events] == ["running", "failed"]
+
+
+def test_the_console_bar_prints_a_stage_when_it_starts_or_fails() -> None:
+    import io
+
+    from simpletuner_core.events.progress import ProgressPrinter
+
+    stream = io.StringIO()
+    bar = ProgressPrinter(stream)
+    for status in ("running", "completed"):
+        bar.emit(Event("job.stage", "j", {"stage": "init_vae_cache", "status": status, "message": "encoding 4"}))
+    bar.emit(Event("job.running", "j", {"message": "training 6 steps"}))
+    bar.emit(Event("job.stage", "j", {"stage": "model_save", "status": "failed", "error": "OSError: full"}))
+    assert stream.getvalue().splitlines() == ["[init_vae_cache] encoding 4", "[training] training 6 steps",
+                                              "[model_save] failed: OSError: full"]

@@ -168,6 +168,26 @@ def test_discord_messages_embeds_and_image_attachments() -> None:
         receiver.stop()
 
 
+def test_discord_hears_stages_start_and_fail_not_complete() -> None:
+    receiver = Receiver()
+    try:
+        sink = make_sink(SimpleNamespace(webhook_reporting_interval=None, webhook_config=[
+            {"webhook_type": "discord", "callback_url": receiver.url}]), None)
+        for status, level in (("running", "info"), ("completed", "info"), ("failed", "error")):
+            sink.emit({"type": "job.stage", "level": level, "timestamp": 1700000000.0,
+                       "data": {"stage": "init_vae_cache", "status": status, "label": "Caching VAE latents",
+                                "message": "encoding 4 images", **({"error": "OSError: disk"} if level == "error"
+                                                                    else {})}})
+        assert sink.close(30)
+        embeds = [r["json"]["embeds"][0] for r in receiver.requests]
+        assert [e["title"] for e in embeds] == ["Stage: Caching VAE latents (running)",
+                                                "Stage: Caching VAE latents (failed)"]
+        assert embeds[1]["description"] == "OSError: disk" and embeds[1]["color"] == 0xE74C3C
+        assert embeds[0]["timestamp"] == "2023-11-14T22:13:20+00:00" and sink.filtered == 1
+    finally:
+        receiver.stop()
+
+
 def _wait(predicate: object, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
