@@ -109,10 +109,10 @@ async def start_to_first_step(base: str, key: str, env: str) -> float:
         while True:
             async with s.get(f"/api/training/events?job_id={job}&since_index={since}") as resp:
                 page = await resp.json()
-            if any(e["type"] == "training.status" for e in page["events"]):
+            if any(e["type"] == "training.progress" for e in page["events"]):
                 elapsed = time.perf_counter() - t0
                 break
-            if any(e["type"] in ("job.failed", "job.cancelled") for e in page["events"]):
+            if any(e["type"] == "training.status" and e["status"] in ("error", "cancelled") for e in page["events"]):
                 raise SystemExit(f"job failed: {page['events'][-1]}")
             since = page["next_index"]
             await asyncio.sleep(0.01)

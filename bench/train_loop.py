@@ -224,14 +224,17 @@ def engine_config(prep: Prepared, output_dir: Path, steps: int) -> dict[str, Any
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
+    """The mirror's envelopes as ``{type, timestamp, data}`` with our internal type and unix time."""
     out = []
     if not path.exists():
         return out
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            out.append(json.loads(line))
+            raw = json.loads(line)
         except ValueError:
             continue  # a torn last line while the writer is mid-append
+        out.append({"type": raw.get("event_type", raw["type"]), "data": raw.get("data") or {},
+                    "timestamp": raw.get("unix_timestamp", raw["timestamp"])})
     return out
 
 
@@ -417,7 +420,7 @@ def startup_ours(prep: Prepared, home: Path, tag: str, root: Path) -> StartupRes
                     events_file = new[0] / "events.jsonl" if new else None
                 if events_file is not None and events_file.exists():
                     with open(events_file, encoding="utf-8") as fh:
-                        if '"type":"training.status"' in fh.read():
+                        if '"event_type":"training.status"' in fh.read():
                             first = time.time()
             time.sleep(0.005 if first is None else 0.02)
         ended = time.time()

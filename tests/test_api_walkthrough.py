@@ -107,8 +107,10 @@ def test_tutorial_pixart_walkthrough_then_env_autostart_and_restart(tmp_path: Pa
             time.sleep(0.5)
         assert state["state"] == "completed", state
         events = _get(base, f"/api/training/events?job_id={job}&limit=10000", key)["events"]
-        resumed = [e for e in events if e["type"] == "job.stage" and "resum" in json.dumps(e).lower()]
-        assert resumed, [e["type"] for e in events]  # resume_from_checkpoint=latest picked checkpoint-20
+        assert state["status"] == "completed" and state["progress"]["step"] == state["progress"]["total_steps"]
+        resumed = [e["stage"]["status"] for e in events
+                   if e["type"] == "lifecycle.stage" and e["stage"]["key"] == "init_resume_checkpoint"]
+        assert resumed == ["running", "completed"], [e["type"] for e in events]  # latest picked checkpoint-20
     finally:
         stop_server(server)
 

@@ -78,8 +78,10 @@ def test_jobs_cli_submit_list_show_logs(tmp_path: Path, tiny_pixart_dir: Path, d
     shown = json.loads(cli(tmp_path, "show", job_id).stdout)
     assert shown["id"] == job_id and shown["output_dir"].endswith("output/toy")
     raw = cli(tmp_path, "logs", job_id, "--json", "--since", "3")
-    ids = [json.loads(line)["id"] for line in raw.stdout.splitlines()]
-    assert ids and min(ids) > 3
+    lines = [json.loads(line) for line in raw.stdout.splitlines()]  # the wire form: SimpleTuner's envelope
+    ids = [int(line["id"]) for line in lines]
+    assert ids and min(ids) > 3 and all(line["message_type"] == line["type"] for line in lines)
+    assert lines[-1]["type"] == "training.status" and lines[-1]["status"] == "completed"
 
 
 @pytest.mark.parametrize(("args", "needle"), [

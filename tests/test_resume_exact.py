@@ -74,7 +74,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path: Path, tin
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out
     resumed_events = [e for log in sorted((crashed / "jobs").glob("*/events.jsonl")) for e in read_events(log)]
-    stage = next(e for e in resumed_events if e.type == "job.stage" and e.data["stage"] == "resumed")
+    stage = next(e for e in resumed_events if e.type == "job.stage" and e.data["stage"] == "init_resume_checkpoint")
     resumed_at = int(stage.data["message"].split("at step ")[1])
     after = {e.data["step"]: e.data["loss"] for e in resumed_events
              if e.type == "training.status" and e.timestamp >= stage.timestamp}

@@ -65,29 +65,32 @@ def test_a_receiver_records_the_whole_run(tmp_path: Path, tiny_pixart_dir: Path,
         assert receiver.wait_for_type("job.completed")
         posts = receiver.posts
         stored = {e.id: e for e in events_of(store, job_id)}
-        kinds = [p["type"] for p in posts]
+        kinds = [p["event_type"] for p in posts]
 
         assert kinds[0] == "job.started" and kinds[-1] == "job.completed"
-        ids = [p["id"] for p in posts]
+        assert all(p["message_type"] == p["type"] and p["headline"] == p["title"] for p in posts)  # SimpleTuner's
+        ids = [int(p["id"]) for p in posts]
         assert ids == sorted(ids) and set(ids) <= set(stored)
         assert set(stored) - set(ids) == {e.id for e in stored.values() if e.type == "job.queued"}  # runner's
         assert all(p["job_id"] == job_id and p["version"] == 1 and p["timestamp"] for p in posts)
-        stages = [p["data"]["stage"] for p in posts if p["type"] == "job.stage"]
-        assert stages == ["preflight", "loading_model", "caching_latents", "caching_text_embeds", "training",
-                          "saving"]
+        stages = [(p["stage"]["key"], p["stage"]["status"]) for p in posts if p["type"] == "lifecycle.stage"]
+        keys = ["init_data_backend", "init_load_base_model", "init_vae_cache", "init_text_embed_cache",
+                "init_prepare_models", "checkpoint_save", "final_validation", "model_save", "training_complete"]
+        assert stages == [(key, status) for key in keys for status in ("running", "completed")]
+        assert [p["progress"]["current"] for p in posts if p["type"] == "training.progress"] == list(range(1, 7))
 
-        status = [p["data"] for p in posts if p["type"] == "training.status"]
+        status = [p["data"] for p in posts if p["event_type"] == "training.status"]
         assert [s["step"] for s in status] == list(range(1, 7))
         assert all(s["total"] == 6 and {"percent", "rate", "eta_seconds", "loss", "lr"} <= set(s) for s in status)
         assert status[-1]["percent"] == 100.0 and status[-1]["eta_seconds"] == 0.0
         assert all(isinstance(s["eta_seconds"], float) for s in status[1:])
 
-        checkpoints = [p["data"] for p in posts if p["type"] == "checkpoint.saved"]
+        checkpoints = [p["data"] for p in posts if p["event_type"] == "checkpoint.saved"]
         assert [c["step"] for c in checkpoints] == [3]
         ck = str(tmp_path / "output" / env / "checkpoint-3")
         assert checkpoints[0]["path"] == ck
 
-        images = [p for p in posts if p["type"] == "validation.image"]
+        images = [p for p in posts if p["event_type"] == "validation.image"]
         previews = [p for p in images if p["data"]["validation_type"] == "intermediary"]
         finals = [p for p in images if p["data"]["validation_type"] == "final"]
         assert [(p["data"]["global_step"], p["data"]["step_label"]) for p in previews] == [
@@ -97,13 +100,13 @@ def test_a_receiver_records_the_whole_run(tmp_path: Path, tiny_pixart_dir: Path,
             assert p["title"].startswith("Validation (step ") and p["body"] == "a red square"
             assert "images" not in p["data"] and png(p).size == (64, 64)
 
-        published = [p["data"] for p in posts if p["type"] == "publish.completed"]
+        published = [p["data"] for p in posts if p["event_type"] == "publish.completed"]
         assert [(d["publisher"], d["kind"], d["step"]) for d in published] == [
             ("local", "checkpoint", 3), ("local", "final", 6)]
         assert (tmp_path / "published" / "final" / "model_index.json").is_file()
         assert "## Training configuration" in (tmp_path / "published" / "final" / "README.md").read_text()
         assert not list((tmp_path / "published" / "final").glob("checkpoint-*"))
-        hooks = [p["data"] for p in posts if p["type"] == "hook.script"]
+        hooks = [p["data"] for p in posts if p["event_type"] == "hook.script"]
         assert sorted(h["hook"] for h in hooks) == ["post_checkpoint", "post_upload", "post_upload"]
         assert all(h["returncode"] == 0 for h in hooks)
         assert (tmp_path / "ck.jsonl").read_text().splitlines() == [json.dumps([ck, "3"])]

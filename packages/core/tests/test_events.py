@@ -84,16 +84,16 @@ def test_progress_bar_lines() -> None:
     assert format_eta(3725) == "1:02:05" and format_eta(None) == "--:--"
 
 
-def test_wire_form_lifts_presentation_fields_like_the_tutorial_payload() -> None:
+def test_older_internal_forms_still_read_back() -> None:
+    """JSONL logs and stored events written before the wire form carry our type and the payload under data."""
     image = {"src": "data:image/png;base64,AAAA", "mime_type": "image/png"}
     event = Event("validation.image", "j", {"title": "Validation (step 5/20)", "body": "a prompt", "step": 5,
-                                            "validation_type": "intermediary", "images": [image]}, id=7)
-    wire = event.to_dict()
-    assert wire["title"] == "Validation (step 5/20)" and wire["body"] == "a prompt" and wire["images"] == [image]
-    assert wire["data"] == {"step": 5, "validation_type": "intermediary"}
-    assert Event.from_dict(wire) == event  # round trip
-    older = {**wire, "data": event.data}
-    for key in ("title", "body", "images"):
-        del older[key]
-    assert Event.from_dict(older) == event  # logs written before the lift still read back
-    assert "title" not in Event("log", "j", {"message": "x"}).to_dict()
+                                            "validation_type": "intermediary", "images": [image]}, id=7,
+                  timestamp=12.5, level="info")
+    everything_under_data = {"id": 7, "type": "validation.image", "job_id": "j", "timestamp": 12.5,
+                             "level": "info", "version": 1, "data": event.data}
+    lifted = {**everything_under_data, "title": "Validation (step 5/20)", "body": "a prompt", "images": [image],
+              "data": {"step": 5, "validation_type": "intermediary"}}
+    assert Event.from_dict(everything_under_data) == event
+    assert Event.from_dict(lifted) == event
+    assert Event.from_dict(event.to_dict()) == event

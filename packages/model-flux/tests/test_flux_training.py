@@ -168,7 +168,7 @@ def test_lycoris_resume_is_exact_and_a_changed_adapter_is_refused_first(home: Pa
     assert code == 2
     reason = next(e for e in events if e.type == "job.failed").data["reason"]
     assert "adapter.factor: checkpoint=4 now=8" in reason
-    assert not any(e.type == "job.stage" and e.data["stage"] == "loading_model" for e in events)
+    assert not any(e.type == "job.stage" and e.data["stage"] == "init_load_base_model" for e in events)
 
 
 def test_full_finetune_saves_a_flux_pipeline(home: Path, cfg: Any) -> None:

@@ -139,7 +139,7 @@ def test_pairs_need_a_kontext_flavour(home: Path, tiny_flux_dir: Path, demo_pair
     assert code == 2
     reason = next(e for e in events if e.type == "job.failed").data["reason"]
     assert "cannot train on reference images; use model_flavour kontext or tiny-kontext" in reason
-    assert not any(e.type == "job.stage" and e.data["stage"] == "loading_model" for e in events)
+    assert not any(e.type == "job.stage" and e.data["stage"] == "init_load_base_model" for e in events)
 
 
 def test_loose_references_of_mixed_sizes_are_refused_before_collate(home: Path, tiny_kontext_dir: Path,

@@ -419,7 +419,9 @@ def test_lora_on_a_quantized_base_trains_checkpoints_and_resumes_exactly(home: P
                    base_model_precision=precision, checkpoint_step_interval=5)
     code, straight, events = train(raw, home)
     assert code == 0 and dropped(straight.losses, 4) > 1.1
-    assert any(e.data.get("stage") == "quantizing" for e in of_type(events, "job.stage"))
+    assert any(e.data["message"] == f"quantizing the base weights to {precision}" for e in of_type(events, "log"))
+    assert [e.data["status"] for e in of_type(events, "job.stage")
+            if e.data["stage"] == "init_prepare_models"] == ["running", "completed"]
     # resume from checkpoint-5 in a copy of the output: steps 6..12 must match the straight run exactly
     other = tmp_path / "resumed"
     shutil.copytree(home / "output" / "checkpoint-5", other / "checkpoint-5")

@@ -80,7 +80,10 @@ def test_sse_replay_live_and_end(tmp_path: Path) -> None:
         assert resp.status == 200 and resp.content_type == "text/event-stream"
         for event in events:
             got = await next_sse(resp)
-            assert got["id"] == str(event.id) and got["event"] == "log" and got["data"] == event.to_dict()
+            # SimpleTuner's SSE framing: event = the wire type, id = the index, data = the envelope
+            assert got["id"] == str(event.id) and got["event"] == "notification"
+            assert got["data"] == event.to_dict() and got["data"]["id"] == str(event.id)
+            assert got["data"]["event_type"] == "log" and Event.from_dict(got["data"]) == event
 
         await asyncio.sleep(0.5)  # idle: heartbeats only
         live = log(store, "job-1", "live")
@@ -123,10 +126,11 @@ def test_websocket(tmp_path: Path) -> None:
     async def scenario(client: TestClient, store: Store) -> None:
         events = add_job(store)
         async with client.ws_connect(STREAM, params={"job_id": "job-1", "since_index": str(events[0].id)}) as ws:
-            assert [await ws.receive_json() for _ in events[1:]] == [e.to_dict() for e in events[1:]]
+            frames = [await ws.receive_json() for _ in events[1:]]  # SimpleTuner's {job_id, event} frames
+            assert frames == [{"job_id": "job-1", "event": e.to_dict()} for e in events[1:]]
             await ws.send_str("ignored")
             live = log(store, "job-1", "live")
-            assert await ws.receive_json() == live.to_dict()
+            assert await ws.receive_json() == {"job_id": "job-1", "event": live.to_dict()}
             store.update_job("job-1", state="cancelled")
             msg = await ws.receive()
             assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.OK

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import shutil
 import sys
 import time
@@ -25,12 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_helpers import call, needs_pixart, serve_as_admin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from conftest import tiny_config  # the monorepo root conftest
+from conftest import tiny_config, write_dataloader  # the monorepo root conftest
 
 PIXART = {"--model_family": "pixart_sigma", "--model_flavour": "900M-1024-v0.6", "--model_type": "full",
           "--output_dir": "/tmp/out", "--train_batch_size": 2, "--max_train_steps": 1800,
           "--num_train_epochs": 0, "--data_backend_config": "env/multidatabackend.json"}
 FINAL = ("completed", "stopped", "cancelled", "failed")
+IDLE_STATUS = {"status": "idle", "config": {}, "job_id": None, "job_info": None, "progress": None,
+               "startup_progress": {}}
+SIMPLETUNER_STATUS = tuple(IDLE_STATUS)
+PROGRESS = {"percent", "step", "total_steps", "epoch", "total_epochs", "loss", "learning_rate", "metrics"}
+STARTUP = {"label", "progress_type", "status", "percent", "current", "total"}
 
 
 def form(fields: dict[str, Any]) -> aiohttp.FormData:
@@ -128,7 +134,8 @@ def test_validate_json_form_and_html(tmp_path: Path) -> None:
 def test_idle_errors_and_auth(tmp_path: Path) -> None:
     async def scenario(client: TestClient) -> None:
         status, body, _ = await call(client, "GET", "/api/training/status")
-        assert (status, body) == (200, {"state": "idle", "job_id": None, "stage": None, "progress": None})
+        assert status == 200 and {k: body[k] for k in SIMPLETUNER_STATUS} == IDLE_STATUS  # SimpleTuner's, exactly
+        assert (body["state"], body["stage"]) == ("idle", None)  # our extras
         status, body, _ = await call(client, "GET", "/api/training/events?since_index=0")
         assert (status, body) == (200, {"job_id": None, "events": [], "next_index": 0})
         for path in ("/api/training/stop", "/api/training/cancel", "/api/training/validation/run",
@@ -192,14 +199,19 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
 
             current = await poll(running_with_progress)
             assert current["job_id"] == job_id
-            assert current["progress"]["total"] == 100000 and current["progress"]["step"] >= 1
-            assert set(current["progress"]) == {"step", "total", "percent", "loss", "lr", "eta_seconds"}
+            assert current["status"] == "running" and current["job_info"] is None
+            assert current["progress"]["total_steps"] == 100000 and current["progress"]["step"] >= 1
+            assert set(current["progress"]) == PROGRESS and isinstance(current["progress"]["loss"], float)
+            assert int(current["config"]["--max_train_steps"]) == 100000
+            startup = current["startup_progress"]
+            assert {"init_data_backend", "init_load_base_model", "init_vae_cache", "init_prepare_models"} <= set(startup)
+            assert all(set(e) == STARTUP and e["status"] == "completed" for e in startup.values()), startup
             assert current["stage"] is not None
 
             status, first, _ = await call(client, "GET", "/api/training/events?since_index=0")
             assert status == 200 and first["job_id"] == job_id and first["events"]
-            assert first["next_index"] == first["events"][-1]["id"]
-            seen = {e["id"] for e in first["events"]}
+            assert first["next_index"] == int(first["events"][-1]["id"])
+            seen = {int(e["id"]) for e in first["events"]}
 
             status, body, _ = await call(client, "POST", "/api/training/checkpoint/run")
             assert (status, body["job_id"]) == (200, job_id), body
@@ -208,11 +220,11 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
                 nonlocal first
                 _, page, _ = await call(client, "GET", f"/api/training/events?since_index={first['next_index']}"
                                                        f"&job_id={job_id}")
-                ids = [e["id"] for e in page["events"]]
+                ids = [int(e["id"]) for e in page["events"]]
                 assert not seen & set(ids) and ids == sorted(ids)
                 seen.update(ids)
                 first = {**first, "next_index": page["next_index"]}
-                return [e for e in page["events"] if e["type"] == "checkpoint.saved"]
+                return [e for e in page["events"] if e["type"] == "training.checkpoint"]
 
             checkpoint = (await poll(saved))[0]
 
@@ -223,7 +235,10 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
                 _, status_body, _ = await call(client, "GET", "/api/training/status")
                 return status_body["state"] in FINAL and status_body
 
-            assert (await poll(ended))["state"] == "stopped"
+            final = await poll(ended)
+            assert (final["state"], final["status"]) == ("stopped", "cancelled")
+            aborted = final["startup_progress"]["training_abort"]
+            assert aborted["status"] == "completed", final
             status, body, _ = await call(client, "POST", "/api/training/stop")
             assert status == 400  # nothing runs now
 
@@ -231,7 +246,7 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
             assert status == 200 and body["job_id"] == job_id
             assert body["output_dir"] == str(home / "output" / name)
             paths = [c["path"] for c in body["checkpoints"]]
-            assert checkpoint["data"]["path"] in paths
+            assert checkpoint["checkpoint"]["path"] in paths
 
             resp = await client.get(f"/api/training/plot?job_id={job_id}")  # the loss plot, as a PNG
             png = await resp.read()
@@ -280,7 +295,7 @@ def test_tiny_pixart_example_starts_and_completes_with_no_other_step(tmp_path: P
 
         final = await poll(ended, timeout=600)
         assert final["state"] == "completed", final
-        assert final["progress"]["step"] == final["progress"]["total"] == env["config"]["--max_train_steps"]
+        assert final["progress"]["step"] == final["progress"]["total_steps"] == env["config"]["--max_train_steps"]
 
         shutil.rmtree(datasets / "pixart-demo")
         status, body, _ = await call(client, "POST", "/api/training/start", data=form({"__active_tab__": "model"}))
@@ -333,3 +348,77 @@ def test_tiny_kontext_example_gets_edit_reference_pairs(tmp_path: Path) -> None:
         assert status == 200 and body["valid"] is True, body
 
     serve_as_admin(tmp_path, scenario)
+
+
+@pytest.mark.slow
+@needs_pixart
+def test_status_and_events_of_a_finished_and_a_failed_run(tmp_path: Path, tiny_pixart_dir: Path,
+                                                          demo_images: Path) -> None:
+    """A real tiny run, read back as a SimpleTuner client would: its status, and every wire event through a
+    reader written only from SimpleTuner's documented event surface."""
+    from simpletuner_reader import read
+
+    home = tmp_path
+    create_environment("tiny", model_family="pixart_sigma", home=home)
+    config = tiny_config(home, tiny_pixart_dir, demo_images, output_dir=str(home / "out"), max_train_steps=4,
+                         checkpointing_steps=2)
+    save_environment("tiny", config, home=home)
+
+    async def finished(job_id: str) -> Any:
+        async def done() -> Any:
+            _, body, _ = await call(client_ref[0], "GET", "/api/training/status")
+            return body["job_id"] == job_id and body["state"] in FINAL and body
+        return await poll(done, timeout=300)
+
+    client_ref: list[TestClient] = []
+
+    async def scenario(client: TestClient) -> None:
+        client_ref.append(client)
+        assert (await call(client, "POST", "/api/configs/tiny/activate"))[0] == 200
+        status, body, _ = await call(client, "POST", "/api/training/start", json={})
+        assert status in (200, 202), body
+        job_id = body["job_id"]
+        final = await finished(job_id)
+        assert (final["status"], final["state"], final["job_info"]) == ("completed", "completed", None), final
+        progress = final["progress"]
+        assert set(progress) == PROGRESS
+        assert (progress["step"], progress["total_steps"], progress["percent"]) == (4, 4, 100.0)
+        assert progress["total_epochs"] >= 1 and isinstance(progress["learning_rate"], float)
+        assert int(final["config"]["--max_train_steps"]) == 4
+        startup = final["startup_progress"]
+        assert {"init_data_backend", "init_load_base_model", "init_vae_cache", "init_prepare_models",
+                "checkpoint_save", "model_save", "training_complete"} <= set(startup), startup
+        assert all(set(e) == STARTUP and (e["status"], e["percent"]) == ("completed", 100) for e in startup.values())
+
+        _, page, _ = await call(client, "GET", f"/api/training/events?job_id={job_id}&limit=10000")
+        events = page["events"]
+        assert page["next_index"] == int(events[-1]["id"])
+        mirror = home / "jobs" / job_id / "events.jsonl"  # the trainer's JSONL mirror: the same envelopes
+        trainer_events = [e for e in events if e["event_type"] != "job.queued"]  # (queued: by the server)
+        assert [json.loads(line) for line in mirror.read_text().splitlines()] == trainer_events
+        run = read(events)
+        expected = {"init_data_backend", "init_load_base_model", "init_vae_cache", "init_text_embed_cache",
+                    "init_prepare_models", "checkpoint_save", "model_save", "training_complete"}
+        assert set(run.stages) == expected and run.unknown_stages == {"init_text_embed_cache"}
+        assert all(statuses == ["running", "completed"] for statuses in run.stages.values()), run.stages
+        assert run.steps == [1, 2, 3, 4]
+        assert run.checkpoints == [str(home / "out" / "checkpoint-2")]
+        assert run.statuses == ["queued", "starting", "running", "completed"]
+        assert "training.summary" in run.types
+
+        # A run whose dataset has no images: it fails in init_data_backend, with the reason in job_info.
+        empty = home / "empty"
+        empty.mkdir()
+        write_dataloader(home, empty)
+        status, body, _ = await call(client, "POST", "/api/training/start", json={"--output_dir": str(home / "o2")})
+        assert status in (200, 202), body
+        failed = await finished(body["job_id"])
+        assert (failed["status"], failed["state"], failed["progress"]) == ("error", "failed", None), failed
+        info = failed["job_info"]
+        assert (info["status"], info["status_detail"]) == ("error", "error_with_details") and info["error"]
+        assert failed["startup_progress"]["init_data_backend"]["status"] == "failed"
+        _, page, _ = await call(client, "GET", f"/api/training/events?job_id={body['job_id']}")
+        run = read(page["events"])
+        assert run.stages == {"init_data_backend": ["running", "failed"]} and run.statuses[-1] == "error"
+
+    serve_as_admin(home, scenario)

@@ -102,7 +102,7 @@ def test_reporting_interval_throttles_status_but_keeps_the_last_step() -> None:
             sink.emit({"type": "training.status", "data": {"step": step, "total": 10}})
         sink.emit({"type": "checkpoint.saved", "data": {"step": 10}})
         assert sink.close(30)
-        assert [(p["type"], p["data"]["step"]) for p in receiver.posts] == [
+        assert [(p["event_type"], p["data"]["step"]) for p in receiver.posts] == [
             ("training.status", 1), ("training.status", 10), ("checkpoint.saved", 10)]
         assert sink.throttled == 8
     finally:
@@ -123,10 +123,12 @@ def test_validation_image_payload_has_the_tutorial_shape() -> None:
         assert sink.close(30)
         (payload,) = receiver.posts
         assert payload["type"] == "validation.image" and payload["version"] == 1 and payload["job_id"] == "j1"
-        assert payload["title"] == "Validation (step 5/20): night bench"
-        assert payload["body"] == "night bench shot of <token>"
+        assert payload["title"] == payload["headline"] == "Validation (step 5/20): night bench"
+        assert payload["body"] == payload["message"] == "night bench shot of <token>"
         assert payload["images"] == [image] and "images" not in payload["data"]
-        assert payload["data"] == {"step": 5, "timestep": 563.0, "resolution": [16, 8],
+        assert payload["validation"]["assets"] == [{"url": image["src"], "kind": "image", "alt": None}]
+        assert payload["data"] == {"title": "Validation (step 5/20): night bench",
+                                   "body": "night bench shot of <token>", "step": 5, "timestep": 563.0, "resolution": [16, 8],
                                    "validation_type": "intermediary", "prompt": "night bench shot of <token>",
                                    "step_label": "5/20"}
     finally:
@@ -166,6 +168,26 @@ def test_discord_messages_embeds_and_image_attachments() -> None:
         receiver.stop()
 
 
+def test_discord_hears_stages_start_and_fail_not_complete() -> None:
+    receiver = Receiver()
+    try:
+        sink = make_sink(SimpleNamespace(webhook_reporting_interval=None, webhook_config=[
+            {"webhook_type": "discord", "callback_url": receiver.url}]), None)
+        for status, level in (("running", "info"), ("completed", "info"), ("failed", "error")):
+            sink.emit({"type": "job.stage", "level": level, "timestamp": 1700000000.0,
+                       "data": {"stage": "init_vae_cache", "status": status, "label": "Caching VAE latents",
+                                "message": "encoding 4 images", **({"error": "OSError: disk"} if level == "error"
+                                                                    else {})}})
+        assert sink.close(30)
+        embeds = [r["json"]["embeds"][0] for r in receiver.requests]
+        assert [e["title"] for e in embeds] == ["Stage: Caching VAE latents (running)",
+                                                "Stage: Caching VAE latents (failed)"]
+        assert embeds[1]["description"] == "OSError: disk" and embeds[1]["color"] == 0xE74C3C
+        assert embeds[0]["timestamp"] == "2023-11-14T22:13:20+00:00" and sink.filtered == 1
+    finally:
+        receiver.stop()
+
+
 def _wait(predicate: object, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -201,7 +223,7 @@ def test_credentials_in_the_url_reach_no_label_log_or_config_error(caplog: pytes
 def test_queue_bytes_are_bounded_and_status_updates_are_dropped_before_lifecycle_events() -> None:
     receiver = Receiver(hold=True)
     try:
-        sink = RawWebhookSink(receiver.url, max_queue=1000, max_queue_bytes=3000)
+        sink = RawWebhookSink(receiver.url, max_queue=1000, max_queue_bytes=6000)
         sink.emit({"type": "job.started", "data": {}})
         assert receiver.wait_hits(1)  # the worker is now blocked on job.started; everything else queues
         sink.emit({"type": "checkpoint.saved", "data": {"step": 1}})
@@ -209,14 +231,14 @@ def test_queue_bytes_are_bounded_and_status_updates_are_dropped_before_lifecycle
             sink.emit({"type": "training.status", "data": {"step": step, "pad": "x" * 200}})
         sink.emit({"type": "validation.image", "level": "info", "data": {"images": ["i" * 1200]}})
         sink.emit({"type": "job.completed", "data": {"step": 20}})
-        assert sink._queued_bytes <= 3000
+        assert sink._queued_bytes <= 6000
         kept_steps = sink.pending - 3
         assert 0 < kept_steps < 20 and sink.dropped == 20 - kept_steps
         receiver.release.set()
         assert sink.close(30) is True
-        types = [p["type"] for p in receiver.posts]
+        types = [p["event_type"] for p in receiver.posts]
         assert types[:2] == ["job.started", "checkpoint.saved"] and types[-2:] == ["validation.image", "job.completed"]
-        steps = [p["data"]["step"] for p in receiver.posts if p["type"] == "training.status"]
+        steps = [p["data"]["step"] for p in receiver.posts if p["event_type"] == "training.status"]
         assert steps == list(range(20 - kept_steps, 20))  # the newest status updates survive
     finally:
         receiver.release.set()
@@ -235,7 +257,7 @@ def test_count_bound_also_drops_status_updates_before_lifecycle_events() -> None
         sink.emit({"type": "training.status", "data": {"step": 2}})  # nothing lower to drop: it goes itself
         receiver.release.set()
         assert sink.close(30) is True
-        assert [p["type"] for p in receiver.posts] == ["job.started", "checkpoint.saved", "job.failed"]
+        assert [p["event_type"] for p in receiver.posts] == ["job.started", "checkpoint.saved", "job.failed"]
         assert sink.dropped == 2
     finally:
         receiver.release.set()
@@ -258,7 +280,7 @@ def test_final_events_are_attempted_at_close_even_while_the_breaker_is_open() ->
         receiver.release.set()
         closer.join(30)
         assert not closer.is_alive()
-        assert [p["type"] for p in receiver.posts] == ["job.completed", "log"]
+        assert [p["event_type"] for p in receiver.posts] == ["job.completed", "log"]
         assert receiver.posts[1]["data"] == {"i": 4}
         assert (sink.failed, sink.skipped, sink.sent) == (2, 1, 2)
     finally:

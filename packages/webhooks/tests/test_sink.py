@@ -23,7 +23,9 @@ from simpletuner_core.plugins import get_registry, reset_plugin_manager
 from simpletuner_webhooks import FanoutSink, RawWebhookSink, parse_webhook_config
 from simpletuner_webhooks.plugin import make_sink
 
-ENVELOPE_KEYS = {"type", "job_id", "id", "timestamp", "version", "level", "data"}
+#: SimpleTuner's envelope, then our extras (internal type, level, schema version, unix time).
+ENVELOPE_KEYS = {"id", "type", "severity", "title", "message", "job_id", "timestamp", "images", "videos", "audios",
+                 "headline", "body", "message_type", "data", "event_type", "level", "version", "unix_timestamp"}
 
 
 @pytest.fixture
@@ -62,13 +64,16 @@ def test_events_arrive_in_order_with_the_envelope_shape(receiver: Receiver) -> N
     sink.emit({"type": "log", "data": {"message": "plain dict"}})
     assert sink.close(30) is True
 
-    assert [p["type"] for p in receiver.posts] == ["job.started"] + ["training.status"] * 10 + ["log"]
-    assert all(set(p) == ENVELOPE_KEYS for p in receiver.posts)
+    assert [p["event_type"] for p in receiver.posts] == ["job.started"] + ["training.status"] * 10 + ["log"]
+    assert all(ENVELOPE_KEYS <= set(p) for p in receiver.posts)
+    assert [p["type"] for p in receiver.posts] == ["training.status"] + ["training.progress"] * 10 + ["notification"]
+    assert receiver.posts[0]["status"] == "starting" and receiver.posts[1]["progress"]["current"] == 1
     assert [p["data"]["step"] for p in receiver.posts[1:11]] == list(range(1, 11))
     assert receiver.posts[0]["data"] == {"pid": 1} and receiver.posts[0]["job_id"] == "j1"
-    assert receiver.posts[1]["timestamp"] == 1.5 and receiver.posts[1]["id"] == 2
+    assert receiver.posts[1]["unix_timestamp"] == 1.5 and receiver.posts[1]["id"] == "2"
+    assert receiver.posts[1]["timestamp"] == "1970-01-01T00:00:01.500000+00:00"
     last = receiver.posts[-1]
-    assert last["job_id"] == "job-dir-name" and last["id"] and isinstance(last["timestamp"], float)
+    assert last["job_id"] == "job-dir-name" and last["id"] and isinstance(last["unix_timestamp"], float)
     assert set(receiver.content_types) == {"application/json"}
     assert (sink.sent, sink.failed, sink.dropped) == (12, 0, 0)
 
@@ -80,7 +85,7 @@ def test_server_errors_are_retried_until_success() -> None:
         sink.emit({"type": "job.completed", "data": {"step": 3}})
         assert sink.close(30) is True
         assert receiver.hits == 3
-        assert [p["type"] for p in receiver.posts] == ["job.completed"]
+        assert [p["event_type"] for p in receiver.posts] == ["job.completed"]
         assert (sink.sent, sink.failed) == (1, 0)
     finally:
         receiver.stop()
@@ -118,7 +123,7 @@ def test_full_queue_drops_oldest_and_counts() -> None:
         assert sink.dropped == 3 and sink.pending == 2
         receiver.release.set()
         assert sink.close(30) is True
-        assert [p["type"] for p in receiver.posts] == ["e0", "e4", "e5"]
+        assert [p["event_type"] for p in receiver.posts] == ["e0", "e4", "e5"]
     finally:
         receiver.release.set()
         receiver.stop()
@@ -233,7 +238,7 @@ def test_plugin_is_discoverable_through_the_registry(receiver: Receiver, tmp_pat
     )
     sink.emit({"type": "job.queued"})
     assert sink.close(30) is True
-    assert [p["type"] for p in receiver.posts] == ["job.queued"]
+    assert [p["event_type"] for p in receiver.posts] == ["job.queued"]
 
 
 def test_webhooks_never_import_torch() -> None:

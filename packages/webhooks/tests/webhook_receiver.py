@@ -81,7 +81,7 @@ class Receiver:
     def wait_for_type(self, kind: str, timeout: float = 30.0) -> bool:
         """Until an accepted post of type ``kind`` arrived (deliveries are in order, so all before it did too)."""
         with self._cond:
-            return self._cond.wait_for(lambda: any(p.get("type") == kind for p in self.posts), timeout)
+            return self._cond.wait_for(lambda: any(p.get("event_type") == kind for p in self.posts), timeout)
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(5)

@@ -3,7 +3,9 @@
 The job is resolved exactly as ``/api/training/events`` does it (``job_id``, else the caller's current job; 404 /
 422 alike). Replay starts after ``Last-Event-ID`` (SSE) or ``since_index``; new events are long-polled with
 ``Store.wait_events`` on a worker thread, at most ``BATCH_EVENTS`` per read, so one subscriber never holds the loop
-or a store transaction. Once the job is final and every event has been sent, SSE sends ``event: end`` and both
+or a store transaction. Every event goes out in its wire form (SimpleTuner's envelope, ``events/wire.py``): as
+SSE ``event:`` = its wire type, ``id:`` = its index and ``data:`` = the envelope; over the WebSocket as
+``{"job_id", "event"}`` frames. Once the job is final and every event has been sent, SSE sends ``event: end`` and both
 kinds close. Open streams are registered on the app and closed by an ``on_shutdown`` hook, so the server stops
 promptly instead of waiting for subscribers.
 """
@@ -110,7 +112,8 @@ async def _sse(request: web.Request, job: m.Job | None, after: int, stream: _Str
             if not sse.is_connected():
                 stream.close()
                 return
-            await sse.send(json.dumps(event.to_dict()), id=str(event.id), event=event.type)
+            wire = event.to_dict()
+            await sse.send(json.dumps(wire), id=wire["id"], event=wire["type"])
 
         try:
             finished = job is None or await _follow(request, job, after, stream, send)
@@ -131,7 +134,7 @@ async def _websocket(request: web.Request, ws: web.WebSocketResponse, job: m.Job
         stream.close()
 
     async def send(event: Event) -> None:
-        await ws.send_str(json.dumps(event.to_dict()))
+        await ws.send_str(json.dumps({"job_id": event.job_id, "event": event.to_dict()}))
 
     reader = asyncio.ensure_future(drain())
     try:

@@ -16,7 +16,6 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import attrs
 from aiohttp import web
 
 from simpletuner_core import paths
@@ -33,14 +32,14 @@ from simpletuner_core.plugins import get_registry
 from simpletuner_core.training.checkpoint import list_checkpoints
 from simpletuner_server import validation as v
 from simpletuner_server.auth import current_principal, require
-from simpletuner_server.configs_views import active_key
+from simpletuner_server.configs_views import REDACTED, SECRET_HINTS, active_key
 from simpletuner_server.job_policy import HOOK_PERMISSION, PolicyError, check_job
 from simpletuner_server.keys import RUNNER_KEY, SETTINGS_KEY, STORE_KEY
+from simpletuner_server.training_status import IDLE, StatusFold, status_body
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_EVENTS = 10_000
 DEFAULT_EVENTS = 1_000
-PROGRESS_KEYS = ("step", "total", "percent", "loss", "lr", "eta_seconds")
 RESTRICTED_WEBHOOKS = "webhook_restricted"  # registered by the webhooks plugin, when installed
 
 
@@ -164,33 +163,28 @@ def _job(request: web.Request, job_id: Any) -> m.Job:
     return job
 
 
-@attrs.define
-class _Progress:
-    """What ``/status`` reports for a job, folded incrementally from its events."""
-
-    last_id: int = 0
-    stage: dict[str, Any] | None = None
-    status: dict[str, Any] | None = None
+_PROGRESS: weakref.WeakKeyDictionary[Runner, dict[str, StatusFold]] = weakref.WeakKeyDictionary()
 
 
-_PROGRESS: weakref.WeakKeyDictionary[Runner, dict[str, _Progress]] = weakref.WeakKeyDictionary()
-
-
-def _progress(request: web.Request, job_id: str) -> _Progress:
+def _progress(request: web.Request, job_id: str) -> StatusFold:
+    """The job's status fold, brought up to date with the events written since the last call."""
     cache = _PROGRESS.setdefault(_runner(request), {})
-    seen = cache.setdefault(job_id, _Progress())
+    seen = cache.setdefault(job_id, StatusFold())
     store = request.app[STORE_KEY]
     while True:
         batch = store.read_events(job_id, after_id=seen.last_id, limit=MAX_EVENTS)
-        for event in batch:
-            if event.type == "job.stage":
-                seen.stage = dict(event.data)
-            elif event.type == "training.status":
-                seen.status = {key: event.data.get(key) for key in PROGRESS_KEYS}
-        if batch:
-            seen.last_id = batch[-1].id
+        seen.feed(batch)
         if len(batch) < MAX_EVENTS:
             return seen
+
+
+def _shown_config(request: web.Request, job: m.Job) -> dict[str, Any]:
+    """The job's config; secret-bearing values hidden from everyone but its owner and admins."""
+    principal = current_principal(request)
+    if principal.can("*") or job.user == principal.user.username:
+        return dict(job.config)
+    return {key: REDACTED if value and any(hint in key.lower() for hint in SECRET_HINTS) else value
+            for key, value in job.config.items()}
 
 
 # --- handlers -----------------------------------------------------------------------------------------------
@@ -289,13 +283,20 @@ async def start_training(request: web.Request) -> web.Response:
 
 @require("job.view.own")
 async def training_status(request: web.Request) -> web.Response:
+    """The current job (the newest active one, else the newest) in SimpleTuner's shape.
+
+    ``status`` (idle, starting, running, completed, error, cancelled), ``config``, ``job_id``, ``job_info``
+    (failed jobs: status, status_detail, error, message), ``progress`` (percent, step, total_steps, epoch,
+    total_epochs, loss, learning_rate, metrics; null before the first step) and ``startup_progress`` (one entry
+    per lifecycle stage seen). Extras: ``state`` (the job's own state), ``stage`` (the last stage event) and
+    ``last_event_id``.
+    """
     _runner(request).reconcile()
     job = _current_job(request)
     if job is None:
-        return web.json_response({"state": "idle", "job_id": None, "stage": None, "progress": None})
-    seen = _progress(request, job.id)
-    return web.json_response({"state": job.state, "job_id": job.id, "stage": seen.stage,
-                              "progress": seen.status})
+        return web.json_response(IDLE)
+    fold = _progress(request, job.id)
+    return web.json_response(status_body(job, fold, _shown_config(request, job)))
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:

@@ -171,8 +171,9 @@ async def validate_and_start(api: Api) -> str:
 
 
 async def follow(api: Api, job_id: str, timeout: float = 900.0) -> dict[str, Any]:
-    """Step 7: poll status and read events incrementally until the job ends; returns the last status with
-    the per-step ``losses`` seen in ``training.status`` events."""
+    """Step 7: poll status and read events incrementally until the job ends, reading both as a SimpleTuner
+    client would (``.status``, ``.progress.step``; ``training.progress`` events); returns the last status with
+    the per-step ``losses`` seen in the events."""
     since, seen, last_percent = 0, 0, -1.0
     losses: list[float] = []
     deadline = time.monotonic() + timeout
@@ -180,18 +181,23 @@ async def follow(api: Api, job_id: str, timeout: float = 900.0) -> dict[str, Any
         page = await api.call("GET", f"/api/training/events?since_index={since}&job_id={job_id}")
         for event in page["events"]:
             seen += 1
-            data = event.get("data", {})
-            if event["type"] == "training.status" and isinstance(data.get("loss"), (int, float)):
-                losses.append(float(data["loss"]))
-            if event["type"] == "training.status" and data.get("percent", 0) >= last_percent + 20:
-                last_percent = data["percent"]
-                api.log(f"  step {data.get('step')}/{data.get('total')} loss {data.get('loss'):.4f}")
-            elif event["type"] in ("job.stage", "checkpoint.saved", "job.completed", "job.failed"):
-                api.log(f"  {event['type']}: {event.get('message') or data}")
+            check(event["id"] == str(int(event["id"])) and event["message_type"] == event["type"],
+                  "events in SimpleTuner's envelope", event)
+            progress = event.get("progress") or {}
+            loss = (progress.get("metrics") or {}).get("loss")
+            if event["type"] == "training.progress" and isinstance(loss, (int, float)):
+                losses.append(float(loss))
+                if (progress.get("percent") or 0) >= last_percent + 20:
+                    last_percent = progress["percent"]
+                    api.log(f"  step {progress['current']}/{progress['total']} loss {loss:.4f}")
+            elif event["type"] in ("lifecycle.stage", "training.checkpoint", "training.status"):
+                api.log(f"  {event['type']}: {event['title']} {event['message']}".rstrip())
         since = page["next_index"]
         status = await api.call("GET", "/api/training/status")
         if status["job_id"] == job_id and status["state"] in FINAL_STATES:
             check(seen > 0, "the job logged events", status)
+            check(status["status"] in ("completed", "error", "cancelled") and "startup_progress" in status,
+                  "status in SimpleTuner's shape", status)
             return {**status, "losses": losses}
         if time.monotonic() > deadline:
             raise WalkthroughError(f"job {job_id} did not finish within {timeout:.0f}s: {status}")

@@ -2,8 +2,9 @@
 
 Discord's webhook API takes JSON ``{"content", "embeds"}``, or ``multipart/form-data`` with a ``payload_json``
 part plus ``files[n]`` parts when files are attached (an embed shows one with ``attachment://name``). Chat
-channels are for people, so the per-step ``training.status`` is only sent when ``webhook_reporting_interval``
-allows it (default: every 60 s) and the free-text ``log`` events only at warning and above.
+channels are for people, so the per-step progress is only sent when ``webhook_reporting_interval`` allows it
+(default: every 60 s), the free-text ``log`` events only at warning and above, and lifecycle stages when they
+start or fail. Payloads are SimpleTuner's envelope; the type checks here use our internal ``event_type``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def _clip(text: str, limit: int) -> str:
 
 
 def describe(payload: dict[str, Any]) -> tuple[str, str]:
-    """A one-line title and a short body for a person reading a channel."""
-    kind = str(payload.get("type"))
+    """A one-line title and a short body for a person reading a channel (from our internal type, the envelope's
+    ``event_type``; the envelope's own title and message otherwise)."""
+    kind = str(payload.get("event_type") or payload.get("type"))
     data = payload.get("data") or {}
-    if payload.get("title"):
-        return str(payload["title"]), str(payload.get("body") or "")
+    if kind == "validation.image" and payload.get("title"):
+        return str(payload["title"]), str(payload.get("message") or payload.get("body") or "")
     if kind == "training.status":
         eta = data.get("eta_seconds")
         eta_text = f", ETA {int(eta) // 60}m{int(eta) % 60:02d}s" if isinstance(eta, (int, float)) else ""
@@ -48,10 +50,21 @@ def describe(payload: dict[str, Any]) -> tuple[str, str]:
     if kind == "job.completed":
         return f"Training completed at step {data.get('step')}", str(data.get("output_dir", ""))
     if kind == "job.stage":
-        return f"Stage: {data.get('stage')}", str(data.get("message", ""))
+        stage = (payload.get("stage") or {}).get("label") or data.get("stage")
+        return f"Stage: {stage} ({data.get('status', 'running')})", str(data.get("error") or data.get("message", ""))
     if kind in ("log", "hook.script", "publish.failed"):
         return kind, str(data.get("message", ""))
+    if payload.get("title"):
+        return str(payload["title"]), str(payload.get("message") or payload.get("body") or "")
     return kind, ", ".join(f"{k}={v}" for k, v in data.items() if isinstance(v, (str, int, float)))[:500]
+
+
+def _timestamp(payload: dict[str, Any]) -> str:
+    """ISO 8601, as Discord wants it: the envelope's own, or from a bare unix time."""
+    value = payload.get("timestamp")
+    if isinstance(value, str):
+        return value
+    return datetime.fromtimestamp(float(payload.get("unix_timestamp") or value or 0), tz=timezone.utc).isoformat()
 
 
 def _png(images: Any) -> bytes | None:
@@ -91,15 +104,18 @@ class DiscordWebhookSink(WebhookSink):
 
     def format(self, payload: dict[str, Any]) -> tuple[bytes, str] | None:
         level = str(payload.get("level") or "info")
-        if payload.get("type") == "log" and level_value(level) < level_value("warning"):
+        kind = payload.get("event_type") or payload.get("type")
+        if kind == "log" and level_value(level) < level_value("warning"):
             return None
+        if kind == "job.stage" and (payload.get("data") or {}).get("status") == "completed":
+            return None  # a channel hears when a stage starts or fails, not each completion
         title, body = describe(payload)
         embed: dict[str, Any] = {
             "title": _clip(title, 256),
             "description": _clip(body, DESCRIPTION_LIMIT),
             "color": COLOURS.get(level, COLOURS["info"]),
-            "footer": {"text": f"job {payload.get('job_id')} · {payload.get('type')}"},
-            "timestamp": datetime.fromtimestamp(float(payload["timestamp"]), tz=timezone.utc).isoformat(),
+            "footer": {"text": f"job {payload.get('job_id')} · {kind}"},
+            "timestamp": _timestamp(payload),
         }
         message: dict[str, Any] = {"content": _clip(f"{self.message_prefix}{title}", CONTENT_LIMIT),
                                    "embeds": [embed]}

@@ -11,6 +11,9 @@ touching the network until ``cooldown`` has passed, then one event probes it. A 
 not down, so rate limiting never opens the breaker. Once the sink is closing, ``job.*`` and error-level events
 get one attempt even while the breaker is open: they are the events a receiver most needs. Each change of
 state (down, back up) is logged once.
+
+Every POST carries SimpleTuner's event envelope (``simpletuner_core.events.wire``); the rules above name our
+internal types, which the envelope keeps as ``event_type``.
 """
 
 from __future__ import annotations
@@ -36,17 +39,16 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import attrs
 
 from simpletuner_core import netguard
+from simpletuner_core.events.types import Event
+from simpletuner_core.events.wire import from_wire, to_wire
 from simpletuner_core.netguard import AllowList, Resolver
 from simpletuner_webhooks.config import LEVELS, WebhookTarget, level_value, redact_url
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 MAX_BACKOFF_S = 30.0
 SIGNATURE_HEADER = "X-SimpleTuner-Signature"
 TIMESTAMP_HEADER = "X-SimpleTuner-Timestamp"
-#: Keys of an event's data that the wire format carries at the top level (SimpleTuner's payload shape).
-LIFTED = ("title", "body", "images", "videos")
 DEFAULT_MAX_QUEUE_BYTES = 64 * 2**20
 #: Event types dropped last when the queue is over its bounds (with every error-level event and ``job.*``).
 KEEP_TYPES = frozenset({"checkpoint.saved"})
@@ -99,37 +101,31 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def envelope(event: Any, job_id: str | None = None) -> tuple[dict[str, Any], str]:
-    """``(payload, level)`` for an event object with ``to_dict()`` or a plain mapping.
+    """``(payload, level)``: SimpleTuner's envelope (``simpletuner_core.events.wire``) for an :class:`Event`,
+    an object with ``to_dict()`` or a plain mapping, in either our wire form or the older internal one.
 
-    The payload is ``{"type", "job_id", "id", "timestamp", "version", "level", "data"}`` plus ``title``,
-    ``body``, ``images`` and ``videos`` lifted out of ``data`` when present. Missing fields get the sink's job
-    id, a fresh id and the current time so receivers can always rely on them.
+    Missing fields get the sink's job id, a fresh id and the current time so receivers can always rely on them.
+    ``level`` is our internal level (``event_type`` in the payload is our internal type).
     """
-    if isinstance(event, Mapping):
-        raw: Any = event
+    if isinstance(event, Event):
+        raw: Any = event.to_dict()
+    elif isinstance(event, Mapping):
+        raw = event
     elif callable(getattr(event, "to_dict", None)):
         raw = event.to_dict()
         if not isinstance(raw, Mapping):
             raise TypeError(f"{type(event).__name__}.to_dict() returned {type(raw).__name__}, not a mapping")
     else:
         raise TypeError(f"webhook events must be mappings or have to_dict(), got {type(event).__name__}")
-    data = dict(raw.get("data") or {})
-    level = str(raw.get("level") or "info")
-    payload: dict[str, Any] = {
-        "type": raw.get("type"),
-        "job_id": raw.get("job_id") or job_id,
-        "id": raw.get("id") or uuid.uuid4().hex,
-        "timestamp": raw.get("timestamp") or time.time(),
-        "version": raw.get("version") or SCHEMA_VERSION,
-        "level": level,
-    }
-    for key in LIFTED:
-        if key in data:
-            payload[key] = data.pop(key)
-        elif key in raw:  # already in wire form (Event.to_dict lifts them)
-            payload[key] = raw[key]
-    payload["data"] = data
-    return payload, level
+    if "type" not in raw:
+        raise TypeError("webhook events need a type")
+    internal = from_wire({**raw, "timestamp": raw.get("timestamp") or time.time()})
+    if not internal.job_id and job_id:
+        internal = attrs.evolve(internal, job_id=job_id)
+    payload = to_wire(internal)
+    if not raw.get("id"):
+        payload["id"] = uuid.uuid4().hex
+    return payload, internal.level
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -282,8 +278,8 @@ class WebhookSink:
     # -- producer side (training thread) ------------------------------------------------------------
 
     def _throttle(self, payload: dict[str, Any]) -> bool:
-        """True when a ``training.status`` arrives within ``reporting_interval`` of the last one sent."""
-        if payload.get("type") != "training.status" or self.reporting_interval <= 0:
+        """True when a ``training.progress`` arrives within ``reporting_interval`` of the last one sent."""
+        if payload.get("event_type") != "training.status" or self.reporting_interval <= 0:
             return False
         data = payload.get("data") or {}
         last_step = data.get("total") is not None and data.get("step") == data.get("total")
@@ -308,7 +304,7 @@ class WebhookSink:
             with self._cond:
                 self.filtered += 1
             return
-        item = _Queued(formatted[0], formatted[1], str(payload.get("type") or ""), level)
+        item = _Queued(formatted[0], formatted[1], str(payload.get("event_type") or ""), level)
         with self._cond:
             if self._closing:
                 self.dropped += 1

@@ -46,7 +46,13 @@ class ProgressPrinter:
             return
         self._end_line()
         if event.type == "job.stage":
-            self.stream.write(f"[{event.data.get('stage')}] {event.data.get('message', '')}\n")
+            status = event.data.get("status", "running")
+            if status == "running":
+                self.stream.write(f"[{event.data.get('stage')}] {event.data.get('message', '')}\n")
+            elif status == "failed":
+                self.stream.write(f"[{event.data.get('stage')}] failed: {event.data.get('error', '')}\n")
+        elif event.type == "job.running":
+            self.stream.write(f"[training] {event.data.get('message', '')}\n")
         elif event.type == "checkpoint.saved":
             self.stream.write(f"checkpoint saved at step {event.data.get('step')}: {event.data.get('path')}\n")
         elif event.type == "validation.image":

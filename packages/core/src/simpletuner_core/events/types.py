@@ -1,7 +1,9 @@
 """Event envelope and the payload fields of each known event type.
 
-Readers (CLI progress, server streams, webhooks) rely on these names; unknown types pass through untouched, so a
-newer trainer never breaks an older reader. ``version`` is bumped when a payload changes incompatibly.
+In memory and in the job store events keep these internal names; every wire (API, streams, webhooks, the
+JSONL mirror) carries SimpleTuner's envelope instead (``events/wire.py``), with the internal name as its
+``event_type``. Readers rely on these names; unknown types pass through untouched, so a newer trainer never
+breaks an older reader. ``version`` is bumped when a payload changes incompatibly.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ EVENT_SCHEMA_VERSION = 1
 EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "job.queued": (),
     "job.started": ("pid", "config_hash"),
-    "job.stage": ("stage", "message"),
+    "job.running": ("step", "total", "steps_per_epoch", "seed", "message"),
+    "job.stage": ("stage", "status", "label", "message"),
     "job.plan": ("plan",),
     "training.status": ("step", "total", "epoch", "percent", "loss", "lr", "rate", "eta_seconds"),
+    "training.summary": ("step", "total", "epochs", "final_loss", "mean_loss", "seconds", "output_dir"),
     "checkpoint.saved": ("step", "path"),
     "validation.started": ("step",),
     "validation.image": ("title", "body", "step", "global_step", "prompt", "validation_type", "resolution",
@@ -35,9 +39,6 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 LEVELS = ("debug", "info", "warning", "error")
-#: Presentation fields carried at the top level of the wire form (API, streams, webhooks, JSONL), as in
-#: SimpleTuner's ``validation.image`` payload; in memory they live in ``data`` like every other field.
-LIFTED = ("title", "body", "images", "videos")
 
 
 @attrs.frozen
@@ -51,30 +52,16 @@ class Event:
     version: int = EVENT_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form: envelope fields, ``title``/``body``/``images``/``videos`` (when set) at the top level,
-        and the rest of the payload under ``data``."""
-        data = {key: value for key, value in self.data.items() if key not in LIFTED}
-        lifted = {key: self.data[key] for key in LIFTED if key in self.data}
-        return {
-            "id": self.id,
-            "type": self.type,
-            "job_id": self.job_id,
-            "timestamp": self.timestamp,
-            "level": self.level,
-            "version": self.version,
-            **lifted,
-            "data": data,
-        }
+        """The wire form every reader outside the trainer sees: SimpleTuner's envelope
+        (:func:`simpletuner_core.events.wire.to_wire`)."""
+        from simpletuner_core.events.wire import to_wire
+
+        return to_wire(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:
-        """Inverse of :meth:`to_dict` (also reads the older form with everything under ``data``)."""
-        return cls(
-            type=str(raw["type"]),
-            job_id=str(raw.get("job_id", "")),
-            data={**dict(raw.get("data") or {}), **{key: raw[key] for key in LIFTED if key in raw}},
-            id=int(raw.get("id", 0)),
-            timestamp=float(raw.get("timestamp", 0.0)),
-            level=str(raw.get("level", "info")),
-            version=int(raw.get("version", EVENT_SCHEMA_VERSION)),
-        )
+        """Inverse of :meth:`to_dict`; also reads the older internal form (``type`` = our type, payload under
+        ``data``, with or without ``title``/``body``/``images``/``videos`` at the top level) of existing logs."""
+        from simpletuner_core.events.wire import from_wire
+
+        return from_wire(raw)

@@ -32,6 +32,7 @@ from simpletuner_core.training.checkpoint import (
 from simpletuner_core.training.control import Control, signals_to
 from simpletuner_core.training.data_setup import cache_dirs, make_plan, require
 from simpletuner_core.training.ema import Ema
+from simpletuner_core.training.stages import Stage, Stages
 from simpletuner_core.training.validation import ValidationContext, publish_images
 
 TEXT_CACHE_MEMORY_BYTES = 2 * 2**30
@@ -180,17 +181,24 @@ class Trainer:
         self.lrs: list[float] = []
         self.hooks: Any = None  # JobHooks on the main process
         self.previews: Any = None  # PreviewDecoder when validation_preview is on
+        self.stages = Stages(emitter)
+        self.started = time.monotonic()
 
     # -- stages ---------------------------------------------------------------------------------------------
-    def stage(self, name: str, message: str) -> None:
-        self.events.emit("job.stage", stage=name, message=message)
+    def stage(self, name: str, message: str, **meta: Any) -> Stage:
+        """Start lifecycle stage ``name`` (SimpleTuner's keys, see ``events/wire.py``); the next one ends it."""
+        return self.stages.begin(name, message, **meta)
 
     def run(self) -> TrainResult:
+        with self.stages:  # an exception marks the open stage failed
+            return self._prepare_and_run()
+
+    def _prepare_and_run(self) -> TrainResult:
         cfg = self.cfg
         resume_dir = resolve_resume(cfg.resume_from_checkpoint, self.output_dir)
         manifest = json.loads((resume_dir / "manifest.json").read_text()) if resume_dir else None
         seed = int(manifest["seed"]) if manifest else (cfg.seed if cfg.seed is not None else random.randrange(2**31))
-        self.stage("preflight", "planning the dataset")
+        self.stage("init_data_backend", "planning the dataset")
         processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate/torchrun launches
         # Crops are keyed by the config's seed (0 when unset), not the drawn training seed: caches stay reusable.
         crop_seed = cfg.seed if cfg.seed is not None else 0
@@ -222,7 +230,7 @@ class Trainer:
         import torch
 
         weight_dtype = self._weight_dtype(torch)
-        self.stage("loading_model", f"loading {self.family.name} ({cfg.model_flavour or cfg.pretrained_model_name_or_path})")
+        self.stage("init_load_base_model", f"loading {self.family.name} ({cfg.model_flavour or cfg.pretrained_model_name_or_path})")
         _quiet_library_progress_bars()
         family = self.family.trainer()(cfg, self.family, self.home / "cache" / "models")
         family.load(device, weight_dtype, self.events.log)
@@ -240,9 +248,10 @@ class Trainer:
         if hasattr(family, "use_validation_inputs"):
             family.use_validation_inputs(*conditioning.validation_inputs(plan, datasets, self.registry))
 
+        self.stage("init_prepare_models", "trainable model, adapter, optimizer and accelerator")
         model = family.trainable()
         if cfg.base_model_precision in self.registry.quantizers:
-            self.stage("quantizing", f"{cfg.base_model_precision} base weights")
+            self.events.log(f"quantizing the base weights to {cfg.base_model_precision}")
             quantizer = self.registry.quantizers.get(cfg.base_model_precision)
             quantizer.quantize(model, cfg, exclude=list(getattr(family, "quantize_exclude", [])))
         adapter = None
@@ -286,33 +295,40 @@ class Trainer:
 
         global_step, epoch, step_in_epoch = 0, 0, 0
         if manifest:
+            self.stage("init_resume_checkpoint", f"resumed from {resume_dir.name} at step {manifest['step']}")
             accelerator.load_state(str(resume_dir))
             global_step, epoch, step_in_epoch = manifest["step"], manifest["epoch"], manifest["step_in_epoch"]
-            self.stage("resumed", f"resumed from {resume_dir.name} at step {global_step}")
 
         state = _LoopState(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                            family=family, adapter=adapter, ema=ema, params=params, seed=seed, total=total,
                            steps_per_epoch=steps_per_epoch, global_step=global_step, epoch=epoch,
                            step_in_epoch=step_in_epoch, fingerprint=fingerprint)
-        self.stage("training", f"training {total} steps ({steps_per_epoch} per epoch), seed {seed}")
+        self.stages.close()
+        self.events.emit("job.running", step=global_step, total=total, steps_per_epoch=steps_per_epoch, seed=seed,
+                         message=f"training {total} steps ({steps_per_epoch} per epoch), seed {seed}")
         with signals_to(self.control):
             status = self._loop(state, sampler, plan.samples, latents, texts,
                                 (conditioning.reference_index(plan), refs))
         # Hooks end before the final event, so job.completed/stopped/cancelled is the last thing readers see.
+        if status != "completed":
+            self.stage("training_abort", f"{status} at step {state.global_step}")
         if status == "cancelled":
             if self.hooks is not None:
                 self.hooks.close(abandon=True)
+            self.stages.close()
             self.events.emit("job.cancelled", step=state.global_step)
         elif status == "stopped":
             path = (self.output_dir / f"checkpoint-{state.global_step}" if state.last_checkpoint == state.global_step
                     else self._checkpoint(state))
             if self.hooks is not None:
                 self.hooks.close()
+            self.stages.close()
             self.events.emit("job.stopped", step=state.global_step, checkpoint=str(path))
         else:
             if self._validation_due(state, final=True):
-                self._validate(state)
-            self.stage("saving", f"writing final weights to {self.output_dir}")
+                with self.stages.scoped("final_validation", f"validating at step {state.global_step}"):
+                    self._validate(state)
+            self.stage("model_save", f"writing final weights to {self.output_dir}")
             written: list[str] = []
             if accelerator.is_main_process:
                 unwrapped = accelerator.unwrap_model(model)
@@ -322,14 +338,24 @@ class Trainer:
                     ema.copy_to(params)
                     family.save_final(unwrapped, self.output_dir / "ema", adapter, fmt)
             accelerator.wait_for_everyone()
+            self.stage("training_complete", "publishing and wrapping up")
             published = []
             if self.hooks is not None:
                 published = self.hooks.finished(self.output_dir, state.global_step, self.losses, self.lrs)
+            self._summary(state)
+            self.stages.close()
             self.events.emit("job.completed", step=state.global_step, output_dir=str(self.output_dir),
                              files=written, published=published)
         if cfg.report_to != "none":
             accelerator.end_training()
         return TrainResult(status, state.global_step, str(self.output_dir), list(self.losses))
+
+    def _summary(self, st: _LoopState) -> None:
+        losses = self.losses
+        self.events.emit("training.summary", step=st.global_step, total=st.total, epochs=st.epoch + 1,
+                         final_loss=losses[-1] if losses else None,
+                         mean_loss=sum(losses) / len(losses) if losses else None,
+                         seconds=round(time.monotonic() - self.started, 2), output_dir=str(self.output_dir))
 
     def _weight_dtype(self, torch: Any) -> Any:
         name = _DTYPES.get(self.cfg.base_model_precision, "float32")
@@ -364,14 +390,14 @@ class Trainer:
             return backends[sample.dataset_id].read_bytes(by_id[sample.dataset_id], sample.path)
 
         latent_caches: dict[str, Any] = {}
-        self.stage("caching_latents", f"encoding {len(plan.samples)} images")
+        self.stage("init_vae_cache", f"encoding {len(plan.samples)} images")
         for ds_id, directory in vae_dirs.items():
             cache = LatentCache(directory, family.encoder_id("vae"))
             mine = [s for s in plan.samples if s.dataset_id == ds_id]
             stats = cache.ensure(mine, read, family.encode_images, batch_size=max(1, self.cfg.train_batch_size * 2))
             self.events.log(f"latent cache {ds_id}: {stats.encoded} encoded, {stats.reused} reused")
             latent_caches[ds_id] = cache
-        self.stage("caching_text_embeds", "encoding captions")
+        self.stage("init_text_embed_cache", "encoding captions")
         text_cache = TextEmbedCache(text_dir, family.encoder_id("text"))
         captions = sorted({s.caption for s in plan.samples} | {""})
         batch = next((d.write_batch_size for d in datasets if d.dataset_type == "text_embeds"), 64)
@@ -493,6 +519,10 @@ class Trainer:
         return None
 
     def _checkpoint(self, st: _LoopState) -> Path:
+        with self.stages.scoped("checkpoint_save", f"checkpoint-{st.global_step}", step=st.global_step):
+            return self._save_checkpoint(st)
+
+    def _save_checkpoint(self, st: _LoopState) -> Path:
         manifest = checkpoint_manifest(
             self.cfg, epoch=st.epoch, step_in_epoch=st.step_in_epoch, seed=st.seed, fingerprint=st.fingerprint,
             adapter=st.adapter.hyperparameters if st.adapter is not None else None, job_id=self.job_id)
