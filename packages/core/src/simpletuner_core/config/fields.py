@@ -63,6 +63,7 @@ class CoreConfig:
     base_model_precision: str = f("no_change", "Precision of frozen weights: no_change, fp32, bf16, fp16, or a quantizer.")
     quantize_via: str = f("accelerator", "Where quantization runs.", ("cpu", "accelerator"))
     gradient_checkpointing: bool = f(False, "Recompute activations in backward to save memory.")
+    attention_mechanism: str = f("diffusers", "Attention kernel: diffusers/sdpa (torch SDPA) or, when installed, xformers or a sageattention variant.", ("diffusers", "sdpa", "xformers", "sageattention", "sageattention-int8-fp16-triton", "sageattention-int8-fp16-cuda", "sageattention-int8-fp8-cuda"))
     use_ema: bool = f(False, "Keep an exponential moving average of trained weights.")
     ema_decay: float = f(0.999, "EMA decay per optimizer step.")
     noise_offset: float = f(0.0, "Offset noise strength.")

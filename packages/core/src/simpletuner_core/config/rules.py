@@ -12,6 +12,7 @@ import attrs
 from simpletuner_core.config.errors import ConfigError, ConfigInvalid, suggest
 from simpletuner_core.config.migrations import CURRENT_VERSION
 from simpletuner_core.config.model import strip_dashes, structure
+from simpletuner_core.training import attention
 
 PLAIN_PRECISIONS = ("no_change", "fp32", "bf16", "fp16")
 ADAPTER_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lycoris_config", "init_lora")
@@ -92,6 +93,10 @@ def _family(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError
         if (field.family and field.name in provided and registry.families.canonical(field.family) != fam.name
                 and getattr(cfg, field.name, field.default) != field.default):
             yield ConfigError(field.name, f"applies only to model_family {field.family}")
+        elif field.check is not None and (not field.family or registry.families.canonical(field.family) == fam.name):
+            message = field.check(cfg)
+            if message:
+                yield ConfigError(field.name, message)
 
 
 def _lycoris_preset(cfg: Any, fam: Any) -> Iterable[ConfigError]:
@@ -238,6 +243,7 @@ def check(cfg: Any, registry: Any, provided: Iterable[str] = ()) -> list[ConfigE
     errors += _components(cfg, registry, given)
     errors += _misc(cfg)
     errors += _hooks(cfg)
+    errors += attention.config_errors(cfg)
     return errors
 
 
@@ -283,11 +289,22 @@ NOT_YET = {
 }
 
 
-def warnings_for(cfg: Any) -> list[str]:
-    """Notes for keys set to a non-default value that do nothing yet (printed by validate, logged by jobs)."""
+def warnings_for(cfg: Any, registry: Any | None = None) -> list[str]:
+    """Notes for keys set to a non-default value that do nothing yet, and the chosen family's field notes
+    (printed by validate, logged by jobs)."""
     defaults = {a.name: a.default for a in attrs.fields(type(cfg))}
     out = []
     for key in sorted(NOT_YET):
         if getattr(cfg, key, None) != defaults.get(key):
             out.append(f"{key} is accepted but has no effect yet: {NOT_YET[key]}")
+    if registry is None:
+        from simpletuner_core.plugins import get_registry
+
+        registry = get_registry()
+    family = registry.families.canonical(cfg.model_family) if cfg.model_family in registry.families else None
+    for field in registry.config_fields.values():
+        if field.warn is not None and (not field.family or registry.families.canonical(field.family) == family):
+            note = field.warn(cfg)
+            if note:
+                out.append(note)
     return out
