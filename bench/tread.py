@@ -21,9 +21,11 @@ import json
 import platform
 import statistics
 import time
+from typing import Any
 
 
-def build(args: argparse.Namespace):  # noqa: ANN201 - torch is imported lazily
+def build(args: argparse.Namespace) -> Any:
+    """The benchmark's transformer (rope axes sum to the head width)."""
     import torch
     from diffusers import FluxTransformer2DModel
 
@@ -31,8 +33,13 @@ def build(args: argparse.Namespace):  # noqa: ANN201 - torch is imported lazily
     return FluxTransformer2DModel(
         patch_size=1, in_channels=64, num_layers=args.dual, num_single_layers=args.single,
         attention_head_dim=args.hidden // args.heads, num_attention_heads=args.heads, joint_attention_dim=64,
-        pooled_projection_dim=64, guidance_embeds=True, axes_dims_rope=(8, 12, 12) if args.hidden // args.heads == 32
-        else (16, 24, 24))
+        pooled_projection_dim=64, guidance_embeds=True, axes_dims_rope=_rope_axes(args.hidden // args.heads))
+
+
+def _rope_axes(head: int) -> tuple[int, int, int]:
+    """Flux splits each head's rotary dims over (context index, row, column); even parts summing to ``head``."""
+    side = (head * 3 // 8) // 2 * 2
+    return head - 2 * side, side, side
 
 
 def main() -> None:

@@ -348,3 +348,19 @@ def test_unknown_flux_lora_target_is_refused_with_a_suggestion(cfg: Any) -> None
         validate(cfg(flux_lora_target="context+ff"))
     error = err.value.errors[0]
     assert error.path == "flux_lora_target" and error.did_you_mean == "context+ffs"
+
+
+def test_tread_never_drops_kontext_reference_tokens(home: Path, tiny_kontext_dir: Path, demo_images: Path) -> None:
+    import torch
+
+    raw = flux_config(home, tiny_kontext_dir, image_dataloader(home, demo_images), flavour="tiny-kontext",
+                      tread_config=ROUTE)
+    trainer = loaded(raw, home)
+    model = trainer.trainable()
+    model.train()
+    text = trainer.encode_prompts(["make it red", "make it blue"])
+    seen, handles = _token_counts(model)
+    loss = trainer.loss(model, torch.randn(2, 4, 8, 8), text, conditioning=[torch.randn(2, 4, 8, 8)])
+    assert seen == [32, 8 + 16, 8 + 16] and torch.isfinite(loss)  # half of 16 targets + all 16 references
+    for h in handles:
+        h.remove()
