@@ -205,6 +205,11 @@ class ConfigField:
     choices: tuple[Any, ...] = ()
     #: Family the key belongs to; rules reject it for other families. None: any family.
     family: str | None = None
+    #: ``check(cfg) -> message | None``: a semantic rule reported at this key's path (run when the key's family is
+    #: the config's, or for any family when ``family`` is None).
+    check: Callable[[Any], str | None] | None = attrs.field(default=None, repr=False)
+    #: ``warn(cfg) -> note | None``: a note for ``validate`` to print and jobs to log (e.g. a key another overrides).
+    warn: Callable[[Any], str | None] | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen

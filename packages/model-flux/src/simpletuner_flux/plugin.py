@@ -8,6 +8,9 @@ from typing import Any
 
 from simpletuner_core import hookimpl
 from simpletuner_core.records import ConfigExample, ConfigField, Flavour, ModelFamily
+from simpletuner_flux.lora_targets import PRESETS
+
+LORA_TARGET_PRESETS = tuple(PRESETS)
 
 KONTEXT = ("reference_conditioning",)
 
@@ -73,6 +76,32 @@ def register_model_families(register: Callable[[ModelFamily], None]) -> None:
     ))
 
 
+def _check_fused(key: str) -> Callable[[Any], str | None]:
+    """Fused QKV with an adapter is refused: its weights would sit on ``to_qkv``/``to_added_qkv``, modules that a
+    stock (unfused) Flux in diffusers or ComfyUI does not have, so the exported LoRA would load nowhere."""
+
+    def check(cfg: Any) -> str | None:
+        if getattr(cfg, key) and cfg.model_type == "lora":
+            return ("fused QKV projections apply to full fine-tunes only (model_type=full): an adapter trained on "
+                    "the fused to_qkv layers would not load into an unfused Flux; leave it off for LoRA/LyCORIS")
+        return None
+
+    return check
+
+
+def _check_tread(cfg: Any) -> str | None:
+    from simpletuner_flux.tread import check_config
+
+    return check_config(cfg)
+
+
+def _warn_lora_target(cfg: Any) -> str | None:
+    if cfg.model_type == "lora" and cfg.lora_target_modules and cfg.flux_lora_target != "all":
+        return (f"flux_lora_target={cfg.flux_lora_target} is ignored: lora_target_modules "
+                f"({cfg.lora_target_modules}) is set and wins")
+    return None
+
+
 @hookimpl
 def register_config_fields(register: Callable[[ConfigField], None]) -> None:
     register(ConfigField("flux_guidance_value", float, 1.0,
@@ -83,6 +112,19 @@ def register_config_fields(register: Callable[[ConfigField], None]) -> None:
                          choices=("logit_normal", "shifted"), family="flux"))
     register(ConfigField("flow_schedule_shift", float, 3.0,
                          "Shift applied to uniform noise levels when flux_sigma_sampling=shifted.", family="flux"))
+    register(ConfigField("tread_config", Any, None,
+                         'TREAD token routing while training: {"routes": [{"selection_ratio": 0.5, '
+                         '"start_layer_idx": 2, "end_layer_idx": -2}]} (object or JSON text); see docs/flux.md.',
+                         family="flux", check=_check_tread))
+    register(ConfigField("fuse_qkv_projections", bool, False,
+                         "Fuse each attention's Q/K/V projections into one matmul for training (full fine-tunes; "
+                         "saved unfused).", family="flux", check=_check_fused("fuse_qkv_projections")))
+    register(ConfigField("fused_qkv_projections", bool, False,
+                         "Alias of fuse_qkv_projections (the name in SimpleTuner's field registry).",
+                         family="flux", check=_check_fused("fused_qkv_projections")))
+    register(ConfigField("flux_lora_target", str, "all",
+                         "Named LoRA target set when lora_target_modules is unset (module lists in docs/flux.md).",
+                         choices=LORA_TARGET_PRESETS, family="flux", warn=_warn_lora_target))
 
 
 @hookimpl

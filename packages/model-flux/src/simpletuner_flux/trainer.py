@@ -20,10 +20,12 @@ from simpletuner_core.training.loading import (
     vae_latents,
     weights_identity,
 )
+from simpletuner_flux import tread
+from simpletuner_flux.lora_targets import preset_targets
 from simpletuner_flux.packing import latent_ids, pack, unpack
 
 #: SimpleTuner's default Flux LoRA target set ("all"): attention projections of both block kinds.
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+LORA_TARGETS = preset_targets("all")
 #: Named LyCORIS presets (``"apply_preset": "<name>"`` in ``--lycoris_config``); ``default`` when none is given.
 LYCORIS_PRESETS: dict[str, dict[str, Any]] = {
     "default": {"target_module": ["FluxTransformerBlock", "FluxSingleTransformerBlock"]},
@@ -49,6 +51,15 @@ class FluxTrainer:
         self.source = resolve_source(config, family, Path(cache_dir))
         self.validation_reference: Any = None
         self.validation_size: tuple[int, int] | None = None
+        self.lora_targets = self.targets_for(config)
+        self.fused = bool(getattr(config, "fuse_qkv_projections", False)
+                          or getattr(config, "fused_qkv_projections", False))
+        self.tread_spans: list[tuple[float, int, int]] = []
+
+    @classmethod
+    def targets_for(cls, config: Any) -> list[str]:
+        """``flux_lora_target``'s preset (``lora_target_modules``, when set, still wins inside the adapter)."""
+        return preset_targets(getattr(config, "flux_lora_target", None) or "all")
 
     # -- loading ----------------------------------------------------------------------------------------------
     def load(self, device: Any, weight_dtype: Any, log: Any) -> None:
@@ -68,6 +79,7 @@ class FluxTrainer:
         self.transformer.to(device)
         if self.cfg.model_type == "lora" and weight_dtype != torch.float32:
             self.transformer.to(dtype=weight_dtype)
+        self._speedups(log)
         layers = self.text_encoder.config.num_hidden_layers
         if self.cfg.clip_skip >= layers:
             raise ModelLoadError(f"clip_skip {self.cfg.clip_skip} cannot apply: the CLIP text encoder of "
@@ -78,6 +90,26 @@ class FluxTrainer:
         log(f"loaded Flux{' Kontext' if self.kontext else ''} from {self.source}: "
             f"{sum(p.numel() for p in self.transformer.parameters()) / 1e6:.2f}M transformer params, "
             f"guidance embedding {'on' if self.guidance else 'off'}, clip_skip {self.cfg.clip_skip}")
+
+    def _speedups(self, log: Any) -> None:
+        """attention_mechanism, fused QKV and TREAD routing, applied to the freshly loaded transformer."""
+        from simpletuner_core.config.errors import ConfigError, ConfigInvalid
+        from simpletuner_core.training.attention import apply_attention
+
+        apply_attention(self.transformer, self.cfg.attention_mechanism, log)
+        if self.fused:
+            self.transformer.fuse_qkv_projections()
+            log("fused QKV projections: to_qkv / to_added_qkv (saved unfused)")
+        config = getattr(self.cfg, "tread_config", None)
+        if config is not None:
+            blocks = len(self.transformer.transformer_blocks) + len(self.transformer.single_transformer_blocks)
+            try:
+                self.tread_spans = tread.resolve(tread.parse_routes(config), blocks)
+            except ValueError as exc:
+                raise ConfigInvalid([ConfigError("tread_config", str(exc))]) from None
+            tread.install(self.transformer, self.tread_spans)
+            log("TREAD routing: " + ", ".join(f"blocks {a}..{b} see {1 - r:.0%} of the image tokens"
+                                              for r, a, b in self.tread_spans))
 
     def encoder_id(self, kind: str) -> str:
         extra = f"len{self.max_length}:skip{self.cfg.clip_skip}" if kind == "text" else ""
@@ -147,11 +179,15 @@ class FluxTrainer:
         embeds = text["prompt_embeds"]
         guidance = (torch.full((bsz,), self.cfg.flux_guidance_value, device=latents.device)
                     if self.guidance else None)
+        extra: dict[str, Any] = {}
+        if self.tread_spans and model.training and torch.is_grad_enabled():
+            # Drawn last from the micro-step-seeded RNG: noise and sigma match an unrouted run, resume stays exact.
+            extra["tread"] = tread.Plan(seed=int(torch.randint(0, 2**62, (1,)).item()), routable=n_target)
         pred = model(hidden_states=hidden.to(dtype), timestep=sigma.to(dtype), guidance=guidance,
                      pooled_projections=text["pooled_prompt_embeds"].to(dtype),
                      encoder_hidden_states=embeds.to(dtype),
                      txt_ids=torch.zeros(embeds.shape[1], 3, device=latents.device),
-                     img_ids=ids, return_dict=False)[0]
+                     img_ids=ids, return_dict=False, **extra)[0]
         return F.mse_loss(pred[:, :n_target].float(), target.float(), reduction="mean")
 
     # -- outputs ---------------------------------------------------------------------------------------------
@@ -167,6 +203,8 @@ class FluxTrainer:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         if adapter is None:
+            if self.fused:
+                unfuse_keeping_weights(model)
             self.pipeline(model).save_pretrained(output_dir)
             return [str(output_dir / "model_index.json"), str(output_dir / "transformer")]
         from simpletuner_core.training.lora_io import save_adapter
@@ -222,3 +260,25 @@ class FluxTrainer:
                        **kwargs)
             images.extend(out.images)
         return images
+
+
+@torch.no_grad()
+def unfuse_keeping_weights(model: Any) -> None:
+    """Copy trained fused ``to_qkv``/``to_added_qkv`` weights back into the separate projections, then unfuse.
+
+    diffusers' ``unfuse_qkv_projections`` only drops the fused layers, which would lose what trained in them.
+    """
+    pairs = (("to_qkv", ("to_q", "to_k", "to_v")), ("to_added_qkv", ("add_q_proj", "add_k_proj", "add_v_proj")))
+    for module in model.modules():
+        if not getattr(module, "fused_projections", False):
+            continue
+        for fused, parts in pairs:
+            layer = getattr(module, fused, None)
+            if layer is None:
+                continue
+            for name, weight in zip(parts, layer.weight.chunk(3, dim=0), strict=True):
+                getattr(module, name).weight.copy_(weight)
+            if layer.bias is not None:
+                for name, bias in zip(parts, layer.bias.chunk(3, dim=0), strict=True):
+                    getattr(module, name).bias.copy_(bias)
+    model.unfuse_qkv_projections()

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from simpletuner_core.training.attention import apply_attention
 from simpletuner_core.training.loading import (
     ModelLoadError,
     load_component,
@@ -54,6 +55,7 @@ class PixArtSigmaTrainer:
         self.transformer.to(device)
         if lora and weight_dtype != torch.float32:  # full fine-tunes keep fp32 master weights
             self.transformer.to(dtype=weight_dtype)
+        apply_attention(self.transformer, self.cfg.attention_mechanism, log)
         self.prediction_type = self.cfg.prediction_type or self.noise_scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ModelLoadError(f"prediction_type {self.prediction_type!r} is not supported by PixArt training")

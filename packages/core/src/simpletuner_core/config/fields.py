@@ -83,6 +83,7 @@ class CoreConfig:
     gradient_checkpointing: bool = f(False, "Recompute activations in backward to save memory.")
     gradient_checkpointing_interval: int | None = f(None, "Checkpoint only every Nth transformer block (faster, "
                                                           "more memory); default: every block.")
+    attention_mechanism: str = f("diffusers", "Attention kernel: diffusers/sdpa (torch SDPA) or, when installed, xformers or a sageattention variant.", ("diffusers", "sdpa", "xformers", "sageattention", "sageattention-int8-fp16-triton", "sageattention-int8-fp16-cuda", "sageattention-int8-fp8-cuda"))
     use_ema: bool = f(False, "Keep an exponential moving average of trained weights.")
     ema_decay: float = f(0.999, "EMA decay per optimizer step.")
     noise_offset: float = f(0.0, "Offset noise strength.")

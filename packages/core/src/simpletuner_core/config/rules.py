@@ -13,6 +13,7 @@ from simpletuner_core.config import compat
 from simpletuner_core.config.errors import ConfigError, ConfigInvalid, suggest
 from simpletuner_core.config.migrations import CURRENT_VERSION
 from simpletuner_core.config.model import strip_dashes, structure
+from simpletuner_core.training import attention
 
 PLAIN_PRECISIONS = ("no_change", "fp32", "bf16", "fp16")
 ADAPTER_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules", "lycoris_config", "init_lora")
@@ -94,6 +95,10 @@ def _family(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError
         if (field.family and field.name in provided and registry.families.canonical(field.family) != fam.name
                 and getattr(cfg, field.name, field.default) != field.default):
             yield ConfigError(field.name, f"applies only to model_family {field.family}")
+        elif field.check is not None and (not field.family or registry.families.canonical(field.family) == fam.name):
+            message = field.check(cfg)
+            if message:
+                yield ConfigError(field.name, message)
 
 
 #: Keys that change a DDPM noise schedule's loss or betas, and the family feature that honours each.
@@ -277,6 +282,7 @@ def check(cfg: Any, registry: Any, provided: Iterable[str] = ()) -> list[ConfigE
     errors += _components(cfg, registry, given)
     errors += _misc(cfg)
     errors += _hooks(cfg)
+    errors += attention.config_errors(cfg)
     return errors
 
 
@@ -357,6 +363,12 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
     if (cfg.validation_prompt_library or cfg.user_prompt_library) and not cfg.validation_prompt:
         out.append("validation_prompt_library/user_prompt_library render only when validation runs, which needs "
                    "a validation_prompt")
+    family = registry.families.canonical(cfg.model_family) if cfg.model_family in registry.families else None
+    for field in registry.config_fields.values():
+        if field.warn is not None and (not field.family or registry.families.canonical(field.family) == family):
+            note = field.warn(cfg)
+            if note:
+                out.append(note)
     package = missing_tracker(getattr(cfg, "report_to", "none"))
     if package:
         out.append(f"report_to={cfg.report_to} needs the `{package}` package (pip install {package}); "

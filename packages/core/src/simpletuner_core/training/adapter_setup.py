@@ -54,8 +54,9 @@ def describe_adapter(cfg: Any, family: Any, registry: Any) -> dict[str, Any] | N
     if spec.describe is None:
         return None
     cls = family.trainer()
+    targets = cls.targets_for(cfg) if hasattr(cls, "targets_for") else cls.lora_targets  # config-chosen presets
     try:
-        return spec.describe(cfg, list(cls.lora_targets), presets_of(cls))
+        return spec.describe(cfg, list(targets), presets_of(cls))
     except ValueError as exc:
         raise ConfigInvalid([ConfigError(adapter_key(cfg), str(exc))]) from None
 

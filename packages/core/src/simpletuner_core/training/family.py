@@ -60,3 +60,5 @@ class FamilyTrainer(Protocol):
     #   lycoris_presets: dict[str, dict]      named LyCORIS presets (``"default"`` when no apply_preset is given)
     #   quantize_exclude: list[str]           module patterns kept unquantized under a quantized base
     #   use_validation_inputs(size, refs)     first training bucket (w, h) and reference PIL images, before training
+    #   targets_for(cfg) -> list[str]         classmethod: LoRA targets a config picks (e.g. a preset key); the
+    #                                         resume check uses it, so the instance's lora_targets must agree
