@@ -93,7 +93,8 @@ def _family(cfg: Any, registry: Any, provided: set[str]) -> Iterable[ConfigError
     yield from _noise_schedule_keys(cfg, fam)
     for field in registry.config_fields.values():  # saved configs list every key: only a set value is a mistake
         if (field.family and field.name in provided and registry.families.canonical(field.family) != fam.name
-                and getattr(cfg, field.name, field.default) != field.default):
+                and getattr(cfg, field.name, field.default) != field.default
+                and not compat.is_off(compat.peer_keys().get(field.name), getattr(cfg, field.name, None))):
             yield ConfigError(field.name, f"applies only to model_family {field.family}")
         elif field.check is not None and (not field.family or registry.families.canonical(field.family) == fam.name):
             message = field.check(cfg)
