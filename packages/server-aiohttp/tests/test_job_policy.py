@@ -52,6 +52,14 @@ def test_check_job_paths_hooks_and_roots(tmp_path: Path) -> None:
               home=home, roots=roots)  # admins: anything
 
 
+async def active_example_env(session: object) -> None:
+    """The tiny-pixart example as the session's own, active environment ``rita-env``."""
+    status, env, _ = await call(session, "POST", "/api/configs/environments",
+                                json={"name": "rita-env", "example": "tiny-pixart"})
+    assert status == 201, env
+    assert (await call(session, "POST", "/api/configs/rita-env/activate"))[0] == 200
+
+
 @needs_pixart
 def test_researcher_jobs_are_confined_admins_are_not(tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere"
@@ -59,10 +67,7 @@ def test_researcher_jobs_are_confined_admins_are_not(tmp_path: Path) -> None:
 
     async def scenario(client: TestClient) -> None:
         async with as_user(client, "rita", ["researcher"]) as rita:
-            status, env, _ = await call(rita, "POST", "/api/configs/environments",
-                                        json={"name": "rita-env", "example": "tiny-pixart"})
-            assert status == 201, env
-            assert (await call(rita, "POST", "/api/configs/rita-env/activate"))[0] == 200
+            await active_example_env(rita)
             status, body, _ = await call(rita, "POST", "/api/training/validate", data={"--num_train_epochs": "0"})
             assert status == 200 and body["valid"], body  # the example stays under the state directory
 
@@ -151,10 +156,7 @@ def test_researcher_webhooks_stay_off_private_addresses_admins_keep_loopback(
 
     async def scenario(client: TestClient) -> None:
         async with as_user(client, "rita", ["researcher"]) as rita:
-            status, env, _ = await call(rita, "POST", "/api/configs/environments",
-                                        json={"name": "rita-env", "example": "tiny-pixart"})
-            assert status == 201, env
-            assert (await call(rita, "POST", "/api/configs/rita-env/activate"))[0] == 200
+            await active_example_env(rita)
             status, body, _ = await call(rita, "POST", "/api/training/start", json=loopback)
             assert status == 403 and body["error"]["message"].startswith("webhook_config: callback_url"), body
             assert "loopback" in body["error"]["message"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -166,18 +165,12 @@ def type_problem(key: PeerKey, value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    from simpletuner_core.config.model import _float
+
+    try:
+        return _float(value, float)
+    except ValueError:
         return None
-    if isinstance(value, (int, float)):
-        out = float(value)
-    elif isinstance(value, str):
-        try:
-            out = float(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return out if math.isfinite(out) else None
 
 
 def is_off(key: PeerKey | None, value: Any) -> bool:
