@@ -156,3 +156,40 @@ def test_did_you_mean_does_not_point_at_unrelated_keys(families: list[str], word
     (err,) = info.value.errors
     assert err.message == "unknown config key"
     assert err.did_you_mean not in ("validation_method", "train_batch_size", "lr_scheduler")
+
+
+def _same(ours: Any, theirs: Any) -> bool:
+    from simpletuner_core.config.migrations import VALUE_ALIASES
+
+    if ours in (None, "", 0, False) and theirs in (None, "", 0, False):
+        return True
+    if isinstance(ours, (int, float)) and not isinstance(ours, bool) and isinstance(theirs, (int, float)):
+        return float(ours) == float(theirs)
+    spelled = {k: v for table in VALUE_ALIASES.values() for k, v in table.items()}
+    return ours == theirs or (theirs in spelled and spelled[theirs] == ours)
+
+
+def test_every_implemented_key_defaults_to_simpletuners_value(families: list[str]) -> None:
+    from simpletuner_core.config.compat_status import DEFAULT_DIFFERENCES
+
+    ours = {a.name: a.default for a in attrs.fields(config_class())}
+    drift = {}
+    for name, key in compat.peer_keys().items():
+        if name in ours and not _same(ours[name], registry_default(key)) and name not in DEFAULT_DIFFERENCES:
+            drift[name] = (ours[name], key.default)
+    assert drift == {}, "a default differs from SimpleTuner's: take theirs or list it in DEFAULT_DIFFERENCES"
+    stale = [n for n in DEFAULT_DIFFERENCES if _same(ours[n], registry_default(compat.peer_keys()[n]))]
+    assert stale == []
+
+
+def test_a_config_of_required_keys_runs_with_simpletuners_defaults(families: list[str]) -> None:
+    from simpletuner_core.config.show import effective
+
+    table = effective(base())
+    assert {k: table[k]["value"] for k in ("max_grad_norm", "lr_scheduler", "train_batch_size",
+                                           "gradient_checkpointing", "lora_dropout", "checkpoints_total_limit",
+                                           "resume_from_checkpoint", "grad_clip_method")} == {
+        "max_grad_norm": 2.0, "lr_scheduler": "constant_with_warmup", "train_batch_size": 4,
+        "gradient_checkpointing": True, "lora_dropout": 0.1, "checkpoints_total_limit": 5,
+        "resume_from_checkpoint": "latest", "grad_clip_method": "value"}
+    assert all(table[k]["source"] == "default" for k in ("max_grad_norm", "lr_scheduler"))

@@ -26,6 +26,14 @@ def kontext_dataloader(home: Path, pairs: Path, conditioning_type: str = "refere
     return path
 
 
+#: The defaults the tests were written against, before SimpleTuner's became ours.
+TEST_PINS = {"--optimizer": "adamw", "--lr_scheduler": "constant", "--lr_power": 1.0, "--max_grad_norm": 1.0,
+             "--grad_clip_method": "norm", "--gradient_checkpointing": False, "--ema_decay": 0.999,
+             "--caption_dropout_probability": 0.0, "--checkpoints_total_limit": None, "--lora_dropout": 0.0,
+             "--resume_from_checkpoint": None, "--validation_negative_prompt": None, "--validation_guidance": 4.5,
+             "--validation_num_inference_steps": 20}
+
+
 def flux_config(home: Path, model_dir: Path, dataloader: Path, flavour: str = "tiny",
                 **overrides: Any) -> dict[str, Any]:
     """A wire-format LoRA config for a tiny Flux flavour."""
@@ -36,6 +44,7 @@ def flux_config(home: Path, model_dir: Path, dataloader: Path, flavour: str = "t
         "--model_type": "lora", "--lora_rank": 4, "--output_dir": str(home / "output"),
         "--data_backend_config": str(dataloader), "--train_batch_size": 4, "--learning_rate": 1e-2,
         "--max_train_steps": 30, "--seed": 7, "--checkpoint_step_interval": 0, "--report_to": "none",
+        **TEST_PINS,
     }, {k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()})
 
 

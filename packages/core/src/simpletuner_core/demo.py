@@ -20,6 +20,9 @@ def demo_config(home: Path, steps: int) -> dict[str, object]:
         "--checkpoints_total_limit": 2, "--validation_prompt": "a red square on a blue background",
         "--validation_step_interval": steps, "--validation_num_inference_steps": 8, "--validation_guidance": 3.0,
         "--validation_resolution": "64x64", "--report_to": "none",
+        # what the demo's printed result rests on, pinned against SimpleTuner's defaults (norm clip at 2.0, ...)
+        "--max_grad_norm": 1.0, "--grad_clip_method": "norm", "--gradient_checkpointing": False,
+        "--caption_dropout_probability": 0.0, "--validation_negative_prompt": None, "--resume_from_checkpoint": None,
     }
 
 

@@ -28,6 +28,8 @@ EXAMPLE_CONFIG: dict[str, Any] = {
     "--validation_step_interval": 30, "--seed": 777, "--resume_from_checkpoint": "latest",
     "--base_model_precision": "int8-quanto", "--dataloader_prefetch": True, "--report_to": "none",
     "--lora_rank": 16, "--lora_dropout": 0.05, "--conditioning_multidataset_sampling": "combined", "--clip_skip": 2,
+    "--max_grad_norm": 1.0, "--grad_clip_method": "norm", "--gradient_checkpointing": False,
+    "--caption_dropout_probability": 0.0, "--validation_negative_prompt": None,
 }
 EXAMPLE_DATALOADER: list[dict[str, Any]] = [
     {"id": "kontext-edit", "type": "local", "dataset_type": "image",

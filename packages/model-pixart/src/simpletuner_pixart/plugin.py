@@ -55,6 +55,9 @@ TINY_EXAMPLE_CONFIG = {
     "--checkpoints_total_limit": 2, "--validation_prompt": "a red square on a blue background",
     "--validation_step_interval": 150, "--validation_num_inference_steps": 8, "--validation_guidance": 3.0,
     "--validation_resolution": "64x64", "--report_to": "none",
+    # the demo's result rests on these; SimpleTuner's defaults differ (norm clip at 2.0, checkpointing, dropout)
+    "--max_grad_norm": 1.0, "--grad_clip_method": "norm", "--gradient_checkpointing": False,
+    "--caption_dropout_probability": 0.0, "--validation_negative_prompt": None, "--resume_from_checkpoint": None,
 }
 TINY_EXAMPLE_DATALOADER = [
     {"id": "pixart-demo", "type": "local", "dataset_type": "image",

@@ -183,3 +183,23 @@ SECTION_REASONS: dict[str, str] = {
     "hardware": "this hardware option is not supported here",
     "ema_config": "this EMA option is not supported here",
 }
+
+#: Implemented keys whose default here is not SimpleTuner's registry default, each with the reason it cannot be.
+DEFAULT_DIFFERENCES: dict[str, str] = {
+    "mixed_precision": "`auto`: bf16 where the GPU supports it, no autocast on a CPU (SimpleTuner's `bf16` "
+                       "would autocast CPU runs, where bf16 is slow and imprecise)",
+    "noise_offset": "0: SimpleTuner's 0.1 acts only together with `offset_noise: true` (off by default); here "
+                    "noise_offset acts by itself, so off is 0",
+    "output_dir": "required: SimpleTuner's relative `simpletuner-results` would depend on the directory the "
+                  "trainer starts in",
+    "num_train_epochs": "0 (unset): exactly one of num_train_epochs and max_train_steps is set, and SimpleTuner's 1 "
+                        "would clash with every config that sets max_train_steps",
+    "cache_dir_text": "unset = `<state dir>/cache/text`: SimpleTuner's relative `cache` would depend on the "
+                      "working directory",
+    "caption_strategy": "unset = each dataset's own default (`textfile`)",
+    "lycoris_config": "unset: LyCORIS takes lora_rank/lora_alpha/lora_dropout unless a file is named; "
+                      "SimpleTuner's default names a file that need not exist",
+    "validation_resolution": "unset = the model's native size; SimpleTuner's 256 is below what the real "
+                             "PixArt and Flux checkpoints render well",
+    "tracker_run_name": "unset = the job id, one run name per run",
+}

@@ -28,15 +28,15 @@ class CoreConfig:
     tokenizer_max_length: int | None = f(None, "Text token limit; default: the family's.")
     # --- data -------------------------------------------------------------------------------------------------
     data_backend_config: str | None = f(None, "Dataloader JSON (relative paths resolve under config/).")
-    resolution: float | None = f(None, "Default dataset resolution when a dataset gives none.")
-    resolution_type: str | None = f(None, "Default resolution_type.", (None, "pixel", "area", "pixel_area"))
+    resolution: float | None = f(1024.0, "Default dataset resolution when a dataset gives none.")
+    resolution_type: str | None = f("pixel_area", "Default resolution_type.", (None, "pixel", "area", "pixel_area"))
     cache_dir_vae: str | None = f(None, "Default VAE latent cache directory for datasets that set none.")
     cache_dir_text: str | None = f(None, "Default text-embed cache directory.")
     caption_strategy: str | None = f(None, "Default caption_strategy of image datasets that set none (textfile, "
                                            "filename, instanceprompt; SimpleTuner's instance_prompt too); unset: "
                                            "textfile.")
     instance_prompt: str | None = f(None, "Default instance_prompt of image datasets that set none.")
-    caption_dropout_probability: float = f(0.0, "Probability of training a sample with an empty caption.")
+    caption_dropout_probability: float = f(0.1, "Probability of training a sample with an empty caption.")
     vae_batch_size: int = f(4, "Images per VAE encode batch while filling the latent cache.")
     vae_cache_ondemand: bool = f(False, "Encode latents as batches are drawn instead of caching every image first "
                                         "(SimpleTuner's inverse vae_cache_preprocess).")
@@ -54,7 +54,7 @@ class CoreConfig:
     lora_format: str = f("diffusers", "Key layout of exported LoRA weights: diffusers (load_lora_weights) or "
                                       "comfyui (kohya-style lora_unet_ keys).")
     # --- schedule ------------------------------------------------------------------------------------------
-    train_batch_size: int = f(1, "Samples per micro-batch per process.")
+    train_batch_size: int = f(4, "Samples per micro-batch per process.")
     gradient_accumulation_steps: int = f(1, "Micro-batches per optimizer step.")
     max_train_steps: int = f(0, "Optimizer steps to train; exactly one of this and num_train_epochs is > 0.")
     num_train_epochs: int = f(0, "Epochs to train; exactly one of this and max_train_steps is > 0.")
@@ -64,28 +64,28 @@ class CoreConfig:
     main_process_port: int = f(29500, "Port of the multi-node rendezvous on the rank-0 machine.")
     seed: int | None = f(None, "Seed for data order and noise; a random one is chosen and recorded when unset.")
     # --- optimisation ------------------------------------------------------------------------------------
-    learning_rate: float = f(1e-4, "Peak learning rate.")
-    optimizer: str = f("adamw", "Optimizer name (see `simpletuner plugins`).")
-    lr_scheduler: str = f("constant", "Learning-rate schedule name.")
+    learning_rate: float = f(4e-7, "Peak learning rate.")
+    optimizer: str = f("adamw_bf16", "Optimizer name (see `simpletuner plugins`).")
+    lr_scheduler: str = f("constant_with_warmup", "Learning-rate schedule name.")
     lr_warmup_steps: int = f(0, "Linear warm-up steps.")
     lr_num_cycles: int = f(1, "Cycles for cosine_with_restarts.")
-    lr_power: float = f(1.0, "Power for the polynomial schedule.")
+    lr_power: float = f(0.8, "Power for the polynomial schedule.")
     adam_beta1: float = f(0.9, "Adam beta1.")
     adam_beta2: float = f(0.999, "Adam beta2.")
     adam_weight_decay: float = f(1e-2, "Decoupled weight decay.")
     adam_epsilon: float = f(1e-8, "Adam epsilon.")
-    max_grad_norm: float = f(1.0, "Gradient clipping threshold; 0 disables clipping.")
+    max_grad_norm: float = f(2.0, "Gradient clipping threshold; 0 disables clipping.")
     grad_clip_method: str = f("value", "Clip each gradient element to ±max_grad_norm (value) or the total norm "
                                        "(norm).", ("value", "norm"))
     mixed_precision: str = f("auto", "Autocast precision; auto = bf16 on GPU, no on CPU.", ("auto", "no", "bf16", "fp16"))
     base_model_precision: str = f("no_change", "Precision of frozen weights: no_change, fp32, bf16, fp16, or a quantizer.")
     quantize_via: str = f("accelerator", "Where quantization runs.", ("cpu", "accelerator"))
-    gradient_checkpointing: bool = f(False, "Recompute activations in backward to save memory.")
+    gradient_checkpointing: bool = f(True, "Recompute activations in backward to save memory.")
     gradient_checkpointing_interval: int | None = f(None, "Checkpoint only every Nth transformer block (faster, "
                                                           "more memory); default: every block.")
     attention_mechanism: str = f("diffusers", "Attention kernel: diffusers/sdpa (torch SDPA) or, when installed, xformers or a sageattention variant.", ("diffusers", "sdpa", "xformers", "sageattention", "sageattention-int8-fp16-triton", "sageattention-int8-fp16-cuda", "sageattention-int8-fp8-cuda"))
     use_ema: bool = f(False, "Keep an exponential moving average of trained weights.")
-    ema_decay: float = f(0.999, "EMA decay per optimizer step.")
+    ema_decay: float = f(0.995, "EMA decay per optimizer step.")
     noise_offset: float = f(0.0, "Offset noise strength.")
     snr_gamma: float | None = f(None, "Min-SNR loss weighting gamma (ε/v-prediction families); unset = off.")
     use_soft_min_snr: bool = f(False, "Soft min-SNR weighting (needs snr_gamma).")
@@ -93,7 +93,7 @@ class CoreConfig:
     # --- adapters ----------------------------------------------------------------------------------------------
     lora_rank: int = f(16, "LoRA rank.")
     lora_alpha: float | None = f(None, "LoRA alpha; default: equal to lora_rank.")
-    lora_dropout: float = f(0.0, "LoRA dropout.")
+    lora_dropout: float = f(0.1, "LoRA dropout.")
     lora_target_modules: str | None = f(None, "Comma-separated module names; default: the family's preset.")
     lycoris_config: str | None = f(None, "LyCORIS JSON file: algo (lokr, locon, loha, full), factor, "
                                          "linear_dim, apply_preset (a dict or a family preset name).")
@@ -103,17 +103,17 @@ class CoreConfig:
     checkpoint_step_interval: int = f(500, "Save a checkpoint every N optimizer steps; 0 disables "
                                            "(SimpleTuner's legacy name: checkpointing_steps).")
     checkpoint_epoch_interval: int | None = f(None, "Also save a checkpoint every N epochs; unset = off.")
-    checkpoints_total_limit: int | None = f(None, "Keep at most N checkpoints (oldest removed after a new one).")
-    resume_from_checkpoint: str | None = f(None, "`latest` or a checkpoint directory.")
+    checkpoints_total_limit: int | None = f(5, "Keep at most N checkpoints (oldest removed after a new one).")
+    resume_from_checkpoint: str | None = f("latest", "`latest` or a checkpoint directory.")
     # --- validation -------------------------------------------------------------------------------------------
     validation_step_interval: int = f(100, "Validate every N optimizer steps when a validation_prompt is set "
                                            "(legacy name: validation_steps).")
     validation_epoch_interval: int | None = f(None, "Also validate every N epochs; unset = off.")
     validation_prompt: str | None = f(None, "Prompt rendered at each validation.")
-    validation_negative_prompt: str | None = f(None, "Negative prompt for validation.")
-    validation_guidance: float = f(4.5, "Classifier-free guidance scale for validation.")
+    validation_negative_prompt: str | None = f("blurry, cropped, ugly", "Negative prompt for validation.")
+    validation_guidance: float = f(7.5, "Classifier-free guidance scale for validation.")
     validation_resolution: str | None = f(None, "WxH or a single edge, e.g. 1024x1024; default: the model's native size.")
-    validation_num_inference_steps: int = f(20, "Sampler steps for validation.")
+    validation_num_inference_steps: int = f(30, "Sampler steps for validation.")
     validation_seed: int | None = f(None, "Seed for validation images; default: seed.")
     validation_disable: bool = f(False, "Never run validation.")
     validation_guidance_rescale: float = f(0.0, "Guidance rescale (φ) for validation; 0 = off.")

@@ -85,6 +85,14 @@ def render_compat_markdown(registry: Any | None = None) -> str:
         importance = peer[name].importance if name in peer else "legacy name"
         detail = f"→ `{st.detail}`" if st.status == "alias" else st.detail
         lines.append(f"| `{name}` | {importance} | {st.status} | {_cell(detail)} |")
+    from simpletuner_core.config.compat_status import DEFAULT_DIFFERENCES
+
+    lines += ["", "## Defaults", "",
+              "A key left out of a config takes SimpleTuner's registry default (a test compares every implemented "
+              "key with the table), except these, where SimpleTuner's value cannot serve here:", "",
+              "| key | SimpleTuner's default | here, and why |", "|---|---|---|"]
+    for name in sorted(DEFAULT_DIFFERENCES):
+        lines.append(f"| `{name}` | `{peer[name].default}` | {_cell(DEFAULT_DIFFERENCES[name])} |")
     extra = sorted(set(ours) - set(peer))
     lines += ["", "## Keys of ours that SimpleTuner does not have", "",
               ", ".join(f"`{n}`" for n in extra), ""]
