@@ -218,7 +218,7 @@ async def enforce_policy(request: web.Request, env: str | None, submitted: dict[
     settings = request.app[SETTINGS_KEY]
     _, base = await asyncio.to_thread(_load_env, env, settings.home)
     try:
-        await asyncio.to_thread(check_job, {**base, **submitted}, is_admin=False,
+        await asyncio.to_thread(check_job, overlay(base, submitted), is_admin=False,
                                 can_hooks=principal.can(HOOK_PERMISSION), home=settings.home,
                                 roots=settings.job_roots)
     except PolicyError as exc:

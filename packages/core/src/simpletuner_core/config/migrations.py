@@ -53,7 +53,7 @@ class AliasConflict(ValueError):
 
 def rename_aliases(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """``cfg`` with old names replaced by current ones, and ``{current: old}`` for every key renamed."""
-    out = dict(cfg)
+    out = {k: v for k, v in cfg.items() if not (isinstance(k, str) and k.startswith("__"))}  # web-form bookkeeping
     renamed: dict[str, str] = {}
     for table, invert in ((ALIASES, False), (INVERSE_ALIASES, True)):
         for old, new in table.items():
