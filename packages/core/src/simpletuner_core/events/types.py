@@ -20,6 +20,7 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "job.stage": ("stage", "message"),
     "job.plan": ("plan",),
     "training.status": ("step", "total", "epoch", "percent", "loss", "lr", "rate", "eta_seconds"),
+    "training.metric": ("step", "metrics"),  # {"eval_loss": x}: evaluation results at an optimizer step
     "checkpoint.saved": ("step", "path"),
     "validation.started": ("step",),
     "validation.image": ("title", "body", "step", "global_step", "prompt", "validation_type", "resolution",
