@@ -86,8 +86,13 @@ def write_dataloader(home: Path, images: Path, **image_overrides: Any) -> Path:
 
 def tiny_config(home: Path, tiny_dir: Path, images: Path, **overrides: Any) -> dict[str, Any]:
     """A wire-format config for the tiny PixArt model on the demo set."""
+    from simpletuner_core.config.migrations import ALIASES
+
     dataloader = write_dataloader(home, images)
-    return {
+    given = {k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()}
+    # a test may use a legacy name (checkpointing_steps=5): drop the base's current-name value it replaces
+    replaced = {f"--{ALIASES[k[2:]]}" for k in given if k[2:] in ALIASES}
+    base = {
         "--model_family": "pixart_sigma", "--model_flavour": "tiny",
         "--pretrained_model_name_or_path": str(tiny_dir), "--model_type": "full",
         "--output_dir": str(home / "output"), "--data_backend_config": str(dataloader),
@@ -95,8 +100,8 @@ def tiny_config(home: Path, tiny_dir: Path, images: Path, **overrides: Any) -> d
         "--checkpoint_step_interval": 0, "--report_to": "none",
         # tests count validation images: the base-model benchmark (step 0) is tested on its own
         "--disable_benchmark": True,
-        **{k if k.startswith("--") else f"--{k}": v for k, v in overrides.items()},
     }
+    return {**{k: v for k, v in base.items() if k not in replaced}, **given}
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ EXAMPLE_CONFIG: dict[str, Any] = {
     "--validation_guidance": 2.5, "--validation_resolution": "64x64", "--validation_num_inference_steps": 2,
     "--validation_step_interval": 30, "--seed": 777, "--resume_from_checkpoint": "latest",
     "--base_model_precision": "int8-quanto", "--dataloader_prefetch": True, "--report_to": "none",
-    "--lora_rank": 16, "--lora_dropout": 0.05, "--conditioning_multidataset_sampling": "combined", "--clip_skip": 2,
+    "--grad_clip_method": "norm", "--lora_rank": 16, "--lora_dropout": 0.05, "--conditioning_multidataset_sampling": "combined", "--clip_skip": 2,
 }
 EXAMPLE_DATALOADER: list[dict[str, Any]] = [
     {"id": "kontext-edit", "type": "local", "dataset_type": "image",

@@ -54,6 +54,7 @@ TINY_EXAMPLE_CONFIG = {
     "--checkpoints_total_limit": 2, "--validation_prompt": "a red square on a blue background",
     "--validation_step_interval": 150, "--validation_num_inference_steps": 8, "--validation_guidance": 3.0,
     "--validation_resolution": "64x64", "--report_to": "none",
+    "--grad_clip_method": "norm",  # the example was tuned with norm clipping
 }
 TINY_EXAMPLE_DATALOADER = [
     {"id": "pixart-demo", "type": "local", "dataset_type": "image",
