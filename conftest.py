@@ -89,7 +89,8 @@ TEST_PINS = {"--optimizer": "adamw", "--lr_scheduler": "constant", "--lr_power":
              "--grad_clip_method": "norm", "--gradient_checkpointing": False, "--ema_decay": 0.999,
              "--lora_dropout": 0.0, "--caption_dropout_probability": 0.0, "--checkpoints_total_limit": None,
              "--resume_from_checkpoint": None, "--validation_negative_prompt": None, "--validation_guidance": 4.5,
-             "--validation_num_inference_steps": 20}
+             "--validation_num_inference_steps": 20,
+             "--disable_benchmark": True}  # tests count validation images; the step-0 benchmark is tested on its own
 
 
 def tiny_config(home: Path, tiny_dir: Path, images: Path, **overrides: Any) -> dict[str, Any]:

@@ -218,7 +218,7 @@ def engine_config(prep: Prepared, output_dir: Path, steps: int) -> dict[str, Any
         "--output_dir": str(output_dir), "--train_batch_size": BATCH, "--gradient_accumulation_steps": 1,
         "--max_train_steps": steps, "--num_train_epochs": 0, "--learning_rate": LR, "--optimizer": "adamw",
         "--lr_scheduler": "constant", "--mixed_precision": "no", "--base_model_precision": "no_change",
-        "--max_grad_norm": 1.0, "--seed": SEED, "--checkpoint_step_interval": 0, "--validation_disable": True,
+        "--max_grad_norm": 1.0, "--grad_clip_method": "norm", "--seed": SEED, "--checkpoint_step_interval": 0, "--validation_disable": True,
         "--report_to": "none",
     }
 

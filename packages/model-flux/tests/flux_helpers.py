@@ -31,7 +31,7 @@ TEST_PINS = {"--optimizer": "adamw", "--lr_scheduler": "constant", "--lr_power":
              "--grad_clip_method": "norm", "--gradient_checkpointing": False, "--ema_decay": 0.999,
              "--caption_dropout_probability": 0.0, "--checkpoints_total_limit": None, "--lora_dropout": 0.0,
              "--resume_from_checkpoint": None, "--validation_negative_prompt": None, "--validation_guidance": 4.5,
-             "--validation_num_inference_steps": 20}
+             "--validation_num_inference_steps": 20, "--disable_benchmark": True}
 
 
 def flux_config(home: Path, model_dir: Path, dataloader: Path, flavour: str = "tiny",

@@ -23,6 +23,7 @@ def demo_config(home: Path, steps: int) -> dict[str, object]:
         # what the demo's printed result rests on, pinned against SimpleTuner's defaults (norm clip at 2.0, ...)
         "--max_grad_norm": 1.0, "--grad_clip_method": "norm", "--gradient_checkpointing": False,
         "--caption_dropout_probability": 0.0, "--validation_negative_prompt": None, "--resume_from_checkpoint": None,
+        "--disable_benchmark": True,
     }
 
 

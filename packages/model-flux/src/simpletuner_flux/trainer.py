@@ -153,12 +153,13 @@ class FluxTrainer:
         return torch.sigmoid(torch.randn(bsz, device=device))  # logit-normal(0, 1), SD3's default
 
     def loss(self, model: Any, latents: torch.Tensor, text: dict[str, torch.Tensor],
-             conditioning: list[torch.Tensor] | None = None) -> torch.Tensor:
+             conditioning: list[torch.Tensor] | None = None, timesteps: torch.Tensor | None = None) -> torch.Tensor:
         bsz, _, height, width = latents.shape
         noise = torch.randn_like(latents)
         if self.cfg.noise_offset:
             noise = noise + self.cfg.noise_offset * torch.randn(bsz, latents.shape[1], 1, 1, device=latents.device)
-        sigma = self._sigmas(bsz, latents.device)
+        # fixed positions in [0, 1] (the eval loss) are the flow-matching sigmas themselves
+        sigma = self._sigmas(bsz, latents.device) if timesteps is None else timesteps.to(latents.device).float()
         s = sigma.view(bsz, 1, 1, 1)
         noisy = (1 - s) * latents + s * noise
         target = pack(noise - latents)

@@ -89,12 +89,17 @@ class PixArtSigmaTrainer:
     def trainable(self) -> Any:
         return self.transformer
 
-    def loss(self, model: Any, latents: torch.Tensor, text: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(self, model: Any, latents: torch.Tensor, text: dict[str, torch.Tensor],
+             timesteps: torch.Tensor | None = None) -> torch.Tensor:
         bsz = latents.shape[0]
         noise = torch.randn_like(latents)
         if self.cfg.noise_offset:
             noise = noise + self.cfg.noise_offset * torch.randn(bsz, latents.shape[1], 1, 1, device=latents.device)
-        steps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,), device=latents.device)
+        last = self.noise_scheduler.config.num_train_timesteps - 1
+        if timesteps is None:
+            steps = torch.randint(0, last + 1, (bsz,), device=latents.device)
+        else:  # fixed positions in [0, 1] of the schedule (the eval loss)
+            steps = (timesteps.to(latents.device) * last).round().long().clamp(0, last)
         return self.loss_at(model, latents, text, noise, steps)
 
     def loss_at(self, model: Any, latents: torch.Tensor, text: dict[str, torch.Tensor], noise: torch.Tensor,

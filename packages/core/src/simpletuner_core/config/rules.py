@@ -268,6 +268,20 @@ def _hooks(cfg: Any) -> Iterable[ConfigError]:
         yield ConfigError("webhook_reporting_interval", "must be >= 0 seconds")
 
 
+def _engine(cfg: Any) -> Iterable[ConfigError]:
+    """Cadence, evaluation, cache and multi-node keys."""
+    yield from _at_least(cfg, {"checkpoint_epoch_interval": 0, "validation_epoch_interval": 0,
+                               "eval_steps_interval": 0, "eval_epoch_interval": 0, "gradient_checkpointing_interval": 1,
+                               "num_eval_images": 1, "eval_timesteps": 1, "vae_batch_size": 1, "num_machines": 1})
+    if cfg.num_machines >= 1 and not 0 <= cfg.machine_rank < cfg.num_machines:
+        yield ConfigError("machine_rank", f"must be in [0, num_machines) = [0, {cfg.num_machines}); "
+                          f"got {cfg.machine_rank}")
+    if not 1 <= cfg.main_process_port <= 65535:
+        yield ConfigError("main_process_port", f"must be a TCP port in 1..65535; got {cfg.main_process_port}")
+    if cfg.num_machines > 1 and not str(cfg.main_process_ip or "").strip():
+        yield ConfigError("main_process_ip", "required with num_machines > 1: the rank-0 machine's address")
+
+
 def check(cfg: Any, registry: Any, provided: Iterable[str] = ()) -> list[ConfigError]:
     """Every semantic problem of ``cfg``; ``provided`` are the keys the user set explicitly."""
     given = set(provided)
@@ -284,6 +298,7 @@ def check(cfg: Any, registry: Any, provided: Iterable[str] = ()) -> list[ConfigE
     errors += _misc(cfg)
     errors += _hooks(cfg)
     errors += attention.config_errors(cfg)
+    errors += _engine(cfg)
     return errors
 
 
@@ -370,6 +385,8 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
             note = field.warn(cfg)
             if note:
                 out.append(note)
+    if cfg.gradient_checkpointing_interval is not None and not cfg.gradient_checkpointing:
+        out.append("gradient_checkpointing_interval has no effect without gradient_checkpointing: true")
     package = missing_tracker(getattr(cfg, "report_to", "none"))
     if package:
         out.append(f"report_to={cfg.report_to} needs the `{package}` package (pip install {package}); "

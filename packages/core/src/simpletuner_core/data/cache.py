@@ -137,6 +137,10 @@ class LatentCache:
                     progress(done, todo)
         return CacheStats(encoded=todo, reused=reused, total=len(samples))
 
+    def knows(self, sample: Sample) -> bool:
+        """Whether :meth:`ensure` has seen ``sample`` (so :meth:`load` can serve it)."""
+        return sample in self._keys
+
     def load(self, sample: Sample) -> torch.Tensor:
         """The latent of one sample (no batch dimension); :meth:`ensure` must have seen the sample."""
         try:

@@ -21,7 +21,8 @@ from simpletuner_core.config.model import CONVERTER, _flatten, _optional_blank
 #: Path used for problems with the dataloader document as a whole (it is named by this training-config key).
 ROOT_PATH = "data_backend_config"
 
-DATASET_TYPES = ("image", "text_embeds", "conditioning")
+#: ``eval`` datasets are held out of training and feed the eval loss (``num_eval_images``, ``eval_dataset_id``).
+DATASET_TYPES = ("image", "text_embeds", "conditioning", "eval")
 RESOLUTION_TYPES = ("pixel", "area", "pixel_area")
 CROP_STYLES = ("random", "center", "corner")
 CROP_ASPECTS = ("square", "preserve")
@@ -158,9 +159,9 @@ def _check_dataset(i: int, ds: DatasetConfig, registry: Any) -> list[ConfigError
     _registered(errors, f"{p}.type", ds.type, registry.data_backends, "data backend type")
     _registered(errors, f"{p}.caption_strategy", ds.caption_strategy, registry.caption_strategies,
                 "caption_strategy")
-    if ds.dataset_type in ("image", "conditioning") and not ds.instance_data_dir:
+    if ds.dataset_type in ("image", "conditioning", "eval") and not ds.instance_data_dir:
         errors.append(ConfigError(f"{p}.instance_data_dir", f"{ds.dataset_type} datasets need instance_data_dir"))
-    if ds.dataset_type == "image" and ds.caption_strategy == "instanceprompt" and not ds.instance_prompt:
+    if ds.dataset_type in ("image", "eval") and ds.caption_strategy == "instanceprompt" and not ds.instance_prompt:
         errors.append(ConfigError(f"{p}.instance_prompt", "caption_strategy 'instanceprompt' needs instance_prompt"))
     if not 0.0 <= ds.probability <= 1.0:
         errors.append(ConfigError(f"{p}.probability", f"must be between 0 and 1, got {ds.probability:g}"))

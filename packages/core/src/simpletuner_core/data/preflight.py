@@ -86,6 +86,8 @@ class Plan:
     #: conditioning dataset; empty when no dataset has ``conditioning_data``.
     references: list[Any] = attrs.field(factory=list)
     pairings: list[Any] = attrs.field(factory=list)
+    #: Samples of ``dataset_type: eval`` datasets: never trained on, cached like the rest, scored by the eval loss.
+    eval_samples: list[Sample] = attrs.field(factory=list)
 
     @property
     def ok(self) -> bool:
@@ -104,6 +106,7 @@ class Plan:
             "references": [{"target_dataset_id": r.target_dataset_id, "target_path": r.target_path,
                             "reference": attrs.asdict(r.sample)} for r in self.references],
             "pairings": [attrs.asdict(p) for p in self.pairings],
+            "eval_samples": [attrs.asdict(s) for s in self.eval_samples],
         }
 
     def render(self) -> str:
@@ -112,7 +115,7 @@ class Plan:
             if d.dataset_type == "text_embeds":
                 lines.append(f"  {d.id} (text_embeds): caches caption embeddings")
                 continue
-            extra = "" if d.dataset_type == "image" else " (reference images)"
+            extra = {"image": "", "eval": " (held out for the eval loss)"}.get(d.dataset_type, " (reference images)")
             lines.append(
                 f"  {d.id} ({d.dataset_type}): {d.found} images found, {d.usable} usable, {d.filtered} filtered, "
                 f"repeats {d.repeats}, probability {d.probability:g}{extra}"
@@ -315,13 +318,16 @@ def build_plan(
         if found is None:
             continue
         backend, files = found
-        if ds.dataset_type == "image":
+        if ds.dataset_type in ("image", "eval"):
             b.image_dataset(i, ds, backend, files)
         else:
             conditioning[ds.id] = (backend, [f for f in files if is_image(f)])
             b.found[ds.id] = len(conditioning[ds.id][1])
     plan = b.plan
     by_id = {ds.id: ds for ds in datasets}
+    held_out = {ds.id for ds in datasets if ds.dataset_type == "eval"}
+    plan.eval_samples = [s for s in plan.samples if s.dataset_id in held_out]
+    plan.samples = [s for s in plan.samples if s.dataset_id not in held_out]
     if any(ds.enabled_image and ds.conditioning_data for ds in datasets):
         from simpletuner_core.data.pairing import check_collatable, pair_references
 
@@ -424,7 +430,7 @@ def _check_enough(plan: Plan, by_id: dict[str, DatasetConfig], groups: dict[tupl
 
 
 def _summarise(plan: Plan, datasets: list[DatasetConfig], found: dict[str, int]) -> None:
-    usable = Counter(s.dataset_id for s in plan.samples)
+    usable = Counter(s.dataset_id for s in [*plan.samples, *plan.eval_samples])
     paired = {p.conditioning_id for p in plan.pairings}
     usable.update(ds_id for ds_id, _ in {(r.sample.dataset_id, r.sample.path) for r in plan.references})
     filtered = Counter(f.dataset_id for f in plan.filtered)

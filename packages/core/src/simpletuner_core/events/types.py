@@ -24,6 +24,7 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "job.plan": ("plan",),
     "training.status": ("step", "total", "epoch", "percent", "loss", "lr", "rate", "eta_seconds"),
     "training.summary": ("step", "total", "epochs", "final_loss", "mean_loss", "seconds", "output_dir"),
+    "training.metric": ("step", "metrics"),  # {"eval_loss": x}: evaluation results at an optimizer step
     "checkpoint.saved": ("step", "path"),
     "validation.started": ("step",),
     "validation.image": ("title", "body", "step", "global_step", "prompt", "validation_type", "resolution",

@@ -26,6 +26,7 @@ class JobHooks:
         self.publishing = Publishing(list(registry.publishers.values()), cfg, job_id, emitter, self.scripts,
                                      self.values)
         self.last_checkpoint = ""
+        self.eval_losses: list[tuple[int, float]] = []  # (step, eval loss), set by the trainer
 
     def values(self, step: int, local: str = "", remote: str = "") -> dict[str, str]:
         return context_values(self.cfg, global_step=step, job_id=self.job_id, local_checkpoint_path=local,
@@ -33,7 +34,7 @@ class JobHooks:
 
     def write_plot(self, output_dir: Path, losses: list[float], lrs: list[float]) -> None:
         try:
-            write_plot(plot_path(output_dir), losses, lrs)
+            write_plot(plot_path(output_dir), losses, lrs, eval_losses=self.eval_losses)
         except Exception as exc:  # a plot is a convenience; it never fails a run
             self.emitter.log(f"could not write the loss plot: {exc}", level="warning")
 

@@ -44,16 +44,31 @@ class SubmitResult:
 
 
 def launch_command(job: m.Job, python: str = sys.executable) -> list[str]:
-    """argv of the trainer: one process, or ``num_processes`` of them through torchrun / ``accelerate launch``."""
+    """argv of the trainer: one process, or ``num_processes`` of them through torchrun / ``accelerate launch``.
+
+    With ``num_machines`` > 1 this is one machine's share of a multi-node job: ``num_processes`` here, rank
+    ``machine_rank``, meeting the others at ``main_process_ip:main_process_port`` (each machine runs the job).
+    """
     worker = ["-m", "simpletuner_core.jobs.worker", job.id]
-    processes = int(job.config.get("--num_processes") or 1)
-    if processes <= 1:
+    config = job.config
+    processes = int(config.get("--num_processes") or 1)
+    machines = int(config.get("--num_machines") or 1)
+    if processes <= 1 and machines <= 1:
         return [python, *worker]
-    accelerate_config = job.config.get("--accelerate_config")
-    if accelerate_config:
+    nodes: list[str] = []
+    accelerate_config = config.get("--accelerate_config")
+    if machines > 1:
+        rank = str(int(config.get("--machine_rank") or 0))
+        ip = str(config.get("--main_process_ip") or "127.0.0.1")
+        port = str(int(config.get("--main_process_port") or 29500))
+        nodes = (["--num_machines", str(machines), "--machine_rank", rank, "--main_process_ip", ip,
+                  "--main_process_port", port] if accelerate_config else
+                 ["--nnodes", str(machines), "--node_rank", rank, "--master_addr", ip, "--master_port", port])
+    if accelerate_config:  # accelerate counts processes over all machines
         return [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
-                "--num_processes", str(processes), *worker]
-    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *worker]
+                "--num_processes", str(processes * machines), *nodes, *worker]
+    single = ["--standalone"] if machines <= 1 else []
+    return [python, "-m", "torch.distributed.run", *single, *nodes, "--nproc_per_node", str(processes), *worker]
 
 
 class Runner:

@@ -34,7 +34,22 @@ def make_plan(cfg: Any, home: Path, registry: Any, size_multiple: int, seed: int
                       disable_bucket_pruning=cfg.disable_bucket_pruning, registry=registry)
     if not plan.ok:
         raise PreflightRejected(plan)
+    plan.eval_samples = select_eval_samples(cfg, datasets, plan.eval_samples)
     return datasets, plan
+
+
+def select_eval_samples(cfg: Any, datasets: list[Any], samples: list[Any]) -> list[Any]:
+    """The eval samples the eval loss uses: those of ``eval_dataset_id`` (default: every eval dataset), at most
+    ``num_eval_images``; none with ``eval_loss_disable``. Raises when ``eval_dataset_id`` names no eval dataset."""
+    eval_ids = [d.id for d in datasets if d.dataset_type == "eval" and not d.disabled]
+    if cfg.eval_dataset_id is not None:
+        require(cfg.eval_dataset_id in eval_ids, "eval_dataset_id",
+                f"no enabled dataset with dataset_type 'eval' has id {cfg.eval_dataset_id!r} "
+                f"(eval datasets: {', '.join(eval_ids) or 'none'})")
+        samples = [s for s in samples if s.dataset_id == cfg.eval_dataset_id]
+    if cfg.eval_loss_disable:
+        return []
+    return samples[: max(0, cfg.num_eval_images)]
 
 
 def vae_cache_dir(cfg: Any, dataset: Any, home: Path) -> Path:
@@ -46,7 +61,8 @@ def vae_cache_dir(cfg: Any, dataset: Any, home: Path) -> Path:
 
 def cache_dirs(cfg: Any, datasets: list[Any], home: Path) -> tuple[dict[str, Path], Path]:
     """VAE cache dir per image dataset and the text-embed cache dir (dataset value, then config, then home)."""
-    vae = {ds.id: vae_cache_dir(cfg, ds, home) for ds in datasets if ds.dataset_type == "image" and not ds.disabled}
+    vae = {ds.id: vae_cache_dir(cfg, ds, home) for ds in datasets
+           if ds.dataset_type in ("image", "eval") and not ds.disabled}
     text_ds = [d for d in datasets if d.dataset_type == "text_embeds" and not d.disabled]
     default = next((d for d in text_ds if d.default), text_ds[0] if text_ds else None)
     text = default.cache_dir if default is not None and default.cache_dir else cfg.cache_dir_text

@@ -21,7 +21,7 @@ import attrs
 
 from simpletuner_core.config.model import unstructure
 from simpletuner_core.events.emitter import EventEmitter
-from simpletuner_core.training import conditioning, trackers
+from simpletuner_core.training import conditioning, evaluation, grad_checkpointing, trackers
 from simpletuner_core.training.adapter_setup import adapter_diff, apply_adapter, describe_adapter
 from simpletuner_core.training.checkpoint import (
     begin_checkpoint,
@@ -29,6 +29,7 @@ from simpletuner_core.training.checkpoint import (
     resolve_resume,
     staging_dir,
 )
+from simpletuner_core.training.clipping import clip_gradients
 from simpletuner_core.training.control import Control, signals_to
 from simpletuner_core.training.data_setup import cache_dirs, make_plan, require
 from simpletuner_core.training.ema import Ema
@@ -60,7 +61,11 @@ RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epo
                      "validation_preview", "validation_preview_steps", "validation_preview_decoder",
                      "post_checkpoint_script", "post_upload_script", "hook_script_timeout", "hook_script_fatal",
                      "push_to_hub", "push_checkpoints_to_hub", "hub_model_id", "model_card_private", "model_card_note", "publish_local_dir",
-                     "publish_timeout")
+                     "publish_timeout",
+                     # cache mechanics, evaluation and the base-model benchmark never change the trained weights
+                     "vae_batch_size", "vae_cache_ondemand", "gradient_checkpointing_interval", "disable_benchmark",
+                     "num_eval_images", "eval_dataset_id", "eval_steps_interval", "eval_epoch_interval",
+                     "eval_loss_disable", "eval_timesteps")
 
 
 def _resume_keys(cfg: Any, registry: Any) -> list[str]:
@@ -183,6 +188,9 @@ class Trainer:
         self.previews: Any = None  # PreviewDecoder when validation_preview is on
         self.stages = Stages(emitter)
         self.started = time.monotonic()
+        self.eval_batches: list[list[Any]] = []  # eval-loss batches (empty: no eval loss)
+        self.eval_losses: list[tuple[int, float]] = []  # (step, eval loss), drawn on the loss plot
+        self._on_demand: tuple[Any, Any] | None = None  # (read, encode) with vae_cache_ondemand
 
     # -- stages ---------------------------------------------------------------------------------------------
     def stage(self, name: str, message: str, **meta: Any) -> Stage:
@@ -242,6 +250,7 @@ class Trainer:
         if not accelerator.is_main_process:  # the main process fills the caches; the others then read them
             accelerator.wait_for_everyone()
         latents, texts = self._fill_caches(family, datasets, plan)
+        self._caches = (latents, texts)
         refs = conditioning.fill_caches(plan, datasets, cfg, self.home, family, self.registry, self.events.log)
         if accelerator.is_main_process:
             accelerator.wait_for_everyone()
@@ -263,8 +272,8 @@ class Trainer:
         else:
             model.requires_grad_(True)
             params = [p for p in model.parameters() if p.requires_grad]
-        if cfg.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
-            model.enable_gradient_checkpointing()
+        if cfg.gradient_checkpointing:
+            grad_checkpointing.enable(model, cfg.gradient_checkpointing_interval)
         model.train()
 
         from simpletuner_core.data.sampler import BucketBatchSampler
@@ -303,6 +312,10 @@ class Trainer:
                            family=family, adapter=adapter, ema=ema, params=params, seed=seed, total=total,
                            steps_per_epoch=steps_per_epoch, global_step=global_step, epoch=epoch,
                            step_in_epoch=step_in_epoch, fingerprint=fingerprint)
+        self._setup_eval(family, plan)
+        if not manifest and not cfg.disable_benchmark and self._validation_due(state, final=True):
+            self.stage("benchmark_base_model", "validating the base model before the first step")
+            self._validate(state)
         self.stages.close()
         self.events.emit("job.running", step=global_step, total=total, steps_per_epoch=steps_per_epoch, seed=seed,
                          message=f"training {total} steps ({steps_per_epoch} per epoch), seed {seed}")
@@ -390,16 +403,27 @@ class Trainer:
             return backends[sample.dataset_id].read_bytes(by_id[sample.dataset_id], sample.path)
 
         latent_caches: dict[str, Any] = {}
-        self.stage("init_vae_cache", f"encoding {len(plan.samples)} images")
+        everything = [*plan.samples, *plan.eval_samples]
+        if self.cfg.vae_cache_ondemand:
+            self._on_demand = (read, family.encode_images)
+            self.events.log(f"vae_cache_ondemand: latents are encoded as batches are drawn ({len(everything)} images)")
+        else:
+            self.stage("init_vae_cache", f"encoding {len(everything)} images")
         for ds_id, directory in vae_dirs.items():
             cache = LatentCache(directory, family.encoder_id("vae"))
-            mine = [s for s in plan.samples if s.dataset_id == ds_id]
-            stats = cache.ensure(mine, read, family.encode_images, batch_size=max(1, self.cfg.train_batch_size * 2))
-            self.events.log(f"latent cache {ds_id}: {stats.encoded} encoded, {stats.reused} reused")
             latent_caches[ds_id] = cache
+            if self.cfg.vae_cache_ondemand:
+                continue
+            mine = [s for s in everything if s.dataset_id == ds_id]
+            began = time.perf_counter()
+            stats = cache.ensure(mine, read, family.encode_images, batch_size=self.cfg.vae_batch_size)
+            seconds = time.perf_counter() - began
+            rate = f", {stats.encoded / seconds:.1f} images/s" if stats.encoded and seconds > 0 else ""
+            self.events.log(f"latent cache {ds_id}: {stats.encoded} encoded, {stats.reused} reused "
+                            f"(vae_batch_size {self.cfg.vae_batch_size}{rate})")
         self.stage("init_text_embed_cache", "encoding captions")
         text_cache = TextEmbedCache(text_dir, family.encoder_id("text"))
-        captions = sorted({s.caption for s in plan.samples} | {""})
+        captions = sorted({s.caption for s in everything} | {""})
         batch = next((d.write_batch_size for d in datasets if d.dataset_type == "text_embeds"), 64)
         stats = text_cache.ensure(captions, family.encode_prompts, batch_size=batch)
         self.events.log(f"text-embed cache: {stats.encoded} encoded, {stats.reused} reused")
@@ -423,6 +447,7 @@ class Trainer:
 
         def collate(batch: list[int], micro_index: int) -> tuple[Any, dict[str, Any], Any]:
             rng = random.Random(_micro_seed(st.seed, micro_index))
+            self._ensure_latents(latents, [samples[i] for i in batch])
             lat = torch.stack([latents[samples[i].dataset_id].load(samples[i]) for i in batch])
             caps = ["" if drop and rng.random() < drop else samples[i].caption for i in batch]
             embeds = [texts.load(c) for c in caps]
@@ -467,8 +492,7 @@ class Trainer:
                                 loss = st.family.loss(st.model, lat, text, conditioning=refs)
                             st.accelerator.backward(loss / ga)
                         total_loss += float(loss.detach()) / ga
-                    if cfg.max_grad_norm > 0:
-                        st.accelerator.clip_grad_norm_(st.params, cfg.max_grad_norm)
+                    clip_gradients(st.accelerator, st.params, cfg.grad_clip_method, cfg.max_grad_norm)
                     st.optimizer.step()
                     st.scheduler.step()
                     st.optimizer.zero_grad(set_to_none=True)
@@ -510,10 +534,13 @@ class Trainer:
             return "cancelled"
         cfg = self.cfg
         due = cfg.checkpoint_step_interval and st.global_step % cfg.checkpoint_step_interval == 0
+        due = due or _epoch_ends(st, cfg.checkpoint_epoch_interval)
         if (due or cmd["checkpoint"]) and st.global_step < st.total:
             self._checkpoint(st)
         if cmd["validate"] or (self._validation_due(st) and st.global_step < st.total):
             self._validate(st, forced=cmd["validate"])
+        if self._eval_due(st):
+            self._evaluate(st)
         if cmd["stop"]:
             return "stopped"
         return None
@@ -550,7 +577,66 @@ class Trainer:
             return False
         if final:
             return True
-        return bool(cfg.validation_step_interval) and st.global_step % cfg.validation_step_interval == 0
+        by_step = bool(cfg.validation_step_interval) and st.global_step % cfg.validation_step_interval == 0
+        return by_step or _epoch_ends(st, cfg.validation_epoch_interval)
+
+    # -- eval loss --------------------------------------------------------------------------------------------
+    def _setup_eval(self, family: Any, plan: Any) -> None:
+        if not plan.eval_samples:
+            return
+        if not evaluation.supports_fixed_timesteps(family):
+            self.events.log(f"{self.family.name}'s loss() takes no timesteps=, so no eval loss is computed",
+                            level="warning")
+            return
+        self.eval_batches = evaluation.eval_batches(plan.eval_samples, self.cfg.train_batch_size)
+        self.events.log(f"eval loss over {len(plan.eval_samples)} held-out images at "
+                        f"{self.cfg.eval_timesteps} fixed timesteps")
+
+    def _eval_due(self, st: _LoopState) -> bool:
+        cfg = self.cfg
+        if not self.eval_batches:
+            return False
+        every = cfg.eval_steps_interval or cfg.validation_step_interval
+        return (bool(every) and st.global_step % every == 0) or _epoch_ends(st, cfg.eval_epoch_interval)
+
+    def _evaluate(self, st: _LoopState) -> float | None:
+        """Eval loss on the main process (the others wait), as a ``training.metric`` event and tracker value."""
+        value = None
+        if st.accelerator.is_main_process:
+            model = st.accelerator.unwrap_model(st.model)
+            caches, texts = self._caches
+
+            def load(batch: list[Any]) -> tuple[Any, Any]:
+                import torch
+
+                device = st.accelerator.device
+                self._ensure_latents(caches, batch)
+                lat = torch.stack([caches[s.dataset_id].load(s) for s in batch]).to(device)
+                embeds = [texts.load(s.caption) for s in batch]
+                return lat, {k: torch.stack([e[k] for e in embeds]).to(device) for k in embeds[0]}
+
+            value = evaluation.eval_loss(st.family, model, self.eval_batches, load, timesteps=self.cfg.eval_timesteps,
+                                         seed=st.seed, device=st.accelerator.device)
+            self.eval_losses.append((st.global_step, value))
+            if self.hooks is not None:
+                self.hooks.eval_losses = self.eval_losses
+            self.events.emit("training.metric", step=st.global_step, metrics={"eval_loss": value})
+        if self.cfg.report_to != "none" and value is not None:
+            st.accelerator.log({"eval_loss": value}, step=st.global_step)
+        st.accelerator.wait_for_everyone()
+        return value
+
+    def _ensure_latents(self, caches: dict[str, Any], samples: list[Any]) -> None:
+        """With vae_cache_ondemand: encode (and cache) the latents of ``samples`` not seen yet."""
+        if self._on_demand is None:
+            return
+        read, encode = self._on_demand
+        todo: dict[str, list[Any]] = {}
+        for s in samples:
+            if not caches[s.dataset_id].knows(s):
+                todo.setdefault(s.dataset_id, []).append(s)
+        for ds_id, group in todo.items():
+            caches[ds_id].ensure(group, read, encode, batch_size=self.cfg.vae_batch_size)
 
     def _validate(self, st: _LoopState, forced: bool = False) -> None:
         cfg = self.cfg
@@ -595,6 +681,11 @@ class _LoopState:
     step_in_epoch: int
     fingerprint: str = ""
     last_checkpoint: int = -1
+
+
+def _epoch_ends(st: _LoopState, every: int | None) -> bool:
+    """This optimizer step closes an epoch whose 1-based number is a multiple of ``every``."""
+    return bool(every) and st.step_in_epoch == st.steps_per_epoch and (st.epoch + 1) % every == 0
 
 
 class _Rate:

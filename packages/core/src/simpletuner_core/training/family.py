@@ -35,8 +35,12 @@ class FamilyTrainer(Protocol):
     def trainable(self) -> Any:
         """The module whose weights (or adapters) train."""
 
-    def loss(self, model: Any, latents: Any, text: dict[str, Any]) -> Any:
+    def loss(self, model: Any, latents: Any, text: dict[str, Any], timesteps: Any = None) -> Any:
         """Scalar training loss for one micro-batch; uses torch's global RNG (seeded per micro-step).
+
+        ``timesteps`` (optional in the signature; a family without it gets no eval loss): a ``(B,)`` float tensor
+        of positions in ``[0, 1]`` of the noise schedule (0 = clean, 1 = pure noise) used instead of random
+        timesteps, for the deterministic eval loss (:mod:`simpletuner_core.training.evaluation`).
 
         Families whose flavours declare the ``reference_conditioning`` feature also accept
         ``conditioning=[latents, ...]``: one ``(B, C, h, w)`` batch of reference latents per conditioning dataset
