@@ -57,7 +57,7 @@ def test_engine_key_rules(overrides: dict[str, Any], path: str, message: str) ->
 
 
 def test_interval_checkpointing_without_checkpointing_warns() -> None:
-    notes = warnings_for(validate(base(**{"--gradient_checkpointing_interval": 2})))
+    notes = warnings_for(validate(base(**{"--gradient_checkpointing_interval": 2, "--gradient_checkpointing": False})))
     assert any("gradient_checkpointing_interval has no effect without gradient_checkpointing" in n for n in notes)
     on = validate(base(**{"--gradient_checkpointing_interval": 2, "--gradient_checkpointing": True}))
     assert not any("gradient_checkpointing_interval" in n for n in warnings_for(on))

@@ -165,12 +165,14 @@ def test_interval_checkpointing_trains_like_plain_checkpointing(home: Path, tiny
 def test_base_model_benchmark_renders_step_zero_unless_disabled_or_resuming(home: Path, tiny_cfg: Any,
                                                                             tmp_path: Path) -> None:
     common = {"validation_prompt": "a red square", "validation_step_interval": 0, "validation_num_inference_steps": 1,
-              "validation_resolution": "64x64"}
+              "validation_resolution": "64x64", "validation_disable_unconditional": True}
     raw = tiny_cfg(max_train_steps=2, checkpoint_step_interval=1, disable_benchmark=False, **common)
     code, _, events = train(raw, home, "on")
     assert code == 0
     assert steps_of(events, "validation.image") == [0, 2]
-    assert [e.data["stage"] for e in events if e.type == "job.stage"].count("benchmark_base_model") == 1
+    stages = [(e.data["stage"], e.data["status"]) for e in events if e.type == "job.stage"]
+    assert [s for s in stages if s[0] == "benchmark_base_model"] == [("benchmark_base_model", "running"),
+                                                                     ("benchmark_base_model", "completed")]
     assert (home / "output" / "validation" / "step-000000-0.png").is_file()
     first = next(e for e in events if e.type == "validation.image").data
     assert first["trigger"] == "scheduled" and first["validation_type"] == "final"
