@@ -70,7 +70,7 @@ def register_model_families(register: Callable[[ModelFamily], None]) -> None:
         description="Flux.1 (MMDiT, T5 + CLIP text encoders, rectified flow on packed latents; Kontext edits).",
         pipeline="FluxPipeline / FluxKontextPipeline",
         size_multiple=16,
-        features=("clip_skip",),
+        features=("clip_skip", "flow_matching"),
         lora_key_maps={"comfyui": _comfyui},
         lycoris_presets=LYCORIS_PRESET_NAMES,
     ))
