@@ -123,3 +123,41 @@ def test_flow_matching_is_refused_for_a_ddpm_family_by_name() -> None:
     assert "pixart_sigma trains with a DDPM noise schedule" in errors["prediction_type"]
     assert validate(base(**{"--prediction_type": "v_prediction"})).prediction_type == "v_prediction"
     assert "must be one of" in errors_of(base(**{"--prediction_type": "sample"}))["prediction_type"]
+
+
+# -- lora_target_modules with LyCORIS --------------------------------------------------------------------------
+
+def _lycoris_names(tiny_pixart_dir: Any, **keys: Any) -> set[str]:
+    """The module paths of the tiny PixArt transformer that got a LyCORIS module."""
+    from diffusers import PixArtTransformer2DModel
+
+    from simpletuner_pixart.trainer import PixArtSigmaTrainer
+
+    model = PixArtTransformer2DModel.from_pretrained(tiny_pixart_dir / "transformer")
+    cfg = validate(base(**{"--model_type": "lora", "--lora_type": "lycoris", "--lora_rank": 4, **keys}))
+    handle = get_registry().adapters.get("lycoris").apply(model, cfg, list(PixArtSigmaTrainer.lora_targets), {})
+    wrapped = {lora.lora_name for lora in handle.checkpoint_module.loras}
+    return {name for name, _ in model.named_modules() if "lycoris_" + name.replace(".", "_") in wrapped}
+
+
+def test_lycoris_adapts_only_the_modules_named_by_lora_target_modules(tiny_pixart_dir: Any) -> None:
+    everything = _lycoris_names(tiny_pixart_dir)
+    assert {n.rsplit(".", 1)[-1] for n in everything} >= {"to_q", "to_k", "to_v"}
+    named = _lycoris_names(tiny_pixart_dir, **{"--lora_target_modules": "to_q, to_out.0"})
+    assert named and all(n.endswith((".to_q", ".to_out.0")) for n in named), sorted(named)
+    assert {n for n in everything if n.endswith((".to_q", ".to_out.0"))} == named
+    errors = errors_of(base(**{"--model_type": "lora", "--lora_type": "lycoris", "--lora_rank": 4,
+                               "--lora_target_modules": "to_q", "--lycoris_config": "/nonexistent.json"}))
+    assert "lycoris_config" in errors  # the file is still checked
+
+
+def test_lora_target_modules_under_an_explicit_lycoris_preset_is_named(tmp_path: Any) -> None:
+    import json
+
+    path = tmp_path / "lycoris.json"
+    path.write_text(json.dumps({"algo": "lokr", "apply_preset": {"target_module": ["Attention"]}}))
+    cfg = validate(base(**{"--model_type": "lora", "--lora_type": "lycoris", "--lycoris_config": str(path),
+                           "--lora_target_modules": "to_q"}))
+    assert any("lora_target_modules has no effect: lycoris_config's apply_preset" in n for n in warnings_for(cfg))
+    path.write_text(json.dumps({"algo": "lokr"}))
+    assert not any("lora_target_modules" in n for n in warnings_for(cfg))

@@ -368,6 +368,7 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
         out.append(f"lr_warmup_steps={cfg.lr_warmup_steps} has no effect with lr_scheduler=constant (it ignores "
                    "warm-up, as in SimpleTuner); use lr_scheduler=constant_with_warmup to warm up")
     out += _beta_notes(cfg)
+    out += _lycoris_target_notes(cfg)
     if cfg.rescale_betas_zero_snr and cfg.prediction_type != "v_prediction":
         out.append("rescale_betas_zero_snr is meant for v-prediction (set prediction_type=v_prediction): with "
                    "ε-prediction the zero-SNR timestep's target is its input, so it teaches nothing")
@@ -385,6 +386,24 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
         out.append(f"report_to={cfg.report_to} needs the `{package}` package (pip install {package}); "
                    "training will continue without that tracker")
     return out + (inert_notes(cfg, raw) if raw is not None else [])
+
+
+def _lycoris_target_notes(cfg: Any) -> list[str]:
+    """An ``apply_preset`` in lycoris_config says which modules LyCORIS adapts, so lora_target_modules cannot."""
+    if not (cfg.model_type == "lora" and cfg.lora_type == "lycoris" and cfg.lora_target_modules
+            and cfg.lycoris_config):
+        return []
+    from simpletuner_core.builtins.adapters import lycoris_settings
+
+    try:
+        preset = lycoris_settings(cfg).get("apply_preset")
+    except ValueError:
+        return []  # reported by the rules
+    if preset is None:
+        return []
+    shown = preset if isinstance(preset, str) else "a dict"
+    return [f"lora_target_modules has no effect: lycoris_config's apply_preset ({shown}) chooses the LyCORIS "
+            "modules; remove one of the two"]
 
 
 def _beta_notes(cfg: Any) -> list[str]:
