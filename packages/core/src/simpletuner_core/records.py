@@ -69,6 +69,7 @@ class ModelFamily:
     #: Pixel sizes must be multiples of this (VAE downsampling × patch size); used by the preflight plan.
     size_multiple: int = 16
     #: Optional features the family honours, e.g. ``clip_skip``; the config rules reject the others.
+    #: ``flow_matching`` marks a flow-matching family (prediction_type may only be flow_matching).
     features: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: Export format name → zero-argument callable returning the family's :class:`LoraKeyMap` for that format
     #: (imported lazily). ``diffusers`` needs none: it is peft's own layout.

@@ -70,7 +70,7 @@ def register_model_families(register: Callable[[ModelFamily], None]) -> None:
         description="Flux.1 (MMDiT, T5 + CLIP text encoders, rectified flow on packed latents; Kontext edits).",
         pipeline="FluxPipeline / FluxKontextPipeline",
         size_multiple=16,
-        features=("clip_skip",),
+        features=("clip_skip", "flow_matching"),
         lora_key_maps={"comfyui": _comfyui},
         lycoris_presets=LYCORIS_PRESET_NAMES,
     ))
@@ -102,6 +102,18 @@ def _warn_lora_target(cfg: Any) -> str | None:
     return None
 
 
+#: SimpleTuner's registry default of validation_negative_prompt (also ours): not a choice the user made.
+DEFAULT_NEGATIVE = "blurry, cropped, ugly"
+
+
+def _warn_negative_prompt(cfg: Any) -> str | None:
+    negative = cfg.validation_negative_prompt
+    if cfg.validation_guidance_real <= 1.0 and negative and negative != DEFAULT_NEGATIVE:
+        return ("validation_negative_prompt has no effect for flux unless validation_guidance_real > 1 (true "
+                "classifier-free guidance, e.g. 4.0; it doubles the validation sampler's cost)")
+    return None
+
+
 @hookimpl
 def register_config_fields(register: Callable[[ConfigField], None]) -> None:
     register(ConfigField("flux_guidance_value", float, 1.0,
@@ -122,6 +134,9 @@ def register_config_fields(register: Callable[[ConfigField], None]) -> None:
     register(ConfigField("fused_qkv_projections", bool, False,
                          "Alias of fuse_qkv_projections (the name in SimpleTuner's field registry).",
                          family="flux", check=_check_fused("fused_qkv_projections")))
+    register(ConfigField("validation_guidance_real", float, 1.0,
+                         "True classifier-free guidance scale for validation with validation_negative_prompt "
+                         "(the pipeline's true_cfg_scale); 1 = off.", family="flux", warn=_warn_negative_prompt))
     register(ConfigField("flux_lora_target", str, "all",
                          "Named LoRA target set when lora_target_modules is unset (module lists in docs/flux.md).",
                          choices=LORA_TARGET_PRESETS, family="flux", warn=_warn_lora_target))

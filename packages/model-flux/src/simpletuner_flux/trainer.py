@@ -230,6 +230,16 @@ class FluxTrainer:
 
         return report
 
+    def _true_cfg(self, config: Any, dtype: Any) -> dict[str, Any]:
+        """True classifier-free guidance (a second, negative-prompt pass per step) when validation_guidance_real
+        > 1; Flux dev's distilled guidance (validation_guidance) applies either way. Empty negative: unconditional."""
+        scale = float(getattr(config, "validation_guidance_real", 1.0) or 1.0)
+        if scale <= 1.0:
+            return {}
+        negative = self.encode_prompts([config.validation_negative_prompt or ""])
+        return {"true_cfg_scale": scale, "negative_prompt_embeds": negative["prompt_embeds"].to(dtype),
+                "negative_pooled_prompt_embeds": negative["pooled_prompt_embeds"].to(dtype)}
+
     @torch.no_grad()
     def validation_images(self, model: Any, config: Any, on_latents: Any = None) -> list[Any]:
         from simpletuner_core.config.rules import parse_resolution
@@ -249,6 +259,7 @@ class FluxTrainer:
             kwargs: dict[str, Any] = guidance_kwargs(pipe, config)
             if on_latents is not None:
                 kwargs["callback_on_step_end"] = self._preview(on_latents, pipe, config, height, width)
+            kwargs.update(self._true_cfg(config, dtype))
             if self.kontext:
                 kwargs.update(_auto_resize=False, max_area=width * height)  # else it renders 1024²
                 if self.validation_reference is not None:

@@ -96,9 +96,19 @@ def lycoris_settings(cfg: Any) -> dict[str, Any]:
     return settings
 
 
-def _preset(settings: dict[str, Any], targets: list[str], presets: Mapping[str, Any]) -> dict[str, Any]:
-    """``apply_preset`` may be a dict (LyCORIS' own form) or the name of one of the family's presets."""
+def name_preset(names: list[str]) -> dict[str, Any]:
+    """A LyCORIS preset adapting exactly the modules peft's ``target_modules`` would: each name matches a module
+    path equal to it or ending in ``.name``."""
+    return {"target_module": [], "target_name": [p for n in names for p in (n, f"*.{n}")], "use_fnmatch": True}
+
+
+def _preset(settings: dict[str, Any], targets: list[str], presets: Mapping[str, Any],
+            named: list[str] | None = None) -> dict[str, Any]:
+    """``apply_preset`` may be a dict (LyCORIS' own form) or the name of one of the family's presets; without
+    one, ``lora_target_modules`` (``named``) picks the modules by name, else the family's default preset."""
     chosen = settings.pop("apply_preset", None)
+    if chosen is None and named:
+        return name_preset(named)
     if isinstance(chosen, str):
         if chosen not in presets:
             raise ValueError(f"unknown LyCORIS preset {chosen!r} for this family "
@@ -113,7 +123,8 @@ def _preset(settings: dict[str, Any], targets: list[str], presets: Mapping[str, 
 
 def describe_lycoris(cfg: Any, targets: list[str], presets: Mapping[str, Any] | None = None) -> dict[str, Any]:
     settings = lycoris_settings(cfg)
-    preset = _preset(settings, targets, presets or {})
+    named = _lora_targets(cfg, []) if cfg.lora_target_modules else None
+    preset = _preset(settings, targets, presets or {}, named)
     return {"lora_type": "lycoris", "preset": preset, **settings}
 
 

@@ -19,17 +19,28 @@ def _needs(module: str, package: str) -> Callable[[], str | None]:
     return check
 
 
+#: Optimizers whose betas do not come from adam_beta1/2 when optimizer_beta1/2 are unset: their own defaults.
+OWN_BETAS: dict[str, tuple[float, float]] = {"optimi-lion": (0.9, 0.99)}
+
+
+def betas(cfg: Any, name: str = "") -> tuple[float, float]:
+    """``optimizer_beta1/2`` when set, else the optimizer's own defaults (Lion), else ``adam_beta1/2``."""
+    fallback = OWN_BETAS.get(name, (cfg.adam_beta1, cfg.adam_beta2))
+    beta1, beta2 = getattr(cfg, "optimizer_beta1", None), getattr(cfg, "optimizer_beta2", None)
+    return (fallback[0] if beta1 is None else beta1, fallback[1] if beta2 is None else beta2)
+
+
 def _adamw(params: Iterable[Any], cfg: Any) -> Any:
     import torch
 
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, betas=betas(cfg),
                              weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
 
 
 def _optimi_adamw(params: Iterable[Any], cfg: Any, kahan: bool = False) -> Any:
     import optimi
 
-    return optimi.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+    return optimi.AdamW(params, lr=cfg.learning_rate, betas=betas(cfg),
                         weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon,
                         kahan_sum=True if kahan else None)
 
@@ -37,21 +48,21 @@ def _optimi_adamw(params: Iterable[Any], cfg: Any, kahan: bool = False) -> Any:
 def _optimi_lion(params: Iterable[Any], cfg: Any) -> Any:
     import optimi
 
-    return optimi.Lion(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, 0.99),
+    return optimi.Lion(params, lr=cfg.learning_rate, betas=betas(cfg, "optimi-lion"),
                        weight_decay=cfg.adam_weight_decay)
 
 
 def _adamw8bit(params: Iterable[Any], cfg: Any) -> Any:
     import bitsandbytes
 
-    return bitsandbytes.optim.AdamW8bit(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+    return bitsandbytes.optim.AdamW8bit(params, lr=cfg.learning_rate, betas=betas(cfg),
                                         weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
 
 
 def _prodigy(params: Iterable[Any], cfg: Any) -> Any:
     from prodigyopt import Prodigy
 
-    return Prodigy(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+    return Prodigy(params, lr=cfg.learning_rate, betas=betas(cfg),
                    weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
 
 

@@ -137,8 +137,8 @@ UNSUPPORTED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("disk_low_", "disk-space watching is not supported here"),
     ("checkpoints_rolling_", "rolling checkpoints are not supported here; use checkpoints_total_limit"),
     ("checkpointing_rolling_", "rolling checkpoints are not supported here; use checkpoints_total_limit"),
-    ("optimizer_", "these optimizer options are not supported here; use adam_beta1/adam_beta2 and the "
-                   "optimizer's own keys"),
+    ("optimizer_", "this optimizer option is not supported here; optimizer_beta1/optimizer_beta2, the adam_* "
+                   "keys and learning_rate are"),
     ("flow_", "this flow-matching timestep schedule is not supported here; Flux samples with "
               "flow_schedule_shift"),
     ("flux_guidance_", "Flux's guidance input is fixed per run here"),

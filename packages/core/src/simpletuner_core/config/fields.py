@@ -24,7 +24,9 @@ class CoreConfig:
     model_type: str = f("full", "Train every weight (`full`) or an adapter (`lora`).", ("full", "lora"))
     lora_type: str = f("standard", "Adapter kind when model_type=lora (standard = peft LoRA, lycoris).")
     pretrained_model_name_or_path: str | None = f(None, "Hub id or local diffusers directory; default: flavour.")
-    prediction_type: str | None = f(None, "Override the family's target.", (None, "epsilon", "v_prediction"))
+    prediction_type: str | None = f(None, "Override the family's target: epsilon or v_prediction (DDPM families); "
+                                          "flow_matching (flow families: their only target).",
+                                    (None, "epsilon", "v_prediction", "flow_matching"))
     tokenizer_max_length: int | None = f(None, "Text token limit; default: the family's.")
     # --- data -------------------------------------------------------------------------------------------------
     data_backend_config: str | None = f(None, "Dataloader JSON (relative paths resolve under config/).")
@@ -72,6 +74,10 @@ class CoreConfig:
     lr_power: float = f(0.8, "Power for the polynomial schedule.")
     adam_beta1: float = f(0.9, "Adam beta1.")
     adam_beta2: float = f(0.999, "Adam beta2.")
+    optimizer_beta1: float | None = f(None, "beta1 of any optimizer with betas (Adam kinds, Lion, Prodigy); wins "
+                                            "over adam_beta1. Unset: adam_beta1 (Lion: its own 0.9).")
+    optimizer_beta2: float | None = f(None, "beta2 of any optimizer with betas; wins over adam_beta2. Unset: "
+                                            "adam_beta2 (Lion: its own 0.99).")
     adam_weight_decay: float = f(1e-2, "Decoupled weight decay.")
     adam_epsilon: float = f(1e-8, "Adam epsilon.")
     max_grad_norm: float = f(2.0, "Gradient clipping threshold; 0 disables clipping.")

@@ -109,6 +109,12 @@ SCHEDULE_KEYS = {"snr_gamma": "snr_gamma", "use_soft_min_snr": "snr_gamma",
 
 def _noise_schedule_keys(cfg: Any, fam: Any) -> Iterable[ConfigError]:
     """Refused, by name, for families without a DDPM schedule (flow matching) when set to do something."""
+    flow = "flow_matching" in fam.features
+    if cfg.prediction_type is not None and (cfg.prediction_type == "flow_matching") != flow:
+        target = "flow matching (its only target: leave prediction_type unset or flow_matching)" if flow else \
+            "a DDPM noise schedule (epsilon or v_prediction)"
+        yield ConfigError("prediction_type", f"{fam.name} trains with {target}, so prediction_type="
+                          f"{cfg.prediction_type} cannot apply")
     for key, feature in SCHEDULE_KEYS.items():
         if getattr(cfg, key) and feature not in fam.features:
             yield ConfigError(key, f"{fam.name} does not train on a DDPM noise schedule (ε/v-prediction), so "
@@ -188,8 +194,8 @@ def _misc(cfg: Any) -> Iterable[ConfigError]:
         yield ConfigError("lora_dropout", "must be in [0, 1)")
     if not 0.0 <= cfg.caption_dropout_probability <= 1.0:
         yield ConfigError("caption_dropout_probability", "must be in [0, 1]")
-    for key in ("adam_beta1", "adam_beta2"):
-        if not 0.0 <= getattr(cfg, key) < 1.0:
+    for key in ("adam_beta1", "adam_beta2", "optimizer_beta1", "optimizer_beta2"):
+        if getattr(cfg, key) is not None and not 0.0 <= getattr(cfg, key) < 1.0:
             yield ConfigError(key, "must be in [0, 1)")
     if cfg.model_type == "lora" and cfg.lora_type == "lycoris" and cfg.lycoris_config:
         from pathlib import Path
@@ -373,6 +379,11 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
     if cfg.validation_guidance_rescale and fam is not None and "guidance_rescale" not in fam.features:
         out.append(f"validation_guidance_rescale has no effect for {fam.name}: its diffusers pipeline "
                    f"({fam.pipeline or 'none'}) takes no guidance_rescale argument")
+    if cfg.lr_scheduler == "constant" and cfg.lr_warmup_steps > 0:
+        out.append(f"lr_warmup_steps={cfg.lr_warmup_steps} has no effect with lr_scheduler=constant (it ignores "
+                   "warm-up, as in SimpleTuner); use lr_scheduler=constant_with_warmup to warm up")
+    out += _beta_notes(cfg)
+    out += _lycoris_target_notes(cfg)
     if cfg.rescale_betas_zero_snr and cfg.prediction_type != "v_prediction":
         out.append("rescale_betas_zero_snr is meant for v-prediction (set prediction_type=v_prediction): with "
                    "ε-prediction the zero-SNR timestep's target is its input, so it teaches nothing")
@@ -392,6 +403,42 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
         out.append(f"report_to={cfg.report_to} needs the `{package}` package (pip install {package}); "
                    "training will continue without that tracker")
     return out + (inert_notes(cfg, raw) if raw is not None else [])
+
+
+def _lycoris_target_notes(cfg: Any) -> list[str]:
+    """An ``apply_preset`` in lycoris_config says which modules LyCORIS adapts, so lora_target_modules cannot."""
+    if not (cfg.model_type == "lora" and cfg.lora_type == "lycoris" and cfg.lora_target_modules
+            and cfg.lycoris_config):
+        return []
+    from simpletuner_core.builtins.adapters import lycoris_settings
+
+    try:
+        preset = lycoris_settings(cfg).get("apply_preset")
+    except ValueError:
+        return []  # reported by the rules
+    if preset is None:
+        return []
+    shown = preset if isinstance(preset, str) else "a dict"
+    return [f"lora_target_modules has no effect: lycoris_config's apply_preset ({shown}) chooses the LyCORIS "
+            "modules; remove one of the two"]
+
+
+def _beta_notes(cfg: Any) -> list[str]:
+    """Lion takes its betas from optimizer_beta1/2 or its own defaults, never from adam_beta1/2 (Adam's 0.999 is
+    far from Lion's 0.99): a non-default adam_beta with Lion is named so the user moves it."""
+    from simpletuner_core.builtins.optimizers import OWN_BETAS
+
+    own = OWN_BETAS.get(cfg.optimizer)
+    if own is None:
+        return []
+    defaults = {a.name: a.default for a in attrs.fields(type(cfg))}
+    out = []
+    for i, key in enumerate(("adam_beta1", "adam_beta2")):
+        general = f"optimizer_beta{i + 1}"
+        if getattr(cfg, key) != defaults[key] and getattr(cfg, general) is None:
+            out.append(f"{key} has no effect with optimizer={cfg.optimizer}, which uses its own beta{i + 1} "
+                       f"({own[i]:g}); set {general} to change it")
+    return out
 
 
 def inert_notes(cfg: Any, raw: Mapping[str, Any]) -> list[str]:

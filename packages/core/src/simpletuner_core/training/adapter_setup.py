@@ -43,7 +43,9 @@ def apply_adapter(cfg: Any, family: Any, trainer: Any, model: Any, registry: Any
 
 def adapter_key(cfg: Any) -> str:
     """The config key that shapes the adapter's modules: the LyCORIS file, or the LoRA target list."""
-    return "lycoris_config" if cfg.lora_type == "lycoris" else "lora_target_modules"
+    if cfg.lora_type == "lycoris" and (cfg.lycoris_config or not cfg.lora_target_modules):
+        return "lycoris_config"
+    return "lora_target_modules"
 
 
 def describe_adapter(cfg: Any, family: Any, registry: Any) -> dict[str, Any] | None:

@@ -208,9 +208,8 @@ class Trainer:
         seed = int(manifest["seed"]) if manifest else (cfg.seed if cfg.seed is not None else random.randrange(2**31))
         self.stage("init_data_backend", "planning the dataset")
         processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate/torchrun launches
-        # Crops are keyed by the config's seed (0 when unset), not the drawn training seed: caches stay reusable.
-        crop_seed = cfg.seed if cfg.seed is not None else 0
-        datasets, plan = make_plan(cfg, self.home, self.registry, self.family.size_multiple, crop_seed, processes)
+        # Random crops are keyed by the run's seed (drawn or set), so the recorded seed reproduces them too.
+        datasets, plan = make_plan(cfg, self.home, self.registry, self.family.size_multiple, seed, processes)
         fingerprint = plan_fingerprint(plan, processes)
         self.events.emit("job.plan", plan=plan.to_dict())
         self.events.log(plan.render())
