@@ -115,6 +115,7 @@ def test_lora_leaves_base_weights_unchanged(tiny_pixart_dir: Path, tiny_cfg: Any
 
 
 def test_v_prediction_trains(home: Path, tiny_cfg: Any) -> None:
+    """Learns under v; that the loss target really is v: test_key_effects.py."""
     code, result, _ = train(tiny_cfg(prediction_type="v_prediction", max_train_steps=30), home)
     assert code == 0 and dropped(result.losses, 6) > 1.2
 
@@ -314,6 +315,7 @@ def test_lycoris_adapter_trains_and_exports(home: Path, tiny_cfg: Any, tmp_path:
 
 def test_prefetch_and_gradient_checkpointing_do_not_change_the_numbers(home: Path, tiny_cfg: Any,
                                                                        tmp_path: Path) -> None:
+    """Same losses; that checkpointing recomputes in backward (and only when on): test_key_effects.py."""
     _, plain, _ = train(tiny_cfg(max_train_steps=8), home)
     other = tmp_path / "other"
     other.mkdir()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from unittest import mock
@@ -368,8 +370,9 @@ def test_scoped_keys_and_cross_origin_writes(tmp_path: Path) -> None:
                 assert resp.status == 422 and scope[0] in (await resp.json())["error"]["message"]
             # Others' keys look nonexistent; the admin may revoke any key.
             key_id = (await (await ada.get(f"{AUTH}/api-keys")).json())[0]["id"]
-            resp = await ada.post(f"{AUTH}/api-keys", json={"name": "expiring", "expires_days": 1})
-            assert (await resp.json())["key_info"]["expires_at"] is not None
+            resp = await ada.post(f"{AUTH}/api-keys", json={"name": "expiring", "expires_days": 3})
+            expires = datetime.fromisoformat((await resp.json())["key_info"]["expires_at"])
+            assert abs(expires.timestamp() - (time.time() + 3 * 86400)) < 60
             assert (await client.delete(f"{AUTH}/api-keys/{key_id}")).status == 200
             assert (await curl.get(f"{AUTH}/me", headers={"X-API-Key": scoped})).status == 401
             # Cookie-authenticated writes from another origin are refused; same-origin ones pass.

@@ -206,7 +206,9 @@ def test_train_checkpoint_stop(tmp_path: Path, tiny_pixart_dir: Path, demo_image
             startup = current["startup_progress"]
             assert {"init_data_backend", "init_load_base_model", "init_vae_cache", "init_prepare_models"} <= set(startup)
             assert all(set(e) == STARTUP and e["status"] == "completed" for e in startup.values()), startup
-            assert current["stage"] is not None
+            # The last lifecycle stage before the loop: setup ended (no resume, no checkpoint yet).
+            assert {k: current["stage"][k] for k in ("stage", "status")} == {"stage": "init_prepare_models",
+                                                                            "status": "completed"}
 
             status, first, _ = await call(client, "GET", "/api/training/events?since_index=0")
             assert status == 200 and first["job_id"] == job_id and first["events"]

@@ -7,27 +7,38 @@ Quanto saves memory, not time, on CPU (it dequantizes on each forward). The base
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simpletuner_core.hookspecs import hookimpl
 from simpletuner_core.records import QuantizerSpec
 
+if TYPE_CHECKING:
+    import torch
+
 _WEIGHTS = {"int8-quanto": "qint8", "fp8-quanto": "qfloat8", "int4-quanto": "qint4"}
+
+
+def quantize_target_device(quantize_via: str, param_device: torch.device) -> torch.device:
+    """Where quantization runs for weights on ``param_device``: ``cpu`` moves them off the accelerator first
+    (lower peak accelerator memory, slower); ``accelerator`` quantizes them where they are."""
+    import torch
+
+    return torch.device("cpu") if quantize_via == "cpu" else param_device
 
 
 def _quanto(kind: str) -> Callable[..., Any]:
     def quantize(module: Any, config: Any, exclude: list[str] | None = None) -> None:
         import optimum.quanto as q
 
-        target = module
         device = next(module.parameters()).device
-        if config.quantize_via == "cpu" and device.type != "cpu":
-            target = module.to("cpu")
-        q.quantize(target, weights=getattr(q, _WEIGHTS[kind]), exclude=exclude or None)
-        q.freeze(target)
-        target.requires_grad_(False)
-        if target is not module or device.type != next(target.parameters()).device.type:
-            target.to(device)
+        where = quantize_target_device(config.quantize_via, device)
+        if where != device:
+            module.to(where)
+        q.quantize(module, weights=getattr(q, _WEIGHTS[kind]), exclude=exclude or None)
+        q.freeze(module)
+        module.requires_grad_(False)
+        if next(module.parameters()).device != device:
+            module.to(device)
 
     return quantize
 
