@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,21 +14,13 @@ from simpletuner_core.config import ConfigInvalid, field_docs, structure, to_wir
 from simpletuner_core.config.migrations import CURRENT_VERSION, migrate
 from simpletuner_core.plugins import get_plugin_manager, get_registry
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from config_helpers import base, errors_of
+
 
 @pytest.fixture(autouse=True)
 def fresh(isolated_plugins: Any) -> None:
     isolated_plugins(SIMPLETUNER_LOAD_PLUGINS="pixart")
-
-
-def base(**extra: Any) -> dict[str, Any]:
-    return {"--model_family": "pixart_sigma", "--model_flavour": "tiny", "--model_type": "full",
-            "--output_dir": "/tmp/out", "--data_backend_config": "x.json", "--max_train_steps": 10, **extra}
-
-
-def errors_of(raw: dict[str, Any]) -> dict[str, Any]:
-    with pytest.raises(ConfigInvalid) as info:
-        validate(raw)
-    return {e.path: e for e in info.value.errors}
 
 
 # The tutorial's PixArt example: the form fields of the fast path plus the PUT body of step 3.

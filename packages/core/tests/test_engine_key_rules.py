@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from simpletuner_core.config import ConfigInvalid, validate, warnings_for
+from simpletuner_core.config import validate, warnings_for
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.runner import launch_command
 
-
-def base(**extra: Any) -> dict[str, Any]:
-    return {"--model_family": "pixart_sigma", "--model_flavour": "tiny", "--model_type": "full",
-            "--output_dir": "/tmp/out", "--data_backend_config": "x.json", "--max_train_steps": 10, **extra}
-
-
-def errors_of(raw: dict[str, Any]) -> dict[str, Any]:
-    with pytest.raises(ConfigInvalid) as info:
-        validate(raw)
-    return {e.path: e for e in info.value.errors}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from config_helpers import base, errors_of
 
 
 def test_simpletuner_defaults() -> None:
