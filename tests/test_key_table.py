@@ -28,7 +28,7 @@ from simpletuner_core.config.migrations import overlay
 from simpletuner_core.config.model import config_class
 from simpletuner_core.plugins import get_registry
 
-KINDS = ("refused", "warned", "plan", "lr", "train", "validation", "launch", "files", "covered")
+KINDS = ("refused", "warned", "plan", "lr", "train", "eval", "validation", "launch", "files", "covered")
 LR_STEPS = 20
 
 
@@ -157,18 +157,12 @@ FLIPS: dict[str, Flip] = {
     "validation_prompt_library": Flip(True, "validation"),
     "user_prompt_library": Flip(lambda w, c: w.prompt_library(), "validation"),
     "disable_benchmark": Flip(False, "validation"),
-    "num_eval_images": Flip(1, "covered", covered="packages/model-pixart/tests/test_engine_keys.py::"
-                                                  "test_eval_dataset_is_held_out_and_capped"),
-    "eval_dataset_id": Flip("toy", "covered", covered="packages/model-pixart/tests/test_engine_keys.py::"
-                                                      "test_eval_dataset_is_held_out_and_capped"),
-    "eval_steps_interval": Flip(1, "covered", covered="packages/model-pixart/tests/test_engine_keys.py::"
-                                                      "test_eval_loss_events_at_step_and_epoch_cadence"),
-    "eval_epoch_interval": Flip(1, "covered", covered="packages/model-pixart/tests/test_engine_keys.py::"
-                                                      "test_eval_loss_events_at_step_and_epoch_cadence"),
-    "eval_loss_disable": Flip(True, "covered", covered="packages/model-pixart/tests/test_engine_keys.py::"
-                                                       "test_eval_loss_disable_and_no_eval_dataset_mean_no_metric"),
-    "eval_timesteps": Flip(2, "covered", covered="packages/model-pixart/tests/test_engine_keys.py::"
-                                                 "test_eval_loss_events_at_step_and_epoch_cadence"),
+    "num_eval_images": Flip(1, "eval"),
+    "eval_dataset_id": Flip("held-out-b", "eval"),
+    "eval_steps_interval": Flip(1, "eval"),
+    "eval_epoch_interval": Flip(1, "eval", base={"eval_steps_interval": 3, "max_train_steps": 3}),
+    "eval_loss_disable": Flip(True, "eval"),
+    "eval_timesteps": Flip(3, "eval"),
     "validation_method": Flip("external-script", "validation",
                               also={"validation_external_script": "true"}),
     "validation_noise_scheduler": Flip("euler", "validation"),
@@ -236,6 +230,12 @@ FLIPS: dict[str, Flip] = {
     "validation_guidance_real": Flip(3.0, "validation"),
 }
 
+#: Keys that act only once a partner key turns their feature on: in these contexts (partner off) the flip must be
+#: named by a warning, not just pass through its ``covered`` test.
+NEEDS_PARTNER = {"validation_external_script": "validation_method", "validation_external_background":
+                 "validation_method", "validation_preview_steps": "validation_preview",
+                 "validation_preview_decoder": "validation_preview"}
+
 #: (key, context) pairs known to be accepted and ignored; each is asserted to still be a gap, so it flips red
 #: (and must be removed here) once fixed.
 KNOWN_GAPS: dict[tuple[str, str], str] = {}
@@ -257,6 +257,9 @@ CONTEXTS = {
     "flux-lora": ("flux", "lora", "standard"),
     "flux-full": ("flux", "full", "standard"),
 }
+
+#: The setting every ``eval`` row starts from: two held-out datasets, the eval loss at the last step.
+EVAL = {"eval": True, "eval_steps_interval": 2, "eval_timesteps": 2}
 
 VALIDATION = {"validation_prompt": "a red square", "validation_num_inference_steps": 2,
               "validation_step_interval": 2, "validation_resolution": "64"}
@@ -295,8 +298,18 @@ class World:
 
         return self._once("wide", make)
 
+    def eval_images(self) -> Path:
+        def make() -> Path:
+            from simpletuner_core.demo_data import write_demo_dataset
+
+            target = self.root / "held-out"
+            write_demo_dataset(target, count=3, size=64)
+            return target
+
+        return self._once("held-out", make)
+
     def dataloader(self, home: Path, name: str = "dataloader.json", images: Path | None = None,
-                   **image: Any) -> Path:
+                   held_out: bool = False, **image: Any) -> Path:
         """Dataset-level keys left unset, so the global defaults (resolution, caption_strategy...) apply."""
         path = home / "config" / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -304,19 +317,23 @@ class World:
                  "instance_data_dir": str(images or self.images),
                  "crop": True, "crop_style": "center", "crop_aspect": "square", **image}
         text = {"id": "toy-text", "type": "local", "dataset_type": "text_embeds", "default": True}
-        path.write_text(json.dumps([entry, text]))
+        evals = [{"id": name, "type": "local", "dataset_type": "eval", "instance_data_dir": str(directory),
+                  "crop": True, "crop_style": "center", "crop_aspect": "square"}
+                 for name, directory in (("held-out", self.eval_images()), ("held-out-b", self.wide_images()))]
+        path.write_text(json.dumps([entry, *(evals if held_out else []), text]))
         return path
 
     def raw(self, ctx: Context, overrides: dict[str, Any]) -> dict[str, Any]:
         crop = overrides.pop("crop", True)
         images = self.wide_images() if overrides.pop("images", None) == "wide" else self.images
+        held_out = overrides.pop("eval", False)
         model_type = overrides.get("model_type", ctx.model_type)
         base = {
             "--model_family": "pixart_sigma" if ctx.family == "pixart" else "flux", "--model_flavour": "tiny",
             "--pretrained_model_name_or_path": str(self.models[ctx.family]), "--model_type": ctx.model_type,
             "--output_dir": str(ctx.home / "output"),
-            "--data_backend_config": str(self.dataloader(ctx.home, f"dataloader-{images.name}-{int(crop)}.json",
-                                                         images, crop=crop)),
+            "--data_backend_config": str(self.dataloader(
+                ctx.home, f"dataloader-{images.name}-{int(crop)}-{int(held_out)}.json", images, held_out, crop=crop)),
             "--resolution": 64, "--resolution_type": "pixel_area",
             "--train_batch_size": 2, "--learning_rate": 1e-3, "--max_train_steps": 2, "--seed": 7,
             "--checkpoint_step_interval": 0, "--report_to": "none", **TEST_PINS,
@@ -476,6 +493,15 @@ def fp_files(cfg: Any, ctx: Context) -> Any:
     return json.dumps(_files(ctx.home), sort_keys=True)
 
 
+def fp_eval(cfg: Any, ctx: Context) -> Any:
+    from simpletuner_core.events.log import read_events
+
+    run(cfg, ctx)
+    events = read_events(ctx.home / "jobs" / "job" / "events.jsonl")
+    return [(e.data["step"], round(e.data["metrics"]["eval_loss"], 6)) for e in events
+            if e.type == "training.metric" and "eval_loss" in e.data.get("metrics", {})]
+
+
 def fp_validation(cfg: Any, ctx: Context) -> Any:
     from PIL import Image
 
@@ -495,7 +521,7 @@ def fp_launch(cfg: Any, ctx: Context) -> Any:
 
 
 FINGERPRINTS: dict[str, Callable[[Any, Context], Any]] = {
-    "plan": fp_plan, "lr": fp_lr, "train": fp_train, "files": fp_files, "validation": fp_validation,
+    "plan": fp_plan, "lr": fp_lr, "train": fp_train, "eval": fp_eval, "files": fp_files, "validation": fp_validation,
     "launch": fp_launch,
 }
 
@@ -532,8 +558,8 @@ class Ignored(Exception):
 def check_key(w: World, ctx: Context, key: str, flip: Flip, baselines: dict[Any, Any]) -> str:
     """How the flip was seen: refused, warned, covered or the fingerprint kind that changed; else raise
     :class:`Ignored`."""
-    base = {k: _resolve(v, w, ctx) for k, v in {**VALIDATION, **flip.base}.items()} if flip.kind == "validation" \
-        else {k: _resolve(v, w, ctx) for k, v in flip.base.items()}
+    start = {"validation": VALIDATION, "eval": EVAL}.get(flip.kind, {})
+    base = {k: _resolve(v, w, ctx) for k, v in {**start, **flip.base}.items()}
     flipped = {**base, **{k: _resolve(v, w, ctx) for k, v in flip.also.items()}, key: _resolve(flip.value, w, ctx)}
     base_raw, flip_raw = w.raw(ctx, dict(base)), w.raw(ctx, dict(flipped))
     base_cfg, base_errors = _errors(base_raw)
@@ -588,7 +614,7 @@ def test_fingerprints_are_deterministic(world: World, tmp_path: Path) -> None:
     for family in ("pixart", "flux"):
         ctx = Context(f"{family}-lora", family, "lora", "standard", tmp_path / family)
         ctx.home.mkdir()
-        cfg = validate(world.raw(ctx, dict(VALIDATION)))
+        cfg = validate(world.raw(ctx, {**VALIDATION, **EVAL}))
         for kind, fingerprint in FINGERPRINTS.items():
             assert fingerprint(cfg, ctx) == fingerprint(cfg, ctx), (family, kind)
 
@@ -611,6 +637,8 @@ def test_no_key_is_accepted_and_ignored(world: World, tmp_path: Path, context: s
         except Exception as exc:  # one broken row must not hide the others
             failures.append(f"{key} in {context}: the row failed: {type(exc).__name__}: {str(exc)[:300]}")
             continue
+        if key in NEEDS_PARTNER and outcome != "warned":
+            failures.append(f"{key} in {context}: without {NEEDS_PARTNER[key]} it must be warned, got {outcome}")
         if gap is not None:
             failures.append(f"{key} in {context}: listed in KNOWN_GAPS ({gap}) but now {outcome}; remove it")
         seen.setdefault(outcome, []).append(key)

@@ -422,7 +422,20 @@ def _context_notes(cfg: Any, registry: Any, fam: Any) -> list[str]:
         extra = f"; the flavour still brings {', '.join(flavour.features)}" if flavour.features else ""
         out.append(f"model_flavour={cfg.model_flavour} does not choose the weights: pretrained_model_name_or_path "
                    f"({path}) is set and is what loads{extra}")
-    return out + _adapter_notes(cfg)
+    return out + _adapter_notes(cfg) + _partner_notes(cfg, defaults)
+
+
+def _partner_notes(cfg: Any, defaults: Mapping[str, Any]) -> list[str]:
+    """Keys that only act once another key turns their feature on (the external validation script, previews)."""
+    out = []
+    if cfg.validation_method != "external-script":
+        out += [f"{key} has no effect with validation_method={cfg.validation_method}: only "
+                "validation_method=external-script runs the script" for key in
+                ("validation_external_script", "validation_external_background") if getattr(cfg, key) != defaults[key]]
+    if not cfg.validation_preview:
+        out += [f"{key} has no effect without validation_preview: true" for key in
+                ("validation_preview_steps", "validation_preview_decoder") if getattr(cfg, key) != defaults[key]]
+    return out
 
 
 def _adapter_notes(cfg: Any) -> list[str]:
