@@ -426,12 +426,16 @@ def _context_notes(cfg: Any, registry: Any, fam: Any) -> list[str]:
 
 
 def _partner_notes(cfg: Any, defaults: Mapping[str, Any]) -> list[str]:
-    """Keys that only act once another key turns their feature on (the external validation script, previews)."""
+    """Keys that only act once another key turns their feature on (their schedule, the external validation
+    script, previews)."""
     out = []
     if cfg.validation_method != "external-script":
         out += [f"{key} has no effect with validation_method={cfg.validation_method}: only "
                 "validation_method=external-script runs the script" for key in
                 ("validation_external_script", "validation_external_background") if getattr(cfg, key) != defaults[key]]
+    if cfg.lr_num_cycles != defaults["lr_num_cycles"] and cfg.lr_scheduler != "cosine_with_restarts":
+        out.append(f"lr_num_cycles has no effect with lr_scheduler={cfg.lr_scheduler}: only cosine_with_restarts "
+                   "reads it")
     if not cfg.validation_preview:
         out += [f"{key} has no effect without validation_preview: true" for key in
                 ("validation_preview_steps", "validation_preview_decoder") if getattr(cfg, key) != defaults[key]]
