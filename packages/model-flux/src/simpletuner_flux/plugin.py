@@ -96,6 +96,9 @@ def _check_tread(cfg: Any) -> str | None:
 
 
 def _warn_lora_target(cfg: Any) -> str | None:
+    if cfg.model_type != "lora" and cfg.flux_lora_target != "all":
+        return (f"flux_lora_target={cfg.flux_lora_target} has no effect with model_type={cfg.model_type}: it picks "
+                "the modules a LoRA adapts, and a full fine-tune trains every weight")
     if cfg.model_type == "lora" and cfg.lora_target_modules and cfg.flux_lora_target != "all":
         return (f"flux_lora_target={cfg.flux_lora_target} is ignored: lora_target_modules "
                 f"({cfg.lora_target_modules}) is set and wins")

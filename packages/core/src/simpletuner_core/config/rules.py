@@ -384,6 +384,7 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
                    "warm-up, as in SimpleTuner); use lr_scheduler=constant_with_warmup to warm up")
     out += _beta_notes(cfg)
     out += _lycoris_target_notes(cfg)
+    out += _context_notes(cfg, registry, fam)
     if cfg.rescale_betas_zero_snr and cfg.prediction_type != "v_prediction":
         out.append("rescale_betas_zero_snr is meant for v-prediction (set prediction_type=v_prediction): with "
                    "ε-prediction the zero-SNR timestep's target is its input, so it teaches nothing")
@@ -403,6 +404,61 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
         out.append(f"report_to={cfg.report_to} needs the `{package}` package (pip install {package}); "
                    "training will continue without that tracker")
     return out + (inert_notes(cfg, raw) if raw is not None else [])
+
+
+def _context_notes(cfg: Any, registry: Any, fam: Any) -> list[str]:
+    """Keys set to ask for something this run's model_type, base precision or weights source cannot do."""
+    defaults = {a.name: a.default for a in attrs.fields(type(cfg))}
+    out = []
+    if cfg.model_type != "lora" and cfg.lora_format != defaults["lora_format"]:
+        out.append(f"lora_format={cfg.lora_format} has no effect with model_type={cfg.model_type}: a full "
+                   "fine-tune saves the whole model in diffusers layout, not LoRA weights")
+    if cfg.quantize_via != defaults["quantize_via"] and cfg.base_model_precision not in registry.quantizers:
+        out.append(f"quantize_via={cfg.quantize_via} has no effect: base_model_precision="
+                   f"{cfg.base_model_precision} is not a quantizer, so nothing is quantized")
+    flavour = fam.flavours.get(cfg.model_flavour) if fam is not None and cfg.model_flavour else None
+    path = cfg.pretrained_model_name_or_path
+    if flavour is not None and flavour.hub_id and path and path != flavour.hub_id:
+        extra = f"; the flavour still brings {', '.join(flavour.features)}" if flavour.features else ""
+        out.append(f"model_flavour={cfg.model_flavour} does not choose the weights: pretrained_model_name_or_path "
+                   f"({path}) is set and is what loads{extra}")
+    return out + _adapter_notes(cfg) + _partner_notes(cfg, defaults)
+
+
+def _partner_notes(cfg: Any, defaults: Mapping[str, Any]) -> list[str]:
+    """Keys that only act once another key turns their feature on (their schedule, the external validation
+    script, previews)."""
+    out = []
+    if cfg.validation_method != "external-script":
+        out += [f"{key} has no effect with validation_method={cfg.validation_method}: only "
+                "validation_method=external-script runs the script" for key in
+                ("validation_external_script", "validation_external_background") if getattr(cfg, key) != defaults[key]]
+    if cfg.lr_num_cycles != defaults["lr_num_cycles"] and cfg.lr_scheduler != "cosine_with_restarts":
+        out.append(f"lr_num_cycles has no effect with lr_scheduler={cfg.lr_scheduler}: only cosine_with_restarts "
+                   "reads it")
+    if not cfg.validation_preview:
+        out += [f"{key} has no effect without validation_preview: true" for key in
+                ("validation_preview_steps", "validation_preview_decoder") if getattr(cfg, key) != defaults[key]]
+    return out
+
+
+def _adapter_notes(cfg: Any) -> list[str]:
+    """LyCORIS keys on a peft LoRA, and LoRA dropout on the LyCORIS algorithms that implement none."""
+    if cfg.model_type != "lora":
+        return []  # adapter keys on a full run are refused by the rules
+    if cfg.lora_type != "lycoris":
+        return ["lycoris_config has no effect with lora_type=standard (a peft LoRA); set lora_type=lycoris to "
+                "use it"] if cfg.lycoris_config else []
+    from simpletuner_core.builtins.adapters import lycoris_settings
+
+    try:
+        algo = lycoris_settings(cfg)["algo"]
+    except ValueError:
+        return []  # reported by the rules
+    if cfg.lora_dropout and algo in ("lokr", "loha"):
+        return [f"lora_dropout has no effect with LyCORIS algo {algo}: LyCORIS implements no plain dropout for "
+                "LoKr/LoHa; set rank_dropout or module_dropout in lycoris_config instead"]
+    return []
 
 
 def _lycoris_target_notes(cfg: Any) -> list[str]:
