@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,13 @@ from typing import Any
 import attrs
 import pytest
 
-from conftest import TEST_PINS  # the monorepo root conftest
 from simpletuner_core.config import ConfigInvalid, to_wire, validate, warnings_for
 from simpletuner_core.config.migrations import overlay
 from simpletuner_core.config.model import config_class
 from simpletuner_core.plugins import get_registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import TEST_PINS  # the monorepo root conftest
 
 KINDS = ("refused", "warned", "plan", "lr", "train", "eval", "validation", "launch", "files", "covered")
 LR_STEPS = 20
