@@ -85,12 +85,12 @@ def write_dataloader(home: Path, images: Path, **image_overrides: Any) -> Path:
 
 
 #: The defaults the tests were written against, before SimpleTuner's became ours (each test states what it needs).
-TEST_PINS = {"--optimizer": "adamw", "--lr_scheduler": "constant", "--lr_power": 1.0, "--max_grad_norm": 1.0,
-             "--grad_clip_method": "norm", "--gradient_checkpointing": False, "--ema_decay": 0.999,
-             "--lora_dropout": 0.0, "--caption_dropout_probability": 0.0, "--checkpoints_total_limit": None,
-             "--resume_from_checkpoint": None, "--validation_negative_prompt": None, "--validation_guidance": 4.5,
-             "--validation_num_inference_steps": 20,
-             "--disable_benchmark": True}  # tests count validation images; the step-0 benchmark is tested on its own
+TEST_PINS = {"--optimizer": "adamw", "--lr_scheduler": "constant", "--max_grad_norm": 1.0,
+             "--grad_clip_method": "norm", "--gradient_checkpointing": False, "--lora_dropout": 0.0,
+             "--caption_dropout_probability": 0.0, "--checkpoints_total_limit": None,
+             "--resume_from_checkpoint": None, "--validation_negative_prompt": None,
+             "--validation_guidance": 4.5, "--validation_num_inference_steps": 20, "--disable_benchmark": True}
+# (disable_benchmark: tests count validation images; the step-0 base-model render is tested on its own)
 
 
 def tiny_config(home: Path, tiny_dir: Path, images: Path, **overrides: Any) -> dict[str, Any]:

@@ -240,11 +240,8 @@ NEEDS_PARTNER = {"validation_external_script": "validation_method", "validation_
                  "validation_preview_decoder": "validation_preview", "lr_num_cycles": "lr_scheduler",
                  "lr_power": "lr_scheduler", "ema_decay": "use_ema"}
 
-#: NEEDS_PARTNER keys still accepted silently with their partner off; asserted to still be gaps. The tests'
-#: TEST_PINS set both to non-defaults (lr_power 1.0, ema_decay 0.999) on runs without their partner, so a warning
-#: would land in every test config (and break the tests that expect none) until those pins change.
-PARTNER_GAPS = {"lr_power": "no warning yet with a scheduler other than polynomial",
-                "ema_decay": "no warning yet without use_ema"}
+#: NEEDS_PARTNER keys still accepted silently with their partner off; each is asserted to still be a gap.
+PARTNER_GAPS: dict[str, str] = {}
 
 #: (key, context) pairs known to be accepted and ignored; each is asserted to still be a gap, so it flips red
 #: (and must be removed here) once fixed.

@@ -27,11 +27,11 @@ def kontext_dataloader(home: Path, pairs: Path, conditioning_type: str = "refere
 
 
 #: The defaults the tests were written against, before SimpleTuner's became ours.
-TEST_PINS = {"--optimizer": "adamw", "--lr_scheduler": "constant", "--lr_power": 1.0, "--max_grad_norm": 1.0,
-             "--grad_clip_method": "norm", "--gradient_checkpointing": False, "--ema_decay": 0.999,
+TEST_PINS = {"--optimizer": "adamw", "--lr_scheduler": "constant", "--max_grad_norm": 1.0,
+             "--grad_clip_method": "norm", "--gradient_checkpointing": False,
              "--caption_dropout_probability": 0.0, "--checkpoints_total_limit": None, "--lora_dropout": 0.0,
-             "--resume_from_checkpoint": None, "--validation_negative_prompt": None, "--validation_guidance": 4.5,
-             "--validation_num_inference_steps": 20, "--disable_benchmark": True}
+             "--resume_from_checkpoint": None, "--validation_negative_prompt": None,
+             "--validation_guidance": 4.5, "--validation_num_inference_steps": 20, "--disable_benchmark": True}
 
 
 def flux_config(home: Path, model_dir: Path, dataloader: Path, flavour: str = "tiny",

@@ -436,6 +436,10 @@ def _partner_notes(cfg: Any, defaults: Mapping[str, Any]) -> list[str]:
     if cfg.lr_num_cycles != defaults["lr_num_cycles"] and cfg.lr_scheduler != "cosine_with_restarts":
         out.append(f"lr_num_cycles has no effect with lr_scheduler={cfg.lr_scheduler}: only cosine_with_restarts "
                    "reads it")
+    if cfg.lr_power != defaults["lr_power"] and cfg.lr_scheduler != "polynomial":
+        out.append(f"lr_power has no effect with lr_scheduler={cfg.lr_scheduler}: only polynomial reads it")
+    if cfg.ema_decay != defaults["ema_decay"] and not cfg.use_ema:
+        out.append("ema_decay has no effect without use_ema: true")
     if not cfg.validation_preview:
         out += [f"{key} has no effect without validation_preview: true" for key in
                 ("validation_preview_steps", "validation_preview_decoder") if getattr(cfg, key) != defaults[key]]
