@@ -59,7 +59,7 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_jobs_cli_submit_list_show_logs(tmp_path: Path, tiny_pixart_dir: Path, demo_images: Path) -> None:
-    env = make_env(tmp_path, tiny_pixart_dir, demo_images, max_train_steps=6)
+    env = make_env(tmp_path, tiny_pixart_dir, demo_images, max_train_steps=6, seed=None)  # a seed is drawn
     dry = cli(tmp_path, "submit", env, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     report = json.loads(dry.stdout)
@@ -77,6 +77,9 @@ def test_jobs_cli_submit_list_show_logs(tmp_path: Path, tiny_pixart_dir: Path, d
     assert [j["state"] for j in json.loads(listed.stdout)] == ["completed"]
     shown = json.loads(cli(tmp_path, "show", job_id).stdout)
     assert shown["id"] == job_id and shown["output_dir"].endswith("output/toy")
+    running = next(e for e in (json.loads(x) for x in cli(tmp_path, "logs", job_id, "--json").stdout.splitlines())
+                   if e["event_type"] == "job.running")
+    assert isinstance(shown["seed"], int) and shown["seed"] == running["data"]["seed"]  # the drawn seed, shown
     raw = cli(tmp_path, "logs", job_id, "--json", "--since", "3")
     lines = [json.loads(line) for line in raw.stdout.splitlines()]  # the wire form: SimpleTuner's envelope
     ids = [int(line["id"]) for line in lines]
