@@ -80,6 +80,13 @@ def test_jobs_cli_submit_list_show_logs(tmp_path: Path, tiny_pixart_dir: Path, d
     running = next(e for e in (json.loads(x) for x in cli(tmp_path, "logs", job_id, "--json").stdout.splitlines())
                    if e["event_type"] == "job.running")
     assert isinstance(shown["seed"], int) and shown["seed"] == running["data"]["seed"]  # the drawn seed, shown
+    env_vars = {**os.environ, "SIMPLETUNER_HOME": str(tmp_path)}
+    effective = subprocess.run([sys.executable, "-m", "simpletuner_core.cli", "config", "show", "--job", job_id,
+                                "--json"], env=env_vars, capture_output=True, text=True, timeout=120, check=False)
+    assert effective.returncode == 0, effective.stderr
+    table = json.loads(effective.stdout)
+    assert table["seed"] == {"value": shown["seed"], "source": "drawn"}
+    assert table["max_train_steps"]["value"] == 6
     raw = cli(tmp_path, "logs", job_id, "--json", "--since", "3")
     lines = [json.loads(line) for line in raw.stdout.splitlines()]  # the wire form: SimpleTuner's envelope
     ids = [int(line["id"]) for line in lines]

@@ -121,17 +121,42 @@ def _config_show(args: argparse.Namespace) -> int:
     from simpletuner_core.config.show import effective, render
 
     home = home_from_args(args)
+    job_id = getattr(args, "job", None)
+    seed = None
+    if job_id:
+        if args.env or args.config:
+            raise UsageError("give one of --env, --config and --job")
+        raw, seed = _job_config(home, job_id)
+    else:
+        raw = _load_raw(args, home)
     try:
-        table = effective(_load_raw(args, home), parse_overrides(getattr(args, "set", []) or []))
+        table = effective(raw, parse_overrides(getattr(args, "set", []) or []))
     except ConfigInvalid as exc:
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
         raise UsageError(f"invalid configuration ({len(exc.errors)} error(s))") from None
+    if seed is not None and table["seed"]["value"] is None:
+        table["seed"] = {"value": seed, "source": "drawn"}  # the run drew it: --set seed=N repeats the run
     if args.json:
         print(json.dumps(table, indent=2, sort_keys=True, default=str))
     else:
         print(render(table), end="")
     return 0
+
+
+def _job_config(home: Path, job_id: str) -> tuple[dict[str, Any], int | None]:
+    """The config job ``job_id`` ran with, and the seed its trainer reported (drawn when the config set none)."""
+    from simpletuner_core.cli import UsageError
+    from simpletuner_core.jobs.models import JobError
+    from simpletuner_core.jobs.store import open_store
+
+    store = open_store(home)
+    try:
+        job = store.get_job(job_id)
+    except JobError as exc:
+        raise UsageError(str(exc)) from None
+    seed = next((e.data.get("seed") for e in store.read_events(job.id) if e.type == "job.running"), None)
+    return dict(job.config), seed
 
 
 def _config_validate(args: argparse.Namespace) -> int:
@@ -221,6 +246,8 @@ def register_cli_commands(register: Callable[[CliCommand], None]) -> None:
                             "and its source (file, default, override, alias:OLD); reference: print every key "
                             "(markdown); compat: every SimpleTuner key and its status here (markdown)")
         p.add_argument("--json", action="store_true", help="show: one JSON object, key -> {value, source}")
+        p.add_argument("--job", help="show: the config a job ran with, and the seed it used ('drawn' when the "
+                                     "config set none)")
         _add_source(p)
 
     register(CliCommand("config", "Check a configuration without loading a model, or list every key.",
