@@ -193,3 +193,17 @@ def test_a_config_of_required_keys_runs_with_simpletuners_defaults(families: lis
         "gradient_checkpointing": True, "lora_dropout": 0.1, "checkpoints_total_limit": 5,
         "resume_from_checkpoint": "latest", "grad_clip_method": "value"}
     assert all(table[k]["source"] == "default" for k in ("max_grad_norm", "lr_scheduler"))
+
+
+def test_settings_whose_feature_is_off_are_named_when_given(families: list[str]) -> None:
+    raw = base(**{"--validation_guidance": 3.0, "--main_process_port": 29600, "--hub_model_id": "me/x",
+                  "--validation_num_inference_steps": 30})
+    notes = warnings_for(validate(raw), raw)
+    assert "validation_guidance has no effect: validation never runs (no validation_prompt is set)" in notes
+    assert "main_process_port has no effect with num_machines=1: it is the multi-node rendezvous" in notes
+    assert any(n.startswith("hub_model_id has no effect without push_to_hub") for n in notes)
+    assert not any(n.startswith("validation_num_inference_steps") for n in notes)  # at its default: not named
+    on = base(**{"--validation_guidance": 3.0, "--validation_prompt": "a cat", "--num_machines": 2,
+                 "--main_process_ip": "10.0.0.1", "--main_process_port": 29600})
+    assert not [n for n in warnings_for(validate(on), on) if "has no effect" in n and "validation" in n or
+                "rendezvous" in n]

@@ -74,6 +74,8 @@ def warnings_for(cfg: Any, raw: Mapping[str, Any] | None = None, registry: Any |
     if package:
         out.append(f"report_to={cfg.report_to} needs the `{package}` package (pip install {package}); "
                    "training will continue without that tracker")
+    if raw is not None:
+        out += given_without_switch(cfg, set(strip_dashes(raw)), defaults)
     return out + (inert_notes(cfg, raw) if raw is not None else [])
 
 
@@ -169,6 +171,31 @@ def _beta_notes(cfg: Any) -> list[str]:
         if getattr(cfg, key) != defaults[key] and getattr(cfg, general) is None:
             out.append(f"{key} has no effect with optimizer={cfg.optimizer}, which uses its own beta{i + 1} "
                        f"({own[i]:g}); set {general} to change it")
+    return out
+
+
+#: Keys that only matter once another setting is on, and the sentence that says which. Named only when the
+#: config as given sets them (SimpleTuner's generated configs list every key, at its default or not).
+VALIDATION_ONLY = ("validation_negative_prompt", "validation_guidance", "validation_resolution",
+                   "validation_num_inference_steps", "validation_seed", "validation_step_interval",
+                   "validation_epoch_interval", "validation_noise_scheduler")
+
+
+def given_without_switch(cfg: Any, given: set[str], defaults: Mapping[str, Any]) -> list[str]:
+    """Keys set in the config as given whose feature is off: validation settings without a validation_prompt,
+    the multi-node rendezvous on one machine, a hub repository nothing uploads to."""
+    def changed(key: str) -> bool:
+        return key in given and getattr(cfg, key, None) != defaults.get(key)
+
+    out = []
+    if not cfg.validation_prompt or cfg.validation_disable:
+        why = "validation_disable is set" if cfg.validation_disable else "no validation_prompt is set"
+        out += [f"{key} has no effect: validation never runs ({why})" for key in VALIDATION_ONLY if changed(key)]
+    if cfg.num_machines <= 1:
+        out += [f"{key} has no effect with num_machines=1: it is the multi-node rendezvous" for key in
+                ("main_process_ip", "main_process_port", "machine_rank") if changed(key)]
+    if changed("hub_model_id") and not (cfg.push_to_hub or cfg.push_checkpoints_to_hub):
+        out.append("hub_model_id has no effect without push_to_hub or push_checkpoints_to_hub: nothing is uploaded")
     return out
 
 
