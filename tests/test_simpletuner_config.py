@@ -109,3 +109,14 @@ def test_config_wide_caption_strategy_is_the_dataset_default(home: Path, tiny_pi
                     "--data_backend_config": str(dataloader), "--max_train_steps": 1, **given})
     captions = {Path(s.path).stem: s.caption for s in plan_only(cfg, home).samples}
     assert captions["demo_000"] == expected
+
+
+def test_conditioning_sampling_without_conditioning_datasets_is_named(home: Path, tiny_pixart_dir: Path,
+                                                                      demo_images: Path) -> None:
+    from simpletuner_core.training.engine import plan_only
+
+    raw = {"--model_family": "pixart_sigma", "--model_flavour": "tiny", "--output_dir": str(home / "o"),
+           "--data_backend_config": str(write_dataloader(home, demo_images)), "--max_train_steps": 1}
+    assert not [w for w in plan_only(validate(raw), home).warnings if "conditioning_multidataset" in w]
+    warned = plan_only(validate({**raw, "--conditioning_multidataset_sampling": "combined"}), home).warnings
+    assert "conditioning_multidataset_sampling=combined has no effect: no dataset has conditioning_data" in warned

@@ -205,5 +205,5 @@ def test_settings_whose_feature_is_off_are_named_when_given(families: list[str])
     assert not any(n.startswith("validation_num_inference_steps") for n in notes)  # at its default: not named
     on = base(**{"--validation_guidance": 3.0, "--validation_prompt": "a cat", "--num_machines": 2,
                  "--main_process_ip": "10.0.0.1", "--main_process_port": 29600})
-    assert not [n for n in warnings_for(validate(on), on) if "has no effect" in n and "validation" in n or
+    assert not [n for n in warnings_for(validate(on), on) if ("has no effect" in n and "validation" in n) or
                 "rendezvous" in n]

@@ -35,6 +35,9 @@ def make_plan(cfg: Any, home: Path, registry: Any, size_multiple: int, seed: int
     if not plan.ok:
         raise PreflightRejected(plan)
     plan.eval_samples = select_eval_samples(cfg, datasets, plan.eval_samples)
+    if cfg.conditioning_multidataset_sampling != "random" and not plan.references:
+        plan.warnings.append(f"conditioning_multidataset_sampling={cfg.conditioning_multidataset_sampling} has no "
+                             "effect: no dataset has conditioning_data")
     return datasets, plan
 
 
