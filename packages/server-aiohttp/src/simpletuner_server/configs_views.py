@@ -92,15 +92,23 @@ SECRET_HINTS = ("secret", "token", "password", "webhook_config")
 REDACTED = "<redacted: only the owner and admins see this value>"
 
 
+def is_secret(key: str, value: Any) -> bool:
+    """A set value whose key names a secret (or webhook targets, whose URLs carry tokens)."""
+    return bool(value) and any(hint in key.lower() for hint in SECRET_HINTS)
+
+
+def redact(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every secret-bearing value replaced by :data:`REDACTED`."""
+    return {key: REDACTED if is_secret(key, value) else value for key, value in config.items()}
+
+
 def _shown(request: web.Request, env: dict[str, Any]) -> dict[str, Any]:
     """``env`` as this caller may see it: webhook targets (URLs with tokens, HMAC secrets) and any key that
     names a secret are hidden from everyone but the owner and admins."""
     principal = current_principal(request)
     if principal.can("*") or env["metadata"].get("owner") == principal.user.username:
         return env
-    config = {key: REDACTED if any(hint in key.lower() for hint in SECRET_HINTS) and value else value
-              for key, value in env["config"].items()}
-    return {**env, "config": config}
+    return {**env, "config": redact(env["config"])}
 
 
 def _home(request: web.Request) -> Path:
@@ -395,7 +403,6 @@ async def effective_config(request: web.Request) -> web.Response:
     except ConfigInvalid as exc:
         raise _invalid(exc.errors) from None
     if _shown(request, env) is not env:  # not the owner or an admin
-        table = {key: ({**entry, "value": REDACTED} if entry["value"] and
-                       any(hint in key.lower() for hint in SECRET_HINTS) else entry)
+        table = {key: {**entry, "value": REDACTED} if is_secret(key, entry["value"]) else entry
                  for key, entry in table.items()}
     return web.json_response({"name": name, "config": table}, dumps=lambda o: json.dumps(o, default=str))

@@ -32,7 +32,7 @@ from simpletuner_core.plugins import get_registry
 from simpletuner_core.training.checkpoint import list_checkpoints
 from simpletuner_server import validation as v
 from simpletuner_server.auth import current_principal, require
-from simpletuner_server.configs_views import REDACTED, SECRET_HINTS, active_key
+from simpletuner_server.configs_views import active_key, redact
 from simpletuner_server.job_policy import HOOK_PERMISSION, PolicyError, check_job
 from simpletuner_server.keys import RUNNER_KEY, SETTINGS_KEY, STORE_KEY
 from simpletuner_server.training_status import IDLE, StatusFold, status_body
@@ -183,8 +183,7 @@ def _shown_config(request: web.Request, job: m.Job) -> dict[str, Any]:
     principal = current_principal(request)
     if principal.can("*") or job.user == principal.user.username:
         return dict(job.config)
-    return {key: REDACTED if value and any(hint in key.lower() for hint in SECRET_HINTS) else value
-            for key, value in job.config.items()}
+    return redact(dict(job.config))
 
 
 # --- handlers -----------------------------------------------------------------------------------------------

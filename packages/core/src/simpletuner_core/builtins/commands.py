@@ -147,6 +147,7 @@ def _config_show(args: argparse.Namespace) -> int:
 def _job_config(home: Path, job_id: str) -> tuple[dict[str, Any], int | None]:
     """The config job ``job_id`` ran with, and the seed its trainer reported (drawn when the config set none)."""
     from simpletuner_core.cli import UsageError
+    from simpletuner_core.jobs.event_log import run_seed
     from simpletuner_core.jobs.models import JobError
     from simpletuner_core.jobs.store import open_store
 
@@ -155,8 +156,7 @@ def _job_config(home: Path, job_id: str) -> tuple[dict[str, Any], int | None]:
         job = store.get_job(job_id)
     except JobError as exc:
         raise UsageError(str(exc)) from None
-    seed = next((e.data.get("seed") for e in store.read_events(job.id) if e.type == "job.running"), None)
-    return dict(job.config), seed
+    return dict(job.config), run_seed(store, job.id)
 
 
 def _config_validate(args: argparse.Namespace) -> int:

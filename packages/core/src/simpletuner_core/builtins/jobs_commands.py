@@ -82,8 +82,9 @@ def _show(args: argparse.Namespace, runner: Any) -> int:
     data = job.to_dict()
     data["queue_position"] = runner.store.queue_position(job.id)
     # the seed the run used: the config's, or the one drawn for it (repeat the run with --set seed=N)
-    data["seed"] = next((e.data.get("seed") for e in runner.store.read_events(job.id) if e.type == "job.running"),
-                        None)
+    from simpletuner_core.jobs.event_log import run_seed
+
+    data["seed"] = run_seed(runner.store, job.id)
     print(json.dumps(data, indent=2, default=str))
     return 0
 

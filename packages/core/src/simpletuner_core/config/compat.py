@@ -193,22 +193,16 @@ def is_off(key: PeerKey | None, value: Any) -> bool:
 # --- triage -----------------------------------------------------------------------------------------------
 
 
-def _extra_keys() -> dict[str, PeerKey | None]:
-    """SimpleTuner keys outside its registry (legacy UI leftovers) that its loader still accepts."""
-    return {name: None for name in (*cs.INERT_LEGACY,)}
-
-
 def triage(data: Mapping[str, Any], ours: Iterable[str]) -> Triage:
     """Split SimpleTuner-only keys out of ``data`` (bare keys, already migrated)."""
     known = set(ours)
     table = peer_keys()
-    legacy = _extra_keys()
     kept: dict[str, Any] = {}
     errors: list[ConfigError] = []
     inert: dict[str, str] = {}
     at_default: list[str] = []
     for name, value in data.items():
-        if name in known or (name not in table and name not in legacy):
+        if name in known or (name not in table and name not in cs.INERT_LEGACY):
             kept[name] = value  # ours, or unknown: structuring reports unknown keys with a did-you-mean
             continue
         key = table.get(name)

@@ -49,3 +49,21 @@ def follow(store: Store, job_id: str, after_id: int = 0, poll_timeout: float = 1
         for event in events:
             after_id = event.id
             yield event
+
+
+def run_seed(store: Store, job_id: str, page: int = 200) -> int | None:
+    """The seed job ``job_id`` trained with, from its ``job.running`` event (drawn when its config set none).
+
+    That event precedes the first step, so the scan stops at the first ``training.status``: a long log is never
+    read whole."""
+    after = 0
+    while True:
+        events = store.read_events(job_id, after_id=after, limit=page)
+        for event in events:
+            if event.type == "job.running":
+                return event.data.get("seed")
+            if event.type == "training.status":
+                return None
+        if len(events) < page:
+            return None
+        after = events[-1].id
