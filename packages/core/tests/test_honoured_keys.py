@@ -52,13 +52,15 @@ def test_warmup_with_the_constant_schedule_is_named_as_having_no_effect() -> Non
 
 # -- optimizer betas ---------------------------------------------------------------------------------------------
 
-BETA_OPTIMIZERS = ("adamw", "adamw_bf16", "optimi-adamw", "optimi-lion", "prodigy", "adamw8bit")
+#: adamw8bit is bitsandbytes' CUDA optimizer: its cases run with the gpu-marked tests.
+BETA_OPTIMIZERS = ["adamw", "adamw_bf16", "optimi-adamw", "optimi-lion", "prodigy",
+                   pytest.param("adamw8bit", marks=pytest.mark.gpu)]
 
 
 def _needs(name: str) -> None:
     reason = get_registry().optimizers.get(name).unavailable()
     if reason:
-        pytest.skip(f"{name} {reason}")  # adamw8bit: bitsandbytes is a CUDA install
+        pytest.fail(f"{name} {reason}")  # on a GPU box the test install must provide it
 
 
 def _betas(cfg: Any) -> tuple[float, float]:
@@ -79,7 +81,7 @@ def test_optimizer_betas_reach_every_optimizer_and_win_over_adam_betas(name: str
     assert _betas(only_second) == pytest.approx((0.9, 0.97))
 
 
-@pytest.mark.parametrize("name", [n for n in BETA_OPTIMIZERS if n != "optimi-lion"])
+@pytest.mark.parametrize("name", [n for n in BETA_OPTIMIZERS if n != "optimi-lion"])  # Lion has its own betas
 def test_adam_kinds_take_adam_betas_when_optimizer_betas_are_unset(name: str) -> None:
     _needs(name)
     cfg = validate(base(**{"--optimizer": name, "--adam_beta1": 0.8, "--adam_beta2": 0.95}))
