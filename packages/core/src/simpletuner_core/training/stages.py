@@ -35,10 +35,8 @@ class Stage:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if kind:
-            self.end("failed", error=f"{kind.__name__}: {exc}")
-        else:
-            self.end()
+        status, extra = _outcome(kind, exc)
+        self.end(status, **extra)
 
 
 class Stages:
@@ -72,7 +70,10 @@ class Stages:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if kind:
-            self.close("failed", error=f"{kind.__name__}: {exc}")
-        else:
-            self.close()
+        status, extra = _outcome(kind, exc)
+        self.close(status, **extra)
+
+
+def _outcome(kind: type[BaseException] | None, exc: BaseException | None) -> tuple[str, dict[str, Any]]:
+    """How a ``with`` block ends a stage: ``completed``, or ``failed`` with the exception as ``error``."""
+    return ("failed", {"error": f"{kind.__name__}: {exc}"}) if kind else ("completed", {})
