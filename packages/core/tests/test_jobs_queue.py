@@ -11,6 +11,7 @@ import pytest
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs import queue
 from simpletuner_core.jobs.devices import Device, discover
+from simpletuner_core.jobs.executors.local import LocalExecutor
 from simpletuner_core.jobs.store import SQLiteStore
 
 GPUS = [Device(i, "A100", 40.0) for i in range(4)]
@@ -69,7 +70,7 @@ def test_admit_follows_priority_then_age_and_records_reasons(tmp_path: Path) -> 
     now = time.time()
     for job_id, prio, age in (("old-low", 0, 3), ("new-high", 5, 1), ("mid", 0, 2)):
         store.create_job(job(job_id, priority=prio, created_at=now - age, gpus_requested=1))
-    started = queue.admit(store, GPUS[:1], )
+    started = queue.admit(store, {"local": LocalExecutor(store, tmp_path, GPUS[:1])})
     assert [j.id for j in started] == ["new-high"]
     assert store.get_job("new-high").state == m.STARTING and store.get_job("new-high").allocated_gpus == (0,)
     assert store.get_job("old-low").reason == "waiting for 1 free GPU(s); 0 free"
@@ -84,7 +85,7 @@ def test_concurrent_admission_never_double_allocates(tmp_path: Path) -> None:
 
     def admit() -> None:
         other = SQLiteStore(tmp_path / "state.db")
-        results.append(queue.admit(other, GPUS[:2]))
+        results.append(queue.admit(other, {"local": LocalExecutor(other, tmp_path, GPUS[:2])}))
         other.close()
 
     threads = [threading.Thread(target=admit) for _ in range(4)]

@@ -81,6 +81,10 @@ class Throwaway:
         register(r.EventSinkSpec("toysink", _noop))
 
     @hookimpl
+    def register_executors(self, register: Any) -> None:
+        register(r.ExecutorSpec("toyexec", _noop))
+
+    @hookimpl
     def register_config_examples(self, register: Any) -> None:
         register(r.ConfigExample("toyexample", "toy", {"--model_family": "toyfam"}, []))
 
@@ -97,7 +101,7 @@ EXPECTED = {
     "register_optimizers": ("optimizers", "toyopt"), "register_lr_schedulers": ("schedulers", "toysched"),
     "register_validation_methods": ("validation_methods", "toyvalidate"),
     "register_publishers": ("publishers", "toypublish"), "register_event_sinks": ("event_sinks", "toysink"),
-    "register_cli_commands": ("cli_commands", "toycmd"),
+    "register_cli_commands": ("cli_commands", "toycmd"), "register_executors": ("executors", "toyexec"),
     "register_config_examples": ("examples", "toyexample"),
 }
 

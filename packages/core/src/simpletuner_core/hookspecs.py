@@ -19,6 +19,7 @@ from simpletuner_core.records import (
     ConfigField,
     DataBackendSpec,
     EventSinkSpec,
+    ExecutorSpec,
     LoraFormatSpec,
     ModelFamily,
     OptimizerSpec,
@@ -116,6 +117,11 @@ def register_config_examples(register: Callable[[ConfigExample], None]) -> None:
 @hookspec
 def register_event_sinks(register: Callable[[EventSinkSpec], None]) -> None:
     """Contribute event sinks; each factory decides from the config whether it is active for a job."""
+
+
+@hookspec
+def register_executors(register: Callable[[ExecutorSpec], None]) -> None:
+    """Contribute executors: where a job's trainer runs (``local`` is core's; remote workers, Ray, ...)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -196,6 +196,20 @@ class EventSinkSpec:
 
 
 @attrs.frozen
+class ExecutorSpec:
+    """``factory(runner) -> Executor | None``: where jobs run (see :mod:`simpletuner_core.jobs.executors`).
+
+    The factory returns None when the executor is not enabled in this process (a cluster executor without an
+    address, say); jobs it holds are then left alone by this process's runner rather than failed.
+    """
+
+    name: str = attrs.field(validator=_name)
+    factory: Callable[..., Any] = attrs.field(repr=False)
+    description: str = ""
+    remote: bool = True  # answers ``target: worker`` (and is tried first for ``target: auto``)
+
+
+@attrs.frozen
 class ConfigField:
     """A config key contributed by a plugin (core's own keys live in :mod:`simpletuner_core.config.model`)."""
 

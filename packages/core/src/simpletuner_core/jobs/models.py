@@ -18,6 +18,7 @@ CANCELLED = "cancelled"
 FAILED = "failed"
 
 ACTIVE_STATES = (STARTING, RUNNING, STOPPING)
+TARGETS = ("auto", "local", "worker")  # or an executor's own name (see jobs/executors)
 FINAL_STATES = (COMPLETED, STOPPED, CANCELLED, FAILED)
 ALL_STATES = (QUEUED, *ACTIVE_STATES, *FINAL_STATES)
 
@@ -52,6 +53,11 @@ class Job:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    target: str = "auto"  # auto: a remote executor that fits now, else local; local; worker; an executor name
+    worker_labels: dict[str, str] = attrs.field(factory=dict)  # label -> glob a remote worker must match
+    executor: str | None = None  # the executor that took the job (set at admission)
+    worker_id: str | None = None  # the remote worker / node running it, for remote executors
+    attempts: int = 0  # times it was requeued after its worker was lost
 
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)

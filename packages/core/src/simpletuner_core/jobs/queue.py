@@ -8,13 +8,16 @@ are considered by priority (high first), then age; a job that cannot start recor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.devices import Device
+
+if TYPE_CHECKING:
+    from simpletuner_core.jobs.executors import Executor
 
 LIMIT_KEYS = ("local_gpu_max_concurrent", "local_job_max_concurrent", "local_user_max_concurrent")
 
@@ -50,6 +53,8 @@ class Decision:
     cpu_slot: bool = False
     reason: str | None = None  # None: the job can start now
     impossible: bool = False  # it can never start on this machine
+    executor: str | None = None  # who takes it (set by executors.place)
+    fields: dict[str, Any] = attrs.field(factory=dict)  # extra job fields the executor records (worker_id, ...)
 
     @property
     def ok(self) -> bool:
@@ -99,8 +104,10 @@ def queued_in_order(store: Any) -> list[m.Job]:
     return sorted(store.list_jobs(states=[m.QUEUED]), key=lambda j: (-j.priority, j.created_at, j.id))
 
 
-def admit(store: Any, devices: Sequence[Device], only: str | None = None) -> list[m.Job]:
-    """Move every queued job that fits to ``starting`` (with its allocation); return them. One transaction."""
+def admit(store: Any, executors: Mapping[str, Executor], only: str | None = None) -> list[m.Job]:
+    """Move every queued job that fits somewhere to ``starting`` (with its allocation); return them. One transaction."""
+    from simpletuner_core.jobs.executors import place
+
     started: list[m.Job] = []
     with store.transaction():
         limits = load_limits(store)
@@ -108,10 +115,11 @@ def admit(store: Any, devices: Sequence[Device], only: str | None = None) -> lis
         for job in queued_in_order(store):
             if only is not None and job.id != only:
                 continue
-            decision = decide(job, active, devices, limits)
+            decision = place(job, active, executors, limits)
             if decision.ok:
                 moved = store.transition(job.id, [m.QUEUED], m.STARTING, allocated_gpus=decision.gpus,
-                                         cpu_slot=decision.cpu_slot, reason=None)
+                                         cpu_slot=decision.cpu_slot, reason=None, executor=decision.executor,
+                                         **decision.fields)
                 if moved is not None:
                     started.append(moved)
                     active.append(moved)

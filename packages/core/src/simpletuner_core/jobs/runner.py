@@ -8,21 +8,20 @@ never mistaken for it.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from simpletuner_core import paths
+from simpletuner_core.jobs import executors as ex
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs import queue
 from simpletuner_core.jobs.devices import Device, discover
-from simpletuner_core.jobs.processes import is_alive, start_time
+from simpletuner_core.jobs.executors.local import LocalExecutor
 
 COMMANDS = ("stop", "cancel", "validate", "checkpoint")
 DEVICES_SETTING = "runner_devices"
@@ -83,7 +82,7 @@ class Runner:
             saved = store.get_setting(DEVICES_SETTING)
             self.devices = [Device(**d) for d in saved] if saved is not None else discover()[0]
         self._registry = registry
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._executors: dict[str, ex.Executor] | None = None
 
     @property
     def registry(self) -> Any:
@@ -92,6 +91,20 @@ class Runner:
 
             self._registry = get_registry()
         return self._registry
+
+    @property
+    def executors(self) -> Mapping[str, ex.Executor]:
+        """Every executor enabled in this process, built once from the ``register_executors`` specs."""
+        if self._executors is None:
+            built: dict[str, ex.Executor] = {}
+            for spec in self.registry.executors.values():
+                executor = spec.factory(self)
+                if executor is not None:
+                    built[spec.name] = executor
+            if "local" not in built:  # a registry without core's builtins (a narrowed test plugin manager)
+                built["local"] = LocalExecutor(self.store, self.home, self.devices)
+            self._executors = built
+        return self._executors
 
     # -- submission -----------------------------------------------------------------------------------------
     def resolve(self, env: str | None = None, config: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -115,25 +128,31 @@ class Runner:
 
     def submit(self, *, env: str | None = None, config: dict[str, Any] | None = None, user: str | None = None,
                priority: int = 0, gpus: int | None = None, device_ids: Sequence[int] = (), any_gpu: bool = False,
-               no_wait: bool = False) -> SubmitResult:
-        """Queue a job and start it at once when resources allow (``no_wait``: reject instead of queueing)."""
+               no_wait: bool = False, target: str | None = None,
+               worker_labels: Mapping[str, str] | None = None) -> SubmitResult:
+        """Queue a job and start it at once when resources allow (``no_wait``: reject instead of queueing).
+
+        ``target`` / ``worker_labels`` choose the executor (see :mod:`simpletuner_core.jobs.executors`); bad
+        values raise ValueError naming the field, before anything is stored.
+        """
         from simpletuner_core.config.rules import inert_notes
 
+        target, labels = ex.check_target(target, worker_labels, list(self.executors))
         cfg, wire, raw = self._resolve(env, config)
         wanted = self._gpus_wanted(cfg, gpus, device_ids)
         job = m.Job(id=m.new_job_id(), config=wire, env=env, user=user, priority=priority, gpus_requested=wanted,
                     device_ids=tuple(device_ids), any_gpu=any_gpu, created_at=time.time(),
-                    output_dir=wire.get("--output_dir"))
+                    output_dir=wire.get("--output_dir"), target=target, worker_labels=labels)
         with self.store.transaction():
-            verdict = queue.decide(job, self.store.list_jobs(states=m.ACTIVE_STATES), self.devices,
-                                   queue.load_limits(self.store))
+            verdict = ex.place(job, self.store.list_jobs(states=m.ACTIVE_STATES), self.executors,
+                               queue.load_limits(self.store))
             if verdict.impossible or (no_wait and not verdict.ok):
                 return SubmitResult(False, "rejected", reason=verdict.reason)
             self.store.create_job(job)
             self.store.append_event(_event(job.id, "job.queued", priority=priority, gpus_requested=wanted))
             for note in inert_notes(cfg, raw):  # the trainer sees only the structured config: say it here
                 self.store.append_event(_event(job.id, "log", level="warning", message=note))
-        started = queue.admit(self.store, self.devices, only=job.id if no_wait else None)
+        started = queue.admit(self.store, self.executors, only=job.id if no_wait else None)
         mine = next((j for j in started if j.id == job.id), None)
         for other in started:
             self.start(other)
@@ -144,19 +163,22 @@ class Runner:
                             reason=current.reason)
 
     def dry_run(self, *, env: str | None = None, config: dict[str, Any] | None = None, gpus: int | None = None,
-                device_ids: Sequence[int] = (), any_gpu: bool = False) -> dict[str, Any]:
+                device_ids: Sequence[int] = (), any_gpu: bool = False, target: str | None = None,
+                worker_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
         """What submit would do: the decision, queue position, resolved config and the dataset plan."""
         from simpletuner_core.training.engine import plan_only
 
+        target, labels = ex.check_target(target, worker_labels, list(self.executors))
         cfg, wire = self.resolve(env, config)
         wanted = self._gpus_wanted(cfg, gpus, device_ids)
         probe = m.Job(id="dry-run", config=wire, gpus_requested=wanted, device_ids=tuple(device_ids),
-                      any_gpu=any_gpu)
-        verdict = queue.decide(probe, self.store.list_jobs(states=m.ACTIVE_STATES), self.devices,
-                               queue.load_limits(self.store))
+                      any_gpu=any_gpu, target=target, worker_labels=labels)
+        verdict = ex.place(probe, self.store.list_jobs(states=m.ACTIVE_STATES), self.executors,
+                           queue.load_limits(self.store))
         plan = plan_only(cfg, self.home, self.registry)
         return {"would": "start" if verdict.ok else ("reject" if verdict.impossible else "queue"),
-                "allocated_gpus": list(verdict.gpus), "cpu_slot": verdict.cpu_slot, "reason": verdict.reason,
+                "executor": verdict.executor, "allocated_gpus": list(verdict.gpus), "cpu_slot": verdict.cpu_slot,
+                "reason": verdict.reason,
                 "queue_position": None if verdict.ok else len(queue.queued_in_order(self.store)) + 1,
                 "config": wire, "plan": plan.to_dict(), "plan_text": plan.render()}
 
@@ -170,39 +192,33 @@ class Runner:
 
     # -- processes ------------------------------------------------------------------------------------------
     def start(self, job: m.Job) -> m.Job:
-        """Spawn the trainer for a ``starting`` job; record PID and start time."""
-        job_dir = self.home / "jobs" / job.id
-        job_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "SIMPLETUNER_HOME": str(self.home), "SIMPLETUNER_PROGRESS": "0",
-               "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in job.allocated_gpus)}
-        with open(job_dir / "trainer.log", "ab") as log:
-            proc = subprocess.Popen(launch_command(job), env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=str(self.home))
-        self._children[job.id] = proc
-        return self.store.update_job(job.id, pid=proc.pid, pid_start_time=start_time(proc.pid),
-                                     started_at=time.time())
+        """Hand a ``starting`` job to the executor that placed it (the local one spawns its trainer)."""
+        return self.executors[job.executor or "local"].launch(job)
 
     def kick(self) -> list[m.Job]:
-        """Reap finished children, reconcile, then start every queued job that now fits."""
+        """Executors' housekeeping, reconcile, then start every queued job that now fits."""
         self.reap()
         self.reconcile()
-        return [self.start(job) for job in queue.admit(self.store, self.devices)]
+        return [self.start(job) for job in queue.admit(self.store, self.executors)]
 
     def reap(self) -> None:
-        for job_id, proc in list(self._children.items()):
-            if proc.poll() is not None:
-                del self._children[job_id]
+        for executor in self.executors.values():
+            executor.tick()
 
     def reconcile(self) -> list[m.Job]:
-        """Active jobs whose trainer is gone (or whose PID now belongs to another process) become failed."""
+        """Active jobs whose executor says they are no longer run become failed.
+
+        Jobs of an executor not enabled in this process (a cluster the CLI is not connected to) are left alone.
+        """
         self.reap()
         fixed = []
         for job in self.store.list_jobs(states=m.ACTIVE_STATES):
-            if job.state == m.STARTING and job.pid is None and time.time() - (job.created_at or 0) < 30:
-                continue  # being spawned right now
-            if is_alive(job.pid, job.pid_start_time):
+            executor = self.executors.get(job.executor or "local")
+            if executor is None or executor.alive(job):
                 continue
             reason = (f"trainer process {job.pid} is gone (killed or crashed) while the job was {job.state}; "
+                      "resume it with resume_from_checkpoint=latest") if not executor.remote else (
+                      f"the {executor.name} executor lost the job while it was {job.state}; "
                       "resume it with resume_from_checkpoint=latest")
             moved = self.store.transition(job.id, m.ACTIVE_STATES, m.FAILED, reason=reason, resumable=True,
                                           finished_at=time.time())

@@ -199,13 +199,25 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2]
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Executors: where a job may run (``target``, ``worker_labels``) and where it does (``executor``)."""
+    for statement in (
+        "ALTER TABLE jobs ADD COLUMN target TEXT NOT NULL DEFAULT 'auto'",
+        "ALTER TABLE jobs ADD COLUMN worker_labels TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE jobs ADD COLUMN executor TEXT",
+        "ALTER TABLE jobs ADD COLUMN worker_id TEXT",
+        "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    ):
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # --- row mapping --------------------------------------------------------------------------------------------
 
 _JOB_FIELDS = tuple(f.name for f in attrs.fields(Job))
-_JSON_FIELDS = frozenset({"config", "device_ids", "allocated_gpus"})
+_JSON_FIELDS = frozenset({"config", "device_ids", "allocated_gpus", "worker_labels"})
 _TUPLE_FIELDS = frozenset({"device_ids", "allocated_gpus"})
 _BOOL_FIELDS = frozenset({"any_gpu", "cpu_slot", "resumable"})
 _JOB_COLUMNS = ", ".join(f'"{name}"' for name in _JOB_FIELDS)

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "simpletuner_core.builtins.quantizers",
     "simpletuner_core.builtins.validation",
     "simpletuner_core.builtins.events",
+    "simpletuner_core.builtins.executors",
     "simpletuner_core.builtins.publishers",
     "simpletuner_core.builtins.commands",
     "simpletuner_core.builtins.jobs_commands",

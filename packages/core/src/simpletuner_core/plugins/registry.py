@@ -95,6 +95,7 @@ _KINDS: dict[str, tuple[str, type, str]] = {
     "register_validation_methods": ("validation_methods", r.ValidationMethodSpec, "validation_method"),
     "register_publishers": ("publishers", r.PublisherSpec, "publisher"),
     "register_event_sinks": ("event_sinks", r.EventSinkSpec, "event sink"),
+    "register_executors": ("executors", r.ExecutorSpec, "executor"),
     "register_config_examples": ("examples", r.ConfigExample, "example"),
     "register_cli_commands": ("cli_commands", r.CliCommand, "command"),
 }
@@ -115,6 +116,7 @@ class Registry:
     validation_methods: Table[r.ValidationMethodSpec]
     publishers: Table[r.PublisherSpec]
     event_sinks: Table[r.EventSinkSpec]
+    executors: Table[r.ExecutorSpec]
     examples: Table[r.ConfigExample]
     cli_commands: Table[r.CliCommand]
 
