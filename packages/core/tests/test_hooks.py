@@ -264,7 +264,7 @@ def test_preview_decoder_undoes_scaling_and_shift_like_the_pipeline(tmp_path: Pa
 def test_checkpoint_manifests_redact_secrets_that_a_resume_never_compares() -> None:
     from simpletuner_core.config.model import unstructure
     from simpletuner_core.hooks.card import is_redacted_key
-    from simpletuner_core.training.engine import RESUME_MAY_CHANGE, checkpoint_manifest, config_hash
+    from simpletuner_core.training.run_identity import RESUME_MAY_CHANGE, checkpoint_manifest, config_hash
 
     config = cfg(webhook_config=[{"webhook_type": "raw", "callback_url": "https://u:pw@hooks.test/t0k"}],
                  post_upload_script="notify --key=k3y", publish_local_dir="/srv/share/models")

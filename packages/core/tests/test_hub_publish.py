@@ -96,7 +96,7 @@ from simpletuner_core.events.log import JsonlEventLog
 from simpletuner_core.hooks.job import JobHooks
 from simpletuner_core.plugins import get_registry
 from simpletuner_core.training.checkpoint import save_checkpoint
-from simpletuner_core.training.engine import checkpoint_manifest, config_hash
+from simpletuner_core.training.run_identity import checkpoint_manifest, config_hash
 
 out = Path(sys.argv[1])
 cfg = validate({"model_family": "pixart_sigma", "model_flavour": "tiny", "output_dir": str(out),

@@ -70,7 +70,8 @@ def execute(cfg: Any, home: Path, registry: Any, job_id: str, store: Any) -> tup
     from simpletuner_core.training.checkpoint import CheckpointError
     from simpletuner_core.training.control import Control
     from simpletuner_core.training.data_setup import PreflightRejected
-    from simpletuner_core.training.engine import Trainer, config_hash
+    from simpletuner_core.training.engine import Trainer
+    from simpletuner_core.training.run_identity import config_hash
 
     if int(os.environ.get("RANK", "0")) != 0:
         return _follow_the_main_process(cfg, home, registry, job_id)
