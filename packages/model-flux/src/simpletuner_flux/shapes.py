@@ -109,7 +109,8 @@ def architecture(flavour: str, config: Any = None) -> Architecture:
         for ff, stream in (("ff", "image"), ("ff_context", "text")):
             lin += [Linear(f"{p}.{ff}.net.0.proj", h, mlp, stream=stream, group=f"{ff}_in", block=i, owner=owner),
                     Linear(f"{p}.{ff}.net.2", mlp, h, stream=stream, group=f"{ff}_out", block=i, owner=owner)]
-        others[f"{p}.attn.norms"] = 4 * head_dim
+        others.update({f"{p}.attn.{n}.weight": head_dim for n in ("norm_q", "norm_k", "norm_added_q",
+                                                                    "norm_added_k")})
         for stream in ("image", "text"):
             saved += [Saved(stream, h, "input", i, fp32=True, what="norm1 input"),
                       Saved(stream, 2, "input", i, fp32=True, what="norm1 stats"),
@@ -128,7 +129,7 @@ def architecture(flavour: str, config: Any = None) -> Architecture:
         lin += _attention(p, i, owner, h, h, "joint", added=False, out=False)
         lin += [Linear(f"{p}.proj_mlp", h, mlp, stream="joint", group="attn_in", block=i, owner=owner),
                 Linear(f"{p}.proj_out", h + mlp, h, stream="joint", group="cat", block=i, owner=owner)]
-        others[f"{p}.attn.norms"] = 2 * head_dim
+        others.update({f"{p}.attn.{n}.weight": head_dim for n in ("norm_q", "norm_k")})
         saved += [Saved("joint", h, "input", i, fp32=True, what="norm input"),
                   Saved("joint", 2, "input", i, fp32=True, what="norm stats"),
                   Saved("joint", h, "full", i, what="norm output"),

@@ -54,7 +54,8 @@ def architecture(flavour: str, config: Any = None) -> Architecture:
         for name in ("resolution_embedder", "aspect_ratio_embedder"):
             lin += [Linear(f"adaln_single.emb.{name}.linear_1", 256, h // 3, stream="sample", group=name),
                     Linear(f"adaln_single.emb.{name}.linear_2", h // 3, h // 3, stream="sample", group=name + "2")]
-    others = {"pos_embed.proj": tc["in_channels"] * h * patch * patch + h, "scale_shift_table": 2 * h}
+    others = {"pos_embed.proj.weight": tc["in_channels"] * h * patch * patch, "pos_embed.proj.bias": h,
+              "scale_shift_table": 2 * h}
     saved: list[Saved] = []
     owner = "BasicTransformerBlock"
     for i in range(tc["num_layers"]):

@@ -80,7 +80,7 @@ class Architecture:
 
     name: str
     linears: tuple[Linear, ...] = attrs.field(converter=tuple)
-    #: Parameters outside the Linear layers (norm weights, embeddings, convolutions): name → count.
+    #: Parameter tensors outside the Linear layers (norm weights, embeddings, convolutions): name → count.
     others: Mapping[str, int] = attrs.field(converter=dict)
     saved: tuple[Saved, ...] = attrs.field(converter=tuple)
     blocks: int

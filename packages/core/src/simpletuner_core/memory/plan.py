@@ -155,6 +155,7 @@ def _activations(cfg: Any, arch: Architecture, bucket: Bucket, text: int, amp: s
     lora_bytes = act if amp else 4
     dropout = float(settings.get("dropout") or 0.0)
     rank = int(settings.get("linear_dim", 0) or 0)
+    lycoris = "algo" in settings
     per_block = [0] * arch.blocks
     outside = 0
     for s in arch.saved:
@@ -174,7 +175,11 @@ def _activations(cfg: Any, arch: Architecture, bucket: Bucket, text: int, amp: s
             continue
         size = tokens[lin.stream] * lin.in_features
         extra = 0
-        if lora and lin.name in adapted_names:
+        if lora and lin.name in adapted_names and lycoris:
+            # LyCORIS' bypass path (a quantized base) runs on a reshaped copy of the input and keeps an
+            # output-wide intermediate per module
+            extra = tokens[lin.stream] * (lin.in_features + lin.out_features) * lora_bytes
+        elif lora and lin.name in adapted_names:
             extra = tokens[lin.stream] * rank * lora_bytes
             if dropout:
                 extra += tokens[lin.stream] * lin.in_features * (lora_bytes + 1)

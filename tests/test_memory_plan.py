@@ -1,0 +1,181 @@
+"""The memory plan against real tensors: the tiny flavours' weights, adapters, gradients and optimizer states
+counted after one real step must equal the plan's bytes exactly, and the activations autograd keeps must be
+within 25 % of the estimate; the published shapes must build to the published parameter counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simpletuner_core.config import validate
+from simpletuner_core.memory import Bucket, estimate, plan_for
+from simpletuner_core.plugins import get_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(**keys: Any) -> Any:
+    base = {"max_train_steps": 1, "output_dir": "/tmp/unused", "data_backend_config": "/nonexistent/mdb.json",
+            "train_batch_size": 2, "gradient_checkpointing": False, "mixed_precision": "no", "lora_dropout": 0.0,
+            "optimizer": "adamw"}
+    return validate({**base, **keys}, get_registry())
+
+
+def _bytes(t: Any) -> int:
+    """Bytes of a tensor, a quanto QTensor counted by its inner tensors."""
+    if hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(_bytes(getattr(t, n)) for n in names)
+    return t.numel() * t.element_size()
+
+
+class Saved:
+    """Sums the distinct storages autograd keeps for backward (parameters excluded): activation memory."""
+
+    def __init__(self, params: list[Any]) -> None:
+        self.params = {p.untyped_storage().data_ptr() for p in params if not hasattr(p, "__tensor_flatten__")}
+        self.seen: dict[int, int] = {}
+
+    def pack(self, t: Any) -> Any:
+        if not hasattr(t, "__tensor_flatten__"):
+            ptr = t.untyped_storage().data_ptr()
+            if ptr not in self.params:
+                self.seen.setdefault(ptr, t.untyped_storage().nbytes())
+        return t
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
+def _flux_inputs(torch: Any, batch: int, edge: int, text: int) -> dict[str, Any]:
+    from simpletuner_flux.packing import latent_ids, pack
+    from simpletuner_flux.tiny import TRANSFORMER
+
+    lat = torch.randn(batch, TRANSFORMER["in_channels"] // 4, edge // 8, edge // 8)
+    return {"hidden_states": pack(lat), "encoder_hidden_states": torch.randn(batch, text, 32),
+            "pooled_projections": torch.randn(batch, 32), "timestep": torch.rand(batch),
+            "guidance": torch.ones(batch), "img_ids": latent_ids(edge // 16, edge // 16),
+            "txt_ids": torch.zeros(text, 3), "return_dict": False}
+
+
+def _train_once(cfg: Any, model: Any, exclude: list[str], forward: Any) -> dict[str, int]:
+    """Quantize, adapt and step ``model`` as the engine does; the bytes of each bucket, counted."""
+    import torch
+
+    reg = get_registry()
+    if cfg.base_model_precision in reg.quantizers:
+        reg.quantizers.get(cfg.base_model_precision).quantize(model, cfg, exclude=exclude)
+    if cfg.model_type == "lora":
+        arch = reg.family(cfg.model_family).memory_shapes(cfg.model_flavour, cfg)
+        handle = reg.adapters.get(cfg.lora_type).apply(model, cfg, list(arch.lora_targets),
+                                                       dict(arch.lycoris_presets))
+        params = handle.params
+        extra = list(handle.checkpoint_module.parameters()) if handle.checkpoint_module is not None else []
+    else:
+        model.requires_grad_(True)
+        params, extra = list(model.parameters()), []
+    trainable = {id(p) for p in params}
+    optimizer = reg.optimizers.get(cfg.optimizer).factory(params, cfg)
+    saved = Saved(list(model.parameters()) + extra)
+    torch.manual_seed(0)
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        loss = forward(model)
+    loss.backward()
+    optimizer.step()
+    frozen = [p for p in model.parameters() if id(p) not in trainable]
+    state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    return {"base weights": sum(_bytes(p) for p in frozen) if cfg.model_type == "lora" else 0,
+            "trainable weights": sum(_bytes(p) for p in params),
+            "gradients": sum(_bytes(p.grad) for p in params if p.grad is not None),
+            "optimizer states": sum(_bytes(v) for v in state), "activations": saved.total}
+
+
+def _check(plan: Any, counted: dict[str, int]) -> None:
+    for key in ("base weights", "trainable weights", "gradients", "optimizer states"):
+        assert plan.breakdown[key] == counted[key], (key, plan.breakdown[key], counted[key])
+    ratio = plan.breakdown["activations"] / counted["activations"]
+    assert 0.75 <= ratio <= 1.25, (plan.breakdown["activations"], counted["activations"])
+
+
+FLUX_CASES = {
+    "lora": {},
+    "lora-int8": {"base_model_precision": "int8-quanto"},
+    "lora-int8-ffs": {"base_model_precision": "int8-quanto", "flux_lora_target": "all+ffs", "lora_rank": 4},
+    "lycoris-lokr-lion": {"lora_type": "lycoris", "base_model_precision": "int8-quanto", "optimizer": "optimi-lion"},
+    "full": {"model_type": "full"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLUX_CASES))
+def test_tiny_flux_plan_matches_real_tensors(case: str) -> None:
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    from simpletuner_flux.shapes import QUANTIZE_EXCLUDE
+    from simpletuner_flux.tiny import TRANSFORMER
+
+    keys = {"model_family": "flux", "model_flavour": "tiny", "model_type": "lora", **FLUX_CASES[case]}
+    cfg = _cfg(**keys)
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel(**TRANSFORMER)
+    edge, text = 128, 32
+    inputs = _flux_inputs(torch, cfg.train_batch_size, edge, text)
+    counted = _train_once(cfg, model, list(QUANTIZE_EXCLUDE), lambda m: m(**inputs)[0].float().pow(2).mean())
+    reg = get_registry()
+    family = reg.family("flux")
+    arch = family.memory_shapes("tiny", cfg)
+    from simpletuner_core.memory.config import _adapter
+
+    plan = estimate(cfg, family, arch, Bucket(edge, edge), device="cpu", adapter=_adapter(cfg, arch))
+    _check(plan, counted)
+
+
+@pytest.mark.parametrize("case", ["full", "lora-int8"])
+def test_tiny_pixart_plan_matches_real_tensors(case: str) -> None:
+    import torch
+    from diffusers import PixArtTransformer2DModel
+
+    from simpletuner_pixart.shapes import QUANTIZE_EXCLUDE
+    from simpletuner_pixart.tiny import TEXT_TOKENS, TRANSFORMER
+
+    keys = {"model_family": "pixart_sigma", "model_flavour": "tiny", "model_type": "full"}
+    if case == "lora-int8":
+        keys.update(model_type="lora", base_model_precision="int8-quanto")
+    cfg = _cfg(**keys)
+    torch.manual_seed(0)
+    model = PixArtTransformer2DModel(**TRANSFORMER)
+    edge, b = 128, cfg.train_batch_size
+    lat = torch.randn(b, 4, edge // 8, edge // 8)
+    ctx, mask = torch.randn(b, TEXT_TOKENS, 32), torch.ones(b, TEXT_TOKENS)
+
+    def forward(m: Any) -> Any:
+        out = m(lat, encoder_hidden_states=ctx, encoder_attention_mask=mask, timestep=torch.tensor([10] * b),
+                added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
+        return out.chunk(2, dim=1)[0].float().pow(2).mean()
+
+    counted = _train_once(cfg, model, list(QUANTIZE_EXCLUDE), forward)
+    family = get_registry().family("pixart_sigma")
+    arch = family.memory_shapes("tiny", cfg)
+    from simpletuner_core.memory.config import _adapter
+
+    plan = estimate(cfg, family, arch, Bucket(edge, edge), device="cpu", adapter=_adapter(cfg, arch))
+    _check(plan, counted)
+
+
+def test_frozen_components_match_the_tiny_pipelines() -> None:
+    from simpletuner_flux.tiny import build_tiny_pipeline as flux_pipe
+    from simpletuner_pixart.tiny import build_tiny_pipeline as pixart_pipe
+
+    for family, pipe, parts in (("flux", flux_pipe(), ("text_encoder_2", "text_encoder", "vae")),
+                                ("pixart_sigma", pixart_pipe(), ("text_encoder", "vae"))):
+        arch = get_registry().family(family).memory_shapes("tiny", None)
+        real = [sum(p.numel() for p in getattr(pipe, name).parameters()) for name in parts]
+        assert [c.params for c in arch.components] == real
+        assert arch.params == sum(p.numel() for p in pipe.transformer.parameters())
