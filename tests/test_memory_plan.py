@@ -179,3 +179,80 @@ def test_frozen_components_match_the_tiny_pipelines() -> None:
         real = [sum(p.numel() for p in getattr(pipe, name).parameters()) for name in parts]
         assert [c.params for c in arch.components] == real
         assert arch.params == sum(p.numel() for p in pipe.transformer.parameters())
+
+
+TUTORIAL_KONTEXT = {
+    "--model_family": "flux", "--model_flavour": "kontext", "--model_type": "lora", "--lora_type": "lycoris",
+    "--output_dir": "/workspace/output/kontext", "--train_batch_size": 1, "--gradient_accumulation_steps": 4,
+    "--learning_rate": 0.00001, "--optimizer": "optimi-lion", "--max_train_steps": 12000, "--num_train_epochs": 0,
+    "--base_model_precision": "int8-quanto", "--lora_rank": 16, "--lora_dropout": 0.05,
+    "--conditioning_multidataset_sampling": "combined", "--clip_skip": 2, "--report_to": "none",
+    "--data_backend_config": "multidatabackend.json"}
+KONTEXT_DATALOADER = [
+    {"id": "kontext-edit", "type": "local", "dataset_type": "image", "instance_data_dir": "/data/edit",
+     "conditioning_data": ["kontext-reference"], "resolution": 1024, "resolution_type": "pixel_area",
+     "caption_strategy": "textfile", "crop": True, "crop_style": "random", "crop_aspect": "square"},
+    {"id": "kontext-reference", "type": "local", "dataset_type": "conditioning", "instance_data_dir": "/data/ref",
+     "conditioning_type": "reference_strict", "resolution": 1024, "resolution_type": "pixel_area"},
+    {"id": "kontext-text-embeds", "type": "local", "dataset_type": "text_embeds", "default": True,
+     "cache_dir": "/data/text"}]
+TUTORIAL_PIXART = {
+    "--model_family": "pixart_sigma", "--model_flavour": "900M-1024-v0.6", "--model_type": "full",
+    "--output_dir": "/workspace/output/pixart900m", "--train_batch_size": 2, "--optimizer": "adamw_bf16",
+    "--max_train_steps": 1800, "--num_train_epochs": 0, "--base_model_precision": "bf16", "--report_to": "none",
+    "--data_backend_config": "multidatabackend.json"}
+PIXART_DATALOADER = [
+    {"id": "pixart-camera", "type": "local", "dataset_type": "image", "instance_data_dir": "/data/camera",
+     "caption_strategy": "filename", "resolution": 1.0, "resolution_type": "area", "crop": True,
+     "crop_aspect": "square"},
+    {"id": "pixart-text-embeds", "type": "local", "dataset_type": "text_embeds", "default": True,
+     "cache_dir": "/data/text"}]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / "packages" / p / "src") for p in
+                                                       ("core", "model-pixart", "model-flux"))}
+    return subprocess.run([sys.executable, "-m", "simpletuner_core.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.mark.parametrize("name", ["kontext", "pixart"])
+def test_tutorial_configs_plan_on_the_cli(tmp_path: Path, name: str) -> None:
+    config, loader = (TUTORIAL_KONTEXT, KONTEXT_DATALOADER) if name == "kontext" else (TUTORIAL_PIXART,
+                                                                                     PIXART_DATALOADER)
+    (tmp_path / "multidatabackend.json").write_text(json.dumps(loader))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    out = _cli("config", "plan", "--config", str(tmp_path / "config.json"), "--home", str(tmp_path),
+               "--budget-gb", "24", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["total_bytes"] == sum(plan["breakdown_bytes"].values())
+    if name == "kontext":
+        # 1024² target + one 1024² reference; LoKr on every block Linear of an int8 base; T5 and CLIP resident
+        assert (plan["bucket"], plan["batch"]) == ("1024x1024+1 ref", 1)
+        assert plan["params"]["transformer"] == 11_901_408_320
+        assert 10 * 2**30 < plan["breakdown_bytes"]["base weights"] < 12 * 2**30
+        assert plan["largest"] == "base weights"
+    else:
+        assert (plan["bucket"], plan["batch"]) == ("1024x1024", 2)
+        assert plan["params"]["transformer"] == 908_433_824
+        # fp32 master weights + gradients + two fp32 AdamW states = 16 bytes per parameter
+        assert plan["breakdown_bytes"]["optimizer states"] == 8 * 908_433_824
+    text = _cli("config", "plan", "--config", str(tmp_path / "config.json"), "--home", str(tmp_path),
+                "--budget-gb", "8")
+    assert "does not fit in 8 GiB; would help:" in text.stdout, text.stdout
+
+
+def test_fit_warning_names_the_numbers_and_the_knobs() -> None:
+    from simpletuner_core.jobs.devices import Device
+    from simpletuner_core.memory import fit_warning
+
+    cfg = _cfg(model_family="flux", model_flavour="dev", model_type="lora", gradient_checkpointing=False,
+               train_batch_size=4, mixed_precision="auto")
+    plan = plan_for(cfg, get_registry())
+    warning = fit_warning(plan, [Device(0, "NVIDIA RTX 4090", 24.0)], cfg, get_registry(), None)
+    assert warning and "does not fit GPU 0 (NVIDIA RTX 4090, 24 GiB)" in warning
+    for knob in ("base_model_precision=int8-quanto", "gradient_checkpointing=true", "train_batch_size=1"):
+        assert knob in warning
+    assert fit_warning(plan, [Device(0, "big", 4096.0)], cfg, get_registry(), None) is None
+    assert fit_warning(plan, [], cfg, get_registry(), None) is None
