@@ -256,3 +256,26 @@ def test_fit_warning_names_the_numbers_and_the_knobs() -> None:
         assert knob in warning
     assert fit_warning(plan, [Device(0, "big", 4096.0)], cfg, get_registry(), None) is None
     assert fit_warning(plan, [], cfg, get_registry(), None) is None
+
+
+def test_gpu_bench_dry_run_builds_every_model_on_meta(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--dry-run", "--json",
+                          str(tmp_path / "dry.json")], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = {r["case"]: r for r in json.loads((tmp_path / "dry.json").read_text())["rows"]}
+    assert rows["flux-lora"]["params"] == rows["kontext-int8"]["params"] == 11_901_408_320  # FLUX.1 [dev]
+    assert rows["pixart-full"]["params"] == 610_856_096  # PixArt Σ XL/2
+    assert "11,901,408,320" in out.stdout
+
+
+@pytest.mark.gpu
+def test_plan_within_15_percent_of_cuda_peak(tmp_path: Path) -> None:
+    """The real-width cases on the GPU: the plan (less the encoders the bench does not load) against
+    ``torch.cuda.max_memory_allocated`` over the measured steps."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick", "--no-tests", "--json",
+                          str(tmp_path / "gpu.json")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for row in json.loads((tmp_path / "gpu.json").read_text())["rows"]:
+        if not row["case"].endswith("hand"):
+            assert abs(row["plan_error"]) <= 0.15, row

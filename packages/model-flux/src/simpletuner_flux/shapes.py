@@ -81,7 +81,12 @@ def _sdpa_saved(h: int, heads: int, block: int) -> list[Saved]:
 
 
 def architecture(flavour: str, config: Any = None) -> Architecture:
-    tc, t5, clip, vae, text_tokens = _configs(flavour)
+    return from_configs(*_configs(flavour), name=f"flux {flavour}", config=config)
+
+
+def from_configs(tc: dict[str, Any], t5: dict[str, int], clip: dict[str, int], vae: dict[str, Any],
+                 text_tokens: int, name: str = "flux", config: Any = None) -> Architecture:
+    """The architecture of any ``FluxTransformer2DModel`` config (the benchmark and GPU tests use other widths)."""
     heads, head_dim = tc["num_attention_heads"], tc["attention_head_dim"]
     h = heads * head_dim
     mlp = 4 * h
@@ -150,7 +155,7 @@ def architecture(flavour: str, config: Any = None) -> Architecture:
                   Component("vae", autoencoder_kl_params(vae["block_out_channels"], vae["layers_per_block"],
                                                          vae["latent_channels"], quant_conv=vae["quant_conv"])))
     return Architecture(
-        name=f"flux {flavour}", linears=lin, others=others, saved=saved, blocks=double + single,
+        name=name, linears=lin, others=others, saved=saved, blocks=double + single,
         block_owners=owners, block_inputs=(("image", h), ("text", h)), pixels_per_token=16 * tc["patch_size"],
         text_tokens=text_tokens, components=components, model_class="FluxTransformer2DModel",
         quantize_exclude=QUANTIZE_EXCLUDE, hidden=h, heads=heads,
