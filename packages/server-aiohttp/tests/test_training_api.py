@@ -77,6 +77,10 @@ def test_tutorial_kontext_config_validates_on_the_default_install(tmp_path: Path
         status, body, _ = await call(client, "POST", "/api/training/validate",
                                      data=form({"__active_tab__": "model", "--num_train_epochs": 0}))
         assert (status, body["valid"], body["message"]) == (200, True, "Configuration Valid"), body
+        plan = body["memory_plan"]  # computed in the server process, without torch
+        assert (plan["family"], plan["flavour"], plan["batch"]) == ("flux", "kontext", 1), plan
+        assert plan["largest"] == max(plan["breakdown_bytes"], key=plan["breakdown_bytes"].get)
+        assert plan["total_bytes"] == sum(plan["breakdown_bytes"].values()) > 15 * 2**30
         if importlib.util.find_spec("wandb") is None:
             assert any("pip install wandb" in w and "continue without" in w for w in body["warnings"]), body
 

@@ -78,6 +78,10 @@ class ModelFamily:
     #: Names of the trainer's LyCORIS presets (``"apply_preset": "<name>"``), so the config rules can check a
     #: name without importing the trainer (and torch). Empty: not checked until the adapter is applied.
     lycoris_presets: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: ``memory_shapes(flavour, config) -> simpletuner_core.memory.arch.Architecture``: the flavour's layers,
+    #: frozen components and per-block saved tensors as plain numbers (torch-free), for the memory plan
+    #: (``simpletuner config plan``). None: the family gets no plan.
+    memory_shapes: Callable[..., Any] | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen

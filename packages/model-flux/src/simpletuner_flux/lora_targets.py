@@ -36,5 +36,13 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Named LyCORIS presets (``"apply_preset": "<name>"`` in ``--lycoris_config``); ``default`` when none is given.
+LYCORIS_PRESETS: dict[str, dict[str, object]] = {
+    "default": {"target_module": ["FluxTransformerBlock", "FluxSingleTransformerBlock"]},
+    "attention": {"target_module": [], "target_name": [f"*{t}" for t in ATTENTION], "use_fnmatch": True},
+    "full": {"target_module": ["FluxTransformer2DModel"]},
+}
+
+
 def preset_targets(name: str) -> list[str]:
     return list(PRESETS[name])

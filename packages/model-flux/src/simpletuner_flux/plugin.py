@@ -33,6 +33,12 @@ def _build_tiny_kontext(cache_dir: Path) -> Path:
     return ensure_tiny_pipeline(cache_dir, kontext=True)
 
 
+def _memory_shapes(flavour: str, config: Any = None) -> Any:
+    from simpletuner_flux.shapes import architecture
+
+    return architecture(flavour, config)
+
+
 def _comfyui() -> Any:
     from simpletuner_flux.comfyui import comfyui_key_map
 
@@ -73,6 +79,7 @@ def register_model_families(register: Callable[[ModelFamily], None]) -> None:
         features=("clip_skip", "flow_matching"),
         lora_key_maps={"comfyui": _comfyui},
         lycoris_presets=LYCORIS_PRESET_NAMES,
+        memory_shapes=_memory_shapes,
     ))
 
 

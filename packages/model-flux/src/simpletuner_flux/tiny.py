@@ -19,10 +19,15 @@ WORDS = ("a", "an", "the", "photo", "of", "on", "with", "and", "background", "re
          "into", "change", "colour", "color", "to", "small", "large", "product", "cinematic", "<token>")
 
 
-def _clip_tokenizer() -> Any:
-    """Byte-level BPE over the printable alphabet plus whole words from :data:`WORDS` (merged letter by letter)."""
-    from transformers import CLIPTokenizer
+#: The tiny transformer's config (also what the memory plan reads: :mod:`simpletuner_flux.shapes`).
+TRANSFORMER = {"patch_size": 1, "in_channels": 16, "out_channels": None, "num_layers": 1, "num_single_layers": 2,
+               "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 32,
+               "pooled_projection_dim": 32, "guidance_embeds": True, "axes_dims_rope": (4, 4, 8)}
+CLIP = {"hidden": 32, "intermediate": 64, "layers": 3}
 
+
+def _clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE over the printable alphabet plus whole words from :data:`WORDS` (merged letter by letter)."""
     alphabet = [chr(c) for c in range(33, 127)]
     vocab: dict[str, int] = {}
     for ch in alphabet:
@@ -43,9 +48,33 @@ def _clip_tokenizer() -> Any:
             current = merged
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
+    return vocab, merges
+
+
+def _clip_tokenizer() -> Any:
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _clip_vocab()
     tok = CLIPTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>")
     tok.model_max_length = 77  # the default (1e30) overflows inside FluxPipeline
     return tok
+
+
+def t5_config() -> dict[str, int]:
+    from simpletuner_core.training.tiny_parts import T5_TINY, t5_vocab_size
+
+    return {"vocab": t5_vocab_size(WORDS), **T5_TINY}
+
+
+def clip_config() -> dict[str, int]:
+    return {"vocab": len(_clip_vocab()[0]), **CLIP}
+
+
+#: The tiny VAE, without the quant convs (as Flux's).
+def vae_config() -> dict[str, object]:
+    from simpletuner_core.training.tiny_parts import VAE_TINY
+
+    return {**VAE_TINY, "quant_conv": False}
 
 
 def build_tiny_pipeline(kontext: bool = False) -> Any:
@@ -64,17 +93,15 @@ def build_tiny_pipeline(kontext: bool = False) -> Any:
     torch.manual_seed(1 if kontext else 0)
     tokenizer, tokenizer_2 = _clip_tokenizer(), tiny_parts.t5_tokenizer(WORDS, max_length=T5_MAX_LENGTH)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        vocab_size=len(tokenizer), hidden_size=CLIP["hidden"], intermediate_size=CLIP["intermediate"],
+        num_hidden_layers=CLIP["layers"],
         num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu",
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id))
     text_encoder_2 = tiny_parts.t5_encoder(len(tokenizer_2))
     vae = tiny_parts.vae(TINY_PIXELS, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
                          use_post_quant_conv=False)
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, out_channels=None, num_layers=1, num_single_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
-        axes_dims_rope=(4, 4, 8))
+    transformer = FluxTransformer2DModel(**TRANSFORMER)
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
         max_image_seq_len=4096)

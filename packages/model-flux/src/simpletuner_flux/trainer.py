@@ -21,17 +21,12 @@ from simpletuner_core.training.loading import (
     weights_identity,
 )
 from simpletuner_flux import tread
-from simpletuner_flux.lora_targets import preset_targets
+from simpletuner_flux.lora_targets import LYCORIS_PRESETS, preset_targets
 from simpletuner_flux.packing import latent_ids, pack, unpack
 
 #: SimpleTuner's default Flux LoRA target set ("all"): attention projections of both block kinds.
 LORA_TARGETS = preset_targets("all")
-#: Named LyCORIS presets (``"apply_preset": "<name>"`` in ``--lycoris_config``); ``default`` when none is given.
-LYCORIS_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"target_module": ["FluxTransformerBlock", "FluxSingleTransformerBlock"]},
-    "attention": {"target_module": [], "target_name": [f"*{t}" for t in LORA_TARGETS], "use_fnmatch": True},
-    "full": {"target_module": ["FluxTransformer2DModel"]},
-}
+__all__ = ["LORA_TARGETS", "LYCORIS_PRESETS", "FluxTrainer"]
 
 
 class FluxTrainer:

@@ -21,6 +21,12 @@ def _build_tiny(cache_dir: Path) -> Path:
     return ensure_tiny_pipeline(cache_dir)
 
 
+def _memory_shapes(flavour: str, config: object = None) -> object:
+    from simpletuner_pixart.shapes import architecture
+
+    return architecture(flavour, config)
+
+
 FLAVOURS = (
     Flavour("900M-1024-v0.6", "terminusresearch/pixart-900m-1024-ft-v0.6", "PixArt Sigma 900M, 1024 px fine-tune."),
     Flavour("600M-1024", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", "PixArt Sigma XL 600M, 1024 px."),
@@ -43,6 +49,7 @@ def register_model_families(register: Callable[[ModelFamily], None]) -> None:
         pipeline="PixArtSigmaPipeline",
         size_multiple=16,
         features=("snr_gamma", "rescale_betas_zero_snr"),
+        memory_shapes=_memory_shapes,
     ))
 
 

@@ -18,9 +18,10 @@ from simpletuner_core.training.loading import (
     weights_identity,
 )
 from simpletuner_core.training.loss_weighting import min_snr_weights, snr_at, weighted_mse
+from simpletuner_pixart import shapes
 
 SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+LORA_TARGETS = list(shapes.LORA_TARGETS)
 
 
 class PixArtSigmaTrainer:

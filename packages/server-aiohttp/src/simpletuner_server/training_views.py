@@ -89,11 +89,28 @@ def _load_env(name: Any, home: Path) -> tuple[str | None, dict[str, Any]]:
 
 def _check(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """(errors, warnings) of a wire config, every error at once."""
+    errors, warnings, _ = _check_with_cfg(config)
+    return errors, warnings
+
+
+def _check_with_cfg(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str], Any]:
     try:
         cfg = validate(config, get_registry())
     except ConfigInvalid as exc:
-        return [e.to_dict() for e in exc.errors], []
-    return [], warnings_for(cfg, config)
+        return [e.to_dict() for e in exc.errors], [], None
+    return [], warnings_for(cfg, config), cfg
+
+
+def memory_plan(cfg: Any, home: Path, devices: list[Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """(plan, warning): the torch-free memory plan of a valid config and a warning when it exceeds the largest
+    visible GPU; (None, None) when the family describes no shapes."""
+    from simpletuner_core.memory import NoPlan, fit_warning, plan_for
+
+    try:
+        plan = plan_for(cfg, get_registry(), home)
+    except NoPlan:
+        return None, None
+    return plan.to_dict(), fit_warning(plan, devices, cfg, get_registry(), home)
 
 
 async def _merged(request: web.Request) -> tuple[str | None, dict[str, Any], list[dict[str, Any]], list[str]]:
@@ -101,7 +118,8 @@ async def _merged(request: web.Request) -> tuple[str | None, dict[str, Any], lis
     submitted = _config_keys(await _fields(request))
     active = request.app[STORE_KEY].get_setting(active_key(request))
     env, base = await asyncio.to_thread(_load_env, active, request.app[SETTINGS_KEY].home)
-    errors, warnings = await asyncio.to_thread(_check, overlay(base, submitted))
+    errors, warnings, cfg = await asyncio.to_thread(_check_with_cfg, overlay(base, submitted))
+    request["config"] = cfg
     return env, submitted, errors, warnings
 
 
@@ -202,11 +220,17 @@ async def validate_config(request: web.Request) -> web.Response:
     valid = not errors
     message = "Configuration Valid" if valid else f"Configuration has {len(errors)} error(s)"
     status = 200 if valid else 422
+    plan = None
+    if valid and request.get("config") is not None:
+        plan, warning = await asyncio.to_thread(memory_plan, request["config"], request.app[SETTINGS_KEY].home,
+                                                _runner(request).devices)
+        if warning:
+            warnings = [*warnings, warning]
     if _wants_html(request):
         return web.Response(text=_fragment(valid, message, errors, warnings), status=status,
                             content_type="text/html")
-    return web.json_response({"valid": valid, "errors": errors, "warnings": warnings, "message": message},
-                             status=status)
+    return web.json_response({"valid": valid, "errors": errors, "warnings": warnings, "message": message,
+                              "memory_plan": plan}, status=status)
 
 
 async def enforce_policy(request: web.Request, env: str | None, submitted: dict[str, Any]) -> None:

@@ -112,7 +112,54 @@ def _config(args: argparse.Namespace) -> int:
         return 0
     if args.action == "show":
         return _config_show(args)
+    if args.action == "plan":
+        return _config_plan(args)
     return _config_validate(args)
+
+
+def _memory_warning(cfg: Any, home: Path, plan: Any = None) -> str | None:
+    """validate's warning when the memory plan exceeds the visible GPUs (None without GPUs or a plan)."""
+    from simpletuner_core.jobs.devices import discover
+    from simpletuner_core.memory import NoPlan, fit_warning, plan_for
+    from simpletuner_core.plugins import get_registry
+
+    devices = discover()[0]
+    if not devices:
+        return None
+    try:
+        plan = plan or plan_for(cfg, get_registry(), home)
+    except NoPlan:
+        return None
+    return fit_warning(plan, devices, cfg, get_registry(), home)
+
+
+def _config_plan(args: argparse.Namespace) -> int:
+    from simpletuner_core.cli import UsageError
+    from simpletuner_core.memory import NoPlan, knobs, plan_for
+    from simpletuner_core.memory.plan import GiB
+    from simpletuner_core.plugins import get_registry
+
+    home = home_from_args(args)
+    cfg = _validated(args, home)
+    try:
+        plan = plan_for(cfg, get_registry(), home, device=args.device)
+    except NoPlan as exc:
+        raise UsageError(str(exc)) from None
+    budget = int(args.budget_gb * GiB) if args.budget_gb else None
+    helps = knobs(cfg, get_registry(), home, budget or plan.total, device=args.device) if budget else []
+    if args.json:
+        print(json.dumps({**plan.to_dict(), "budget_gb": args.budget_gb, "fits": None if budget is None else
+                          plan.total <= budget, "would_help": helps}, indent=2))
+    else:
+        print(plan.render(), end="")
+        if budget is not None:
+            verdict = "fits" if plan.total <= budget else "does not fit"
+            print(f"{verdict} in {args.budget_gb:g} GiB" + (f"; would help: {'; '.join(helps)}" if helps and
+                                                            plan.total > budget else ""))
+    warning = _memory_warning(cfg, home, plan) if args.device == "cuda" else None
+    if warning:
+        print(f"  warning: {warning}", file=sys.stderr)
+    return 0
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -175,6 +222,9 @@ def _config_validate(args: argparse.Namespace) -> int:
     except ConfigInvalid as exc:
         raise UsageError(str(exc)) from None
     print(plan.render())
+    warning = _memory_warning(cfg, home)
+    if warning:
+        print(f"  warning: {warning}", file=sys.stderr)
     print("Configuration Valid")
     return 0
 
@@ -241,11 +291,16 @@ def register_cli_commands(register: Callable[[CliCommand], None]) -> None:
                         _train))
 
     def config_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("action", choices=["validate", "show", "reference", "compat"],
-                       help="validate: config rules + dataset preflight plan; show: every key's effective value "
+        p.add_argument("action", choices=["validate", "show", "plan", "reference", "compat"],
+                       help="validate: config rules + dataset preflight plan; plan: estimated peak accelerator "
+                            "memory, by bucket (no weights, no GPU needed); show: every key's effective value "
                             "and its source (file, default, override, alias:OLD); reference: print every key "
                             "(markdown); compat: every SimpleTuner key and its status here (markdown)")
-        p.add_argument("--json", action="store_true", help="show: one JSON object, key -> {value, source}")
+        p.add_argument("--json", action="store_true", help="show: one JSON object, key -> {value, source}; "
+                                                            "plan: the plan as JSON")
+        p.add_argument("--budget-gb", type=float, help="plan: say whether it fits in this many GiB and what helps")
+        p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                       help="plan: the device to plan for (cuda: bf16 autocast under mixed_precision=auto)")
         p.add_argument("--job", help="show: the config a job ran with, and the seed it used ('drawn' when the "
                                      "config set none)")
         _add_source(p)

@@ -172,7 +172,7 @@ class Trainer:
              datasets: list[Any], plan: Any, fingerprint: str) -> TrainResult:
         import torch
 
-        weight_dtype = self._weight_dtype(torch)
+        weight_dtype = self._weight_dtype(torch, accelerator.mixed_precision)
         self.stage("init_load_base_model", f"loading {self.family.name} ({cfg.model_flavour or cfg.pretrained_model_name_or_path})")
         _quiet_library_progress_bars()
         family = self.family.trainer()(cfg, self.family, self.home / "cache" / "models")
@@ -305,9 +305,13 @@ class Trainer:
                          mean_loss=sum(losses) / len(losses) if losses else None,
                          seconds=round(time.monotonic() - self.started, 2), output_dir=str(self.output_dir))
 
-    def _weight_dtype(self, torch: Any) -> Any:
-        name = _DTYPES.get(self.cfg.base_model_precision, "float32")
-        return getattr(torch, name)
+    def _weight_dtype(self, torch: Any, autocast: str = "no") -> Any:
+        """``base_model_precision``; under a quantizer the autocast dtype (bf16 on a GPU), so the encoders and the
+        unquantized layers are not held in fp32 (the memory plan assumes the same: ``memory/plan.py``)."""
+        precision = self.cfg.base_model_precision
+        if precision in self.registry.quantizers:
+            precision = autocast if autocast in ("bf16", "fp16") else "fp32"
+        return getattr(torch, _DTYPES.get(precision, "float32"))
 
     def _check_resume(self, manifest: dict[str, Any], fingerprint: str) -> None:
         """Refuse a resume whose config or adapter differs from the checkpoint's, before any weights load."""

@@ -27,14 +27,27 @@ def t5_tokenizer(words: Iterable[str], max_length: int) -> Any:
     return tok
 
 
+#: The tiny T5 encoder's widths (also read by the families' memory plans, torch-free).
+T5_TINY = {"d_model": 32, "d_kv": 8, "d_ff": 64, "layers": 2, "heads": 4, "buckets": 8}
+#: The tiny VAE's layout (``vae``), likewise.
+VAE_TINY = {"block_out_channels": (8, 8, 16, 16), "layers_per_block": 1, "latent_channels": 4}
+
+
+def t5_vocab_size(words: Iterable[str]) -> int:
+    """Entries of :func:`t5_tokenizer`'s vocabulary: three specials, the words, the single pieces."""
+    return 3 + len(list(words)) + len(PIECES)
+
+
 def t5_encoder(vocab_size: int) -> Any:
     """A 2-layer, 32-wide T5 encoder (random weights from torch's global RNG)."""
     from transformers import T5Config, T5EncoderModel
 
+    t = T5_TINY
     return T5EncoderModel(T5Config(
-        vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=0, num_heads=4,
-        relative_attention_num_buckets=8, relative_attention_max_distance=32, feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+        vocab_size=vocab_size, d_model=t["d_model"], d_kv=t["d_kv"], d_ff=t["d_ff"], num_layers=t["layers"],
+        num_decoder_layers=0, num_heads=t["heads"], relative_attention_num_buckets=t["buckets"],
+        relative_attention_max_distance=32, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
 
 
 def vae(sample_size: int, **extra: Any) -> Any:
@@ -44,8 +57,9 @@ def vae(sample_size: int, **extra: Any) -> Any:
 
     return AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-        latent_channels=4, norm_num_groups=4, sample_size=sample_size, mid_block_add_attention=True, **extra)
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=VAE_TINY["block_out_channels"],
+        layers_per_block=VAE_TINY["layers_per_block"], latent_channels=VAE_TINY["latent_channels"],
+        norm_num_groups=4, sample_size=sample_size, mid_block_add_attention=True, **extra)
 
 
 def ensure_built(target: Path, build: Callable[[], Any]) -> Path:
