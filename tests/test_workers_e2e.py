@@ -16,10 +16,11 @@ import pytest
 pytest.importorskip("simpletuner_server")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs_helpers import make_env
+from workers_helpers import Client, admin_key, events, preset, start_worker, stop, wait_until
+
 from simpletuner_core.jobs.store import SQLiteStore
 from simpletuner_core.plugins import get_registry
 from simpletuner_server.demo_command import free_port, start_server, stop_server
-from workers_helpers import Client, admin_key, events, preset, start_worker, stop, wait_until
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif("pixart_sigma" not in get_registry().families, reason="needs the pixart plugin")]
@@ -33,6 +34,7 @@ class Cluster:
         preset(self.home)
         make_env(self.home, tiny, images, "toy", max_train_steps=STEPS)
         make_env(self.home, tiny, images, "long", max_train_steps=60, checkpoint_step_interval=0)
+        make_env(self.home, tiny, images, "saved", max_train_steps=60, checkpoint_step_interval=10)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.server = start_server(self.home, self.port, root / "server.log")
@@ -179,9 +181,9 @@ def _kill_machine(cluster: Cluster, name: str) -> None:
 
 
 def test_kill_9_of_the_busy_worker_requeues_its_job_on_the_other(cluster: Cluster) -> None:
-    answer = cluster.submit(target="worker", config_name="long")
+    answer = cluster.submit(target="worker", config_name="saved")
     job_id = answer["job_id"]
-    wait_until(lambda: steps_of(events(cluster.api, job_id)), 120)
+    wait_until(lambda: any(e["event_type"] == "checkpoint.saved" for e in events(cluster.api, job_id)), 120)
     first = cluster.job(job_id)
     assert first.worker_id == cluster.workers["a-cpu"]["worker_id"]
     _kill_machine(cluster, "a-cpu")
@@ -194,6 +196,12 @@ def test_kill_9_of_the_busy_worker_requeues_its_job_on_the_other(cluster: Cluste
     assert len(requeued) == 1 and requeued[0]["data"]["worker_id"] == first.worker_id
     assert requeued[0]["data"]["attempt"] == 1 and requeued[0]["data"]["max_attempts"] == 3
     assert steps_of(evs)[-1] == 60
+    # the new worker reaches the lost one's last reported checkpoint (same disk here) and resumes from it
+    data = [e["data"] for e in evs if e["event_type"] == "worker.data"]
+    assert len(data) == 2 and "checkpoint-" in data[1]["resumed_from"], data
+    assert requeued[0]["data"]["resume_checkpoint"] == data[1]["resumed_from"]
+    after = steps_of(evs[evs.index(requeued[0]):])
+    assert after[0] > 1 and after[-1] == 60, after
     cluster.start("a-cpu")  # it comes back: idle again
     wait_until(lambda: cluster.listed()["a-cpu"]["status"] == "idle", 60)
 
@@ -204,6 +212,9 @@ def test_orchestrator_restart_mid_job_loses_and_duplicates_nothing(cluster: Clus
     wait_until(lambda: steps_of(events(cluster.api, job_id)), 120)
     assert stop_server(cluster.server) == 0
     time.sleep(2.0)  # the trainer keeps stepping; the agent buffers and retries
+    agent_store = SQLiteStore(cluster.root / "b-far" / "state.db")
+    assert agent_store.get_job(job_id).state == "running"  # really mid-job
+    agent_store.close()
     cluster.server = start_server(cluster.home, cluster.port, cluster.root / "server2.log")
     job = cluster.final(job_id, 300)
     assert job.state == "completed" and job.attempts == 0, cluster.log()
