@@ -25,6 +25,7 @@ from simpletuner_server.demo_command import free_port, start_server, stop_server
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif("pixart_sigma" not in get_registry().families, reason="needs the pixart plugin")]
 STEPS = 4
+LONG = 250  # steps: long enough (several seconds) to restart the server in the middle
 
 
 class Cluster:
@@ -33,7 +34,7 @@ class Cluster:
         self.home.mkdir()
         preset(self.home)
         make_env(self.home, tiny, images, "toy", max_train_steps=STEPS)
-        make_env(self.home, tiny, images, "long", max_train_steps=60, checkpoint_step_interval=0)
+        make_env(self.home, tiny, images, "long", max_train_steps=LONG, checkpoint_step_interval=0)
         make_env(self.home, tiny, images, "saved", max_train_steps=60, checkpoint_step_interval=10)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -166,6 +167,14 @@ def test_a_worker_without_shared_storage_fetches_by_hash_once(cluster: Cluster) 
     assert fetched[1]["fetched_files"] == 0 and fetched[1]["cached_files"] == fetched[1]["files"]
 
 
+def test_b_comes_back_with_shared_storage(cluster: Cluster) -> None:
+    """The same worker (same token and id) restarted without --no-shared-storage: it reads data in place now."""
+    stop(cluster.workers["b-far"]["proc"])
+    cluster.workers["b-far"]["extra"] = ()
+    cluster.start("b-far")
+    wait_until(lambda: cluster.listed()["b-far"]["status"] == "idle", 60)
+
+
 def _kill_machine(cluster: Cluster, name: str) -> None:
     """kill -9 the agent and the trainer it spawned (the machine dies)."""
     agent_store = SQLiteStore(cluster.root / name / "state.db")
@@ -211,15 +220,15 @@ def test_orchestrator_restart_mid_job_loses_and_duplicates_nothing(cluster: Clus
     job_id = answer["job_id"]
     wait_until(lambda: steps_of(events(cluster.api, job_id)), 120)
     assert stop_server(cluster.server) == 0
-    time.sleep(2.0)  # the trainer keeps stepping; the agent buffers and retries
     agent_store = SQLiteStore(cluster.root / "b-far" / "state.db")
     assert agent_store.get_job(job_id).state == "running"  # really mid-job
+    time.sleep(1.0)  # the trainer keeps stepping; the agent buffers and retries
     agent_store.close()
     cluster.server = start_server(cluster.home, cluster.port, cluster.root / "server2.log")
     job = cluster.final(job_id, 300)
     assert job.state == "completed" and job.attempts == 0, cluster.log()
     evs = events(cluster.api, job_id)
-    assert steps_of(evs) == list(range(1, 61))
+    assert steps_of(evs) == list(range(1, LONG + 1))
     ids = [e["id"] for e in evs]
     assert ids == sorted(set(ids))
     kinds = Counter(e["event_type"] for e in evs)

@@ -155,6 +155,15 @@ class Agent:
             except (HttpError, OSError):
                 pass  # the stream loop reconnects; a missed beat is only a late one
 
+    def shutdown(self) -> None:
+        """Stop now: cancel the local job (its trainer runs in its own session) and disconnect."""
+        self.done.set()
+        self._drop_current("the agent is shutting down")
+        try:
+            self.client.call("POST", "/api/workers/disconnect", {})
+        except (HttpError, OSError):
+            pass
+
     def _wait_for_job(self) -> None:
         with self.lock:
             thread = self.current["thread"] if self.current else None

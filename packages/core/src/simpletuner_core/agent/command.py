@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
 
 from simpletuner_core import paths
@@ -51,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
                   persistent=args.persistent, upload_outputs=args.worker_upload_outputs,
                   shared_storage=not args.no_shared_storage, heartbeat=args.heartbeat_interval,
                   say=lambda line: print(line, flush=True))
+    def terminate(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         return agent.run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: cancel the local job, tell the orchestrator (it requeues)
+        agent.shutdown()
         return 130

@@ -3,7 +3,8 @@
 A dataset directory whose every file the agent can read at the orchestrator's path with the same sha256 is
 used in place (shared storage). Otherwise each missing blob is fetched into ``HOME/blobs`` (content-addressed,
 so a re-run fetches nothing and a changed image fetches one file) and hard-linked into a per-job dataset dir.
-Outputs and caches always go to the agent's home.
+Outputs and caches always go to the agent's home. A requeued job resumes from its last reported checkpoint
+when the checkpoint is readable here and the data is used in place (checkpoints record sample paths).
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def prepare(dispatch: dict[str, Any], home: Path, client: Orchestrator, local_id
         config["--data_backend_config"] = str(work / "multidatabackend.json")
     config["--output_dir"] = str(home / "output" / local_id)
     resume = dispatch.get("resume_checkpoint")
-    if _checkpoint_readable(resume):
+    # A checkpoint records its samples' paths (the resume order depends on them): only a worker that reads the
+    # data where the orchestrator has it resumes; one that fetched its data starts over.
+    if _checkpoint_readable(resume) and stats["in_place"] == stats["files"]:
         config["--resume_from_checkpoint"] = resume
         stats["resumed_from"] = resume
     return config, stats
