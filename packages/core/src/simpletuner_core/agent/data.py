@@ -10,6 +10,7 @@ when the checkpoint is readable here and the data is used in place (checkpoints 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -72,10 +73,11 @@ def prepare(dispatch: dict[str, Any], home: Path, client: Orchestrator, local_id
         if dataloader is not None:
             dataloader[int(index)][field] = str(local_dir)
     if dataloader is not None:
-        for index, entry in enumerate(dataloader):
+        for entry in dataloader:
             for name in list(entry):
-                if name.startswith("cache_dir"):  # caches are the worker's own
-                    entry[name] = str(home / "cache" / local_id / f"{index}-{entry.get('id', index)}" / name)
+                if name.startswith("cache_dir") and entry[name]:  # the worker's own, one per orchestrator path:
+                    key = hashlib.sha256(str(entry[name]).encode()).hexdigest()[:16]  # reused like a local one
+                    entry[name] = str(home / "cache" / key)
         work.mkdir(parents=True, exist_ok=True)
         (work / "multidatabackend.json").write_text(json.dumps(dataloader, indent=2))
         config["--data_backend_config"] = str(work / "multidatabackend.json")
