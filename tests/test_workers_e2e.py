@@ -233,3 +233,28 @@ def test_orchestrator_restart_mid_job_loses_and_duplicates_nothing(cluster: Clus
     assert ids == sorted(set(ids))
     kinds = Counter(e["event_type"] for e in evs)
     assert kinds["job.started"] == kinds["job.completed"] == kinds["worker.data"] == 1, kinds
+
+
+def test_cancel_reaches_the_agent(cluster: Cluster) -> None:
+    answer = cluster.submit(target="worker", worker_labels={"team": "vision"}, config_name="long")
+    job_id = answer["job_id"]
+    wait_until(lambda: steps_of(events(cluster.api, job_id)), 120)
+    cluster.api.ok("POST", "/api/training/cancel", {"job_id": job_id})
+    job = cluster.final(job_id, 60)
+    assert job.state == "cancelled", cluster.log()
+    assert len(steps_of(events(cluster.api, job_id))) < LONG
+    agent_store = SQLiteStore(cluster.root / "b-far" / "state.db")
+    assert agent_store.get_job(job_id).state == "cancelled"  # the trainer on the worker stopped
+    agent_store.close()
+
+
+def test_drain_ends_the_agent_then_delete(cluster: Cluster) -> None:
+    b = cluster.workers["b-far"]
+    wait_until(lambda: cluster.listed()["b-far"]["status"] == "idle", 30)
+    cluster.api.ok("POST", f"/api/admin/workers/{b['worker_id']}/drain")
+    assert b["proc"].wait(30) == 0  # idle: it exits at once
+    wait_until(lambda: cluster.listed()["b-far"]["status"] == "offline", 10)
+    cluster.api.ok("DELETE", f"/api/admin/workers/{b['worker_id']}")
+    assert "b-far" not in cluster.listed()
+    status, _ = Client(cluster.base, {"X-Worker-Token": b["token"]}).call("POST", "/api/workers/heartbeat", {})
+    assert status == 401
