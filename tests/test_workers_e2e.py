@@ -4,6 +4,7 @@ loopback, tiny PixArt jobs on CPU. One server and two workers serve the whole mo
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -258,3 +259,23 @@ def test_drain_ends_the_agent_then_delete(cluster: Cluster) -> None:
     assert "b-far" not in cluster.listed()
     status, _ = Client(cluster.base, {"X-Worker-Token": b["token"]}).call("POST", "/api/workers/heartbeat", {})
     assert status == 401
+
+
+def test_an_ephemeral_worker_runs_one_job_uploads_its_weights_and_exits(cluster: Cluster) -> None:
+    made = cluster.api.ok("POST", "/api/admin/workers", {"name": "c-once", "worker_type": "ephemeral",
+                                                         "labels": {"team": "once"}}, expect=(201,))
+    proc = start_worker(cluster.base, made["token"], cluster.root / "c-once", "c-once", "--worker_upload_outputs",
+                        persistent=False)
+    try:
+        wait_until(lambda: cluster.listed()["c-once"]["status"] == "idle", 60)
+        shutil.rmtree(cluster.home / "output" / "toy", ignore_errors=True)  # the local jobs' weights
+        answer = cluster.submit(target="worker", worker_labels={"team": "once"})
+        job = cluster.final(answer["job_id"])
+        assert job.state == "completed" and job.worker_id == made["worker_id"], cluster.log()
+        assert proc.wait(30) == 0  # one job, then it leaves
+        assert cluster.listed()["c-once"]["status"] == "offline"
+        uploaded = Path(job.output_dir)  # the orchestrator's output dir holds the final weights now
+        assert (uploaded / "model_index.json").is_file() and (uploaded / "transformer").is_dir()
+        assert not any(p.name.startswith("checkpoint") for p in uploaded.iterdir())
+    finally:
+        stop(proc)

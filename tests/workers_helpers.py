@@ -63,12 +63,13 @@ class Client:
         return answer
 
 
-def start_worker(base: str, token: str, home: Path, name: str, *extra: str) -> subprocess.Popen[bytes]:
+def start_worker(base: str, token: str, home: Path, name: str, *extra: str,
+                 persistent: bool = True) -> subprocess.Popen[bytes]:
     home.mkdir(parents=True, exist_ok=True)
     with open(home.parent / f"{name}.log", "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "simpletuner_core.cli", "worker", "--orchestrator-url", base, "--worker-token",
-             token, "--name", name, "--home", str(home), "--persistent", *extra],
+             token, "--name", name, "--home", str(home), *(["--persistent"] if persistent else []), *extra],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SIMPLETUNER_PROGRESS": "0"})
 
 
