@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from server_helpers import as_user, call, serve_as_admin
 
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.store import SQLiteStore
 from simpletuner_core.workers import tables
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_helpers import as_user, call, serve_as_admin
 
 
 async def _worker(client: TestClient, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:

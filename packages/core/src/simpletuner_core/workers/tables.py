@@ -16,7 +16,7 @@ import attrs
 from simpletuner_core.auth import hash_token
 from simpletuner_core.events.types import Event
 from simpletuner_core.jobs import models as m
-from simpletuner_core.workers import IDLE, OFFLINE, Worker, new_token, new_worker_id
+from simpletuner_core.workers import OFFLINE, Worker, new_token, new_worker_id
 
 _COLUMNS = ("id, name, worker_type, labels, status, created_at, gpu_count, gpu_name, gpu_vram_gb, accelerator, "
             "cpu_count, hostname, agent_version, registered_at, last_heartbeat")
@@ -139,6 +139,12 @@ def messages(store: Any, worker_id: str, after: int, limit: int = 100) -> list[t
     return [(r["id"], r["type"], json.loads(r["data"])) for r in rows]
 
 
+def has_commands(store: Any, job_id: str) -> bool:
+    """Untaken commands for the job (a read, so the stream's poll takes no write lock when there are none)."""
+    return store.connection().execute("SELECT 1 FROM commands WHERE job_id = ? AND taken_at IS NULL LIMIT 1",
+                                      (job_id,)).fetchone() is not None
+
+
 def last_message(store: Any, worker_id: str) -> int:
     row = store.connection().execute("SELECT MAX(id) FROM worker_messages WHERE worker_id = ?",
                                      (worker_id,)).fetchone()
@@ -229,6 +235,3 @@ def file_for(store: Any, worker_id: str, sha256: str) -> tuple[str, int] | None:
         "WHERE f.sha256 = ? AND r.worker_id = ? LIMIT 1", (sha256, worker_id)).fetchone()
     return None if row is None else (str(row["path"]), int(row["size"]))
 
-
-def idle_ids(workers: Sequence[Worker]) -> list[str]:
-    return [w.id for w in workers if w.status == IDLE]

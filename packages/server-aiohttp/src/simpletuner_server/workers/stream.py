@@ -38,7 +38,7 @@ def _after(request: web.Request) -> int:
 
 def _forward_commands(store: object, worker_id: str) -> None:
     for job in store.list_jobs(states=m.ACTIVE_STATES):  # type: ignore[attr-defined]
-        if job.worker_id != worker_id:
+        if job.worker_id != worker_id or not tables.has_commands(store, job.id):  # a read: no lock per poll
             continue
         with store.transaction():  # type: ignore[attr-defined]
             for command in store.take_commands(job.id):  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from aiohttp import web
 from simpletuner_core.jobs import models as m
 from simpletuner_core.workers import (
     CONNECTING,
+    DRAINING,
     HEARTBEAT_SETTING,
     OFFLINE,
     OFFLINE_SETTING,
@@ -69,7 +70,8 @@ async def register(request: web.Request) -> web.Response:
     abandon = agent_job if agent_job and agent_job != held else None
     if held and not resume:
         _requeue_or_fail(request, store.get_job(held))
-    tables.update(store, worker.id, status=CONNECTING, registered_at=now, last_heartbeat=now,
+    status = DRAINING if worker.status == DRAINING else CONNECTING  # a drain survives a reconnect
+    tables.update(store, worker.id, status=status, registered_at=now, last_heartbeat=now,
                   gpu_count=body.get("gpu_count", info.get("count", 0)),
                   gpu_name=body.get("gpu_name", info.get("name")),
                   gpu_vram_gb=body.get("gpu_vram_gb", info.get("vram_gb")),
@@ -77,7 +79,7 @@ async def register(request: web.Request) -> web.Response:
                   cpu_count=body.get("cpu_count"), hostname=body.get("hostname"),
                   agent_version=body.get("agent_version"))
     return web.json_response({
-        "worker_id": worker.id, "name": worker.name, "worker_type": worker.worker_type, "status": CONNECTING,
+        "worker_id": worker.id, "name": worker.name, "worker_type": worker.worker_type, "status": status,
         "sse_url": "/api/workers/stream", "resume_job": resume, "abandon_job": abandon,
         "last_message_id": tables.last_message(store, worker.id),
         "heartbeat_interval": float(setting(store, HEARTBEAT_SETTING)),
