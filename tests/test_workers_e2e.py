@@ -196,8 +196,10 @@ def test_kill_9_of_the_busy_worker_requeues_its_job_on_the_other(cluster: Cluste
     wait_until(lambda: any(e["event_type"] == "checkpoint.saved" for e in events(cluster.api, job_id)), 120)
     first = cluster.job(job_id)
     assert first.worker_id == cluster.workers["a-cpu"]["worker_id"]
+    cluster.store.set_setting("worker_offline_after_s", 4.0)  # settable at run time; shortened here
     _kill_machine(cluster, "a-cpu")
     wait_until(lambda: cluster.listed()["a-cpu"]["status"] == "offline", 30)
+    cluster.store.set_setting("worker_offline_after_s", 15.0)
     job = cluster.final(job_id, 300)
     assert job.state == "completed" and job.attempts == 1, cluster.log()
     assert job.worker_id == cluster.workers["b-far"]["worker_id"]
@@ -219,6 +221,7 @@ def test_kill_9_of_the_busy_worker_requeues_its_job_on_the_other(cluster: Cluste
 def test_orchestrator_restart_mid_job_loses_and_duplicates_nothing(cluster: Cluster) -> None:
     answer = cluster.submit(target="worker", worker_labels={"team": "vision"}, config_name="long")
     job_id = answer["job_id"]
+    cluster.store.set_setting("worker_offline_after_s", 60.0)  # a slow restart on a loaded box is no outage
     wait_until(lambda: steps_of(events(cluster.api, job_id)), 120)
     assert stop_server(cluster.server) == 0
     agent_store = SQLiteStore(cluster.root / "b-far" / "state.db")
@@ -234,6 +237,7 @@ def test_orchestrator_restart_mid_job_loses_and_duplicates_nothing(cluster: Clus
     assert ids == sorted(set(ids))
     kinds = Counter(e["event_type"] for e in evs)
     assert kinds["job.started"] == kinds["job.completed"] == kinds["worker.data"] == 1, kinds
+    cluster.store.set_setting("worker_offline_after_s", 15.0)
 
 
 def test_cancel_reaches_the_agent(cluster: Cluster) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from simpletuner_core.jobs.store import SQLiteStore
 
-FAST = {"worker_heartbeat_interval_s": 1.0, "worker_offline_after_s": 6.0}
+FAST = {"worker_heartbeat_interval_s": 1.0, "worker_offline_after_s": 15.0}
 
 
 def preset(home: Path, **settings: Any) -> None:
