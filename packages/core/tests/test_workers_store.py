@@ -98,3 +98,12 @@ def test_dispatch_watermark_offline_and_requeue_then_fail(store: SQLiteStore, tm
 def test_check_target_names_the_field(store: SQLiteStore) -> None:
     with pytest.raises(ValueError, match=r"^worker_labels: "):
         ex.check_target("worker", {"gpu": 3}, ["local", "worker"])
+
+
+def test_jobs_submit_cli_takes_target_and_worker_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simpletuner_core.cli.main import main
+
+    assert main(["jobs", "--home", str(tmp_path), "submit", "any", "--target", "moon"]) == 2
+    assert "target: must be one of auto, local, worker" in capsys.readouterr().err
+    assert main(["jobs", "--home", str(tmp_path), "submit", "any", "--worker-label", "gpu_type"]) == 2
+    assert "worker_labels: --worker-label takes KEY=GLOB" in capsys.readouterr().err
