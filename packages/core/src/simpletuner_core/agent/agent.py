@@ -82,7 +82,19 @@ class Agent:
 
     # -- the main loop --
 
+    def _cancel_leftovers(self) -> None:
+        """Jobs a previous run of this agent left active: nobody reports them (the orchestrator requeues them
+        when this agent registers without them), so their trainers must not hold this machine."""
+        self.runner.reconcile()  # those whose trainer died with the agent become failed
+        for job in self.store.list_jobs(states=(m.QUEUED, *m.ACTIVE_STATES)):
+            try:
+                self.runner.command(job.id, "cancel")
+                self.say(f"cancelled job {job.id} left over from a previous run of this agent")
+            except (m.JobError, ValueError):
+                pass
+
     def run(self) -> int:
+        self._cancel_leftovers()
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         delay = 1.0
         while not self.done.is_set():
