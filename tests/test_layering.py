@@ -99,3 +99,17 @@ def test_minimal_torch_free_training_helpers_stay_torch_free() -> None:
     imports = "; ".join(f"import {name}" for name in sorted(TORCH_FREE_TRAINING))
     out = fresh(f"import sys; {imports}; sys.exit('torch imported' if 'torch' in sys.modules else 0)")
     assert out.returncode == 0, out.stderr
+
+
+def test_worker_agent_does_not_import_torch() -> None:
+    """The agent only talks HTTP and spawns trainers; torch belongs to the trainer processes."""
+    code = ("import sys, argparse, tempfile, pathlib\n"
+            "from simpletuner_core.agent import command\n"
+            "from simpletuner_core.agent.agent import Agent\n"
+            "from simpletuner_core.agent.client import Orchestrator\n"
+            "from simpletuner_core.agent.capabilities import capabilities\n"
+            "p = argparse.ArgumentParser(); command.add_arguments(p); p.parse_args([])\n"
+            "capabilities(); Agent(Orchestrator('http://127.0.0.1:9', 'wt_x'), pathlib.Path(tempfile.mkdtemp()))\n"
+            "sys.exit('torch imported' if 'torch' in sys.modules else 0)")
+    out = fresh(code)
+    assert out.returncode == 0, out.stderr

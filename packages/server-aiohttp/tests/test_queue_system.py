@@ -37,7 +37,7 @@ def test_system_status_and_allocation(tmp_path: Path) -> None:
         assert body["memory_percent"] is None or 0 < body["memory_percent"] <= 100
         status, body, _ = await call(client, "GET", "/api/system/status?include_allocation=true")
         alloc = body["gpu_allocation"]
-        assert set(alloc) == {"allocated_gpus", "available_gpus", "running_local_jobs", "devices", "cpu_slot"}
+        assert set(alloc) == {"allocated_gpus", "available_gpus", "running_local_jobs", "devices", "cpu_slot", "workers"}
         assert alloc["cpu_slot"] == {"allocated": False, "job_id": None} and alloc["running_local_jobs"] == 0
         holder = _hold_cpu_slot(client)
         _, body, _ = await call(client, "GET", "/api/system/status?include_allocation=1")

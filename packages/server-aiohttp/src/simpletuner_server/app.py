@@ -14,6 +14,7 @@ from simpletuner_server.middlewares import setup_middlewares
 from simpletuner_server.principal import AuthState, log_setup_token
 from simpletuner_server.routes import setup_routes
 from simpletuner_server.settings import ServerSettings
+from simpletuner_server.workers import housekeeping
 
 __all__ = ["AUTH_KEY", "SETTINGS_KEY", "STORE_KEY", "create_app"]
 
@@ -54,4 +55,5 @@ def create_app(settings: ServerSettings | None = None,
     app.cleanup_ctx.append(store_context)
     app.cleanup_ctx.append(auth_context)  # after the store: it reads it
     app.cleanup_ctx.append(runner_context)  # after the store: it uses it
+    app.cleanup_ctx.append(housekeeping)  # after the runner: it kicks it while remote workers exist
     return app

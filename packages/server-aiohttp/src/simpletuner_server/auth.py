@@ -58,6 +58,8 @@ PUBLIC_PATHS: frozenset[str] = frozenset({
 #: Static assets of the ``/docs`` and ``/redoc`` pages (files only; no handler behind them).
 PUBLIC_PREFIXES = ("/docs/static/",)
 FIRST_ADMIN_PATH = AUTH_PREFIXES[0] + "/setup/first-admin"
+#: Remote workers' routes, authenticated with ``X-Worker-Token`` (see ``workers/auth.py``) instead.
+WORKER_PREFIX = "/api/workers/"
 
 
 def unauthorized(message: str = "Authentication required") -> web.HTTPUnauthorized:
@@ -172,6 +174,11 @@ def authenticate(request: web.Request) -> Principal | None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Everything outside :data:`PUBLIC_PATHS` needs a principal; unknown paths too (no route probing)."""
     if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
+        return await handler(request)
+    if request.path.startswith(WORKER_PREFIX):  # the agents' routes: their own token, never a user's
+        from simpletuner_server.workers.auth import WORKER_KEY, authenticate_worker
+
+        request[WORKER_KEY] = authenticate_worker(request)
         return await handler(request)
     if not request.app[AUTH_KEY].admin_exists(request.app[STORE_KEY]):
         raise unauthorized(f"No admin account exists yet: create the first admin with "

@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 
 from simpletuner_server import __version__
 from simpletuner_server.api_spec import Form, Query
-from simpletuner_server.auth import PUBLIC_PATHS
+from simpletuner_server.auth import PUBLIC_PATHS, WORKER_PREFIX
 
 SPEC_KEY = web.AppKey("openapi_spec", dict)
 TAGS: dict[str, str] = {
@@ -30,11 +30,14 @@ TAGS: dict[str, str] = {
     "system": "Host metrics and accelerator allocation.",
     "auth": "First-admin setup, login, sessions and API keys.",
     "users": "User accounts and their levels (admins).",
+    "workers": "Remote GPU workers: admins register, drain and delete them (/api/admin/workers); agents "
+               "register, stream dispatches and report with X-Worker-Token (/api/workers).",
     "meta": "Health, version, plugins and this document.",
 }
 MODULE_TAGS = {"auth_views": "auth", "users_views": "users", "configs_views": "configurations",
                "training_views": "training", "stream_views": "training", "datasets_views": "datasets",
-               "queue_views": "queue", "system_views": "system"}
+               "queue_views": "queue", "system_views": "system", "admin_views": "workers",
+               "worker_views": "workers", "stream": "workers"}
 ERROR_SCHEMA = {
     "type": "object", "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["status", "message"], "properties": {
@@ -114,6 +117,10 @@ def _operation(method: str, path: str, handler: Handler) -> tuple[str, dict[str,
     permission = getattr(handler, "required_permission", None)
     if path in PUBLIC_PATHS:
         op["security"] = []
+    elif path.startswith(WORKER_PREFIX):
+        op["security"] = [{"workerToken": []}]
+        op["responses"]["401"] = _error("Missing, forged, rotated or deleted worker token")
+        op["responses"]["403"] = _error("Another worker's job")
     else:
         op["responses"]["401"] = _error("Authentication required")
         if permission:
@@ -151,6 +158,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "simpletuner_session"},
+                "workerToken": {"type": "apiKey", "in": "header", "name": "X-Worker-Token"},
             },
         },
         "security": [{"apiKey": []}, {"bearer": []}, {"session": []}],

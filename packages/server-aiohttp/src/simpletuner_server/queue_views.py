@@ -22,11 +22,25 @@ from simpletuner_server.auth import current_principal, require
 from simpletuner_server.configs_views import name_check
 from simpletuner_server.keys import RUNNER_KEY, STORE_KEY
 from simpletuner_server.middlewares import json_error
-from simpletuner_server.system_views import allocation
+from simpletuner_server.system_views import allocation, worker_gpus
 from simpletuner_server.training_views import enforce_policy, job_overrides
 
+
+@v.check({"type": "string", "description": "auto (a fitting worker, else local), local, worker or an executor"})
+def target(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be auto, local, worker or an executor's name"
+
+
+@v.check({"type": "object", "additionalProperties": {"type": "string"},
+          "description": "label -> glob ('*' any run of characters) a worker's labels must match"})
+def worker_labels(value: Any) -> str | None:
+    ok = isinstance(value, dict) and all(isinstance(k, str) and k and isinstance(x, str) for k, x in value.items())
+    return None if ok else "must be an object of label name -> glob string"
+
+
 SUBMIT = v.Body({"config_name": name_check, "no_wait": v.boolean, "any_gpu": v.boolean,
-                 "priority": v.integer(-100, 100), "gpus": v.integer(0, 64)}, required=("config_name",))
+                 "priority": v.integer(-100, 100), "gpus": v.integer(0, 64), "target": target,
+                 "worker_labels": worker_labels}, required=("config_name",))
 LIMIT = v.integer(0, 1024, nullable=True)
 CONCURRENCY = v.Body({key: LIMIT for key in queue.LIMIT_KEYS}, keep_nulls=True)
 
@@ -52,6 +66,7 @@ async def queue_stats(request: web.Request) -> web.Response:
         "avg_wait_seconds": _avg_wait(mine),
         **{key: getattr(limits, key) for key in queue.LIMIT_KEYS},
         "local": allocation(request),
+        "workers": worker_gpus(request),
     }
     return web.json_response(body)
 
@@ -70,9 +85,12 @@ async def submit(request: web.Request) -> web.Response:
         result = await asyncio.to_thread(
             runner.submit, env=name, config=job_overrides(request), user=current_principal(request).user.username,
             priority=body.get("priority", 0), gpus=body.get("gpus"), any_gpu=body.get("any_gpu", False),
-            no_wait=body.get("no_wait", False))
+            no_wait=body.get("no_wait", False), target=body.get("target"), worker_labels=body.get("worker_labels"))
     except ConfigInvalid as exc:
         raise v.InvalidRequest([e.to_dict() for e in exc.errors]) from None
+    except ValueError as exc:  # target / worker_labels: the message starts with the field's name
+        field, _, message = str(exc).partition(": ")
+        raise v.InvalidRequest([{"path": field, "message": message or str(exc)}]) from None
     except envs.EnvironmentError_:
         raise web.HTTPNotFound(text=f"Config {name!r} not found") from None
     if not result.success:

@@ -94,5 +94,8 @@ def setup_routes(app: web.Application) -> None:
     for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES, *QUEUE_ROUTES,
                                   *datasets_views.DATASET_ROUTES):
         app.router.add_route(method, path, handler)
+    from simpletuner_server.workers import setup_workers
+
+    setup_workers(app)
     setup_docs(app)  # /openapi.json, /docs, /redoc: after every API route, since it documents them
     stream_views.setup_streams(app)  # the open-stream registry and its on_shutdown hook

@@ -60,6 +60,17 @@ def allocation(request: web.Request) -> dict[str, Any]:
     }
 
 
+def worker_gpus(request: web.Request) -> list[dict[str, Any]]:
+    """Remote workers' accelerators and who holds them (``/api/admin/workers`` has the rest)."""
+    from simpletuner_core.workers import tables
+
+    store = request.app[STORE_KEY]
+    jobs = tables.current_jobs(store)
+    return [{key: w.to_dict(jobs.get(w.id))[key] for key in (
+        "id", "name", "status", "gpu_count", "gpu_name", "gpu_vram_gb", "accelerator_type", "labels",
+        "current_job_id")} for w in tables.listing(store)]
+
+
 @accepts(query=STATUS_QUERY, tag="system")
 @require("api.access")
 async def system_status(request: web.Request) -> web.Response:
@@ -75,5 +86,5 @@ async def system_status(request: web.Request) -> web.Response:
         "gpu_inventory": {"backend": "cuda" if devices else "cpu", "count": len(devices)},
     }
     if flag(request.query, "include_allocation"):
-        body["gpu_allocation"] = allocation(request)
+        body["gpu_allocation"] = {**allocation(request), "workers": worker_gpus(request)}
     return web.json_response(body)

@@ -1,6 +1,6 @@
 """The one table from user levels to permissions; routes check permissions, never level names.
 
-``*`` grants everything. Permissions only an admin holds (``user.manage``, ``api.keys.all``, ``queue.manage``, ``job.hooks``) are listed in
+``*`` grants everything. Permissions only an admin holds (``user.manage``, ``api.keys.all``, ``queue.manage``, ``job.hooks``, ``admin.workers``) are listed in
 :data:`KNOWN_PERMISSIONS` so API keys can be scoped to them and typos in ``require(...)`` are caught in tests.
 """
 
@@ -22,7 +22,7 @@ LEVELS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"api.access", "config.view", "job.view.own", "dataset.view"}),
 }
 
-ADMIN_ONLY_PERMISSIONS = frozenset({"user.manage", "api.keys.all", "queue.manage", "job.hooks"})
+ADMIN_ONLY_PERMISSIONS = frozenset({"user.manage", "api.keys.all", "queue.manage", "job.hooks", "admin.workers"})
 KNOWN_PERMISSIONS: frozenset[str] = frozenset().union(*LEVELS.values(), ADMIN_ONLY_PERMISSIONS) - {WILDCARD}
 
 

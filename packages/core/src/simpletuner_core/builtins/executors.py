@@ -1,4 +1,4 @@
-"""Built-in executor: ``local`` (this machine's GPUs or CPU slot)."""
+"""Built-in executors: ``local`` (this machine's GPUs or CPU slot) and ``worker`` (remote agents)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ def _local(runner: Any) -> Any:
     return LocalExecutor(runner.store, runner.home, runner.devices)
 
 
+def _worker(runner: Any) -> Any:
+    from simpletuner_core.jobs.executors.worker import WorkerExecutor
+
+    return WorkerExecutor(runner.store, runner.home)
+
+
 @hookimpl
 def register_executors(register: Callable[[ExecutorSpec], None]) -> None:
     register(ExecutorSpec("local", _local, "A trainer subprocess on this machine, on its GPUs or CPU slot.",
                           remote=False))
+    register(ExecutorSpec("worker", _worker, "Remote `simpletuner worker` agents registered with this server.",
+                          remote=True))

@@ -34,8 +34,14 @@ def _runner(args: argparse.Namespace) -> Any:
 
 def _submit(args: argparse.Namespace, runner: Any) -> int:
     overrides = parse_overrides(args.set or [])
+    labels = {}
+    for item in args.worker_label or []:
+        key, sep, glob = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"worker_labels: --worker-label takes KEY=GLOB, got {item!r}")
+        labels[key] = glob
     kwargs = {"env": args.env, "config": overrides, "gpus": args.gpus, "device_ids": _ids(args.gpu_ids),
-              "any_gpu": args.any_gpu}
+              "any_gpu": args.any_gpu, "target": args.target, "worker_labels": labels or None}
     if args.dry_run:
         report = runner.dry_run(**kwargs)
         if args.json:
@@ -133,6 +139,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--gpus", type=int, help="number of GPUs (default: 1 when the machine has GPUs, else 0)")
     s.add_argument("--gpu-ids", help="specific GPU indices, e.g. 0,1")
     s.add_argument("--priority", type=int, default=0, help="higher starts first")
+    s.add_argument("--target", help="auto (default: a matching idle remote worker, else here), local, worker")
+    s.add_argument("--worker-label", action="append", metavar="KEY=GLOB",
+                   help="a label a remote worker must match ('*' globs), e.g. gpu_type='a100*'")
     s.add_argument("--dry-run", action="store_true", help="show GPUs, queue position, config and plan only")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     s.add_argument("--json", action="store_true")

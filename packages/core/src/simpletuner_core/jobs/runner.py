@@ -129,18 +129,19 @@ class Runner:
     def submit(self, *, env: str | None = None, config: dict[str, Any] | None = None, user: str | None = None,
                priority: int = 0, gpus: int | None = None, device_ids: Sequence[int] = (), any_gpu: bool = False,
                no_wait: bool = False, target: str | None = None,
-               worker_labels: Mapping[str, str] | None = None) -> SubmitResult:
+               worker_labels: Mapping[str, str] | None = None, job_id: str | None = None) -> SubmitResult:
         """Queue a job and start it at once when resources allow (``no_wait``: reject instead of queueing).
 
         ``target`` / ``worker_labels`` choose the executor (see :mod:`simpletuner_core.jobs.executors`); bad
-        values raise ValueError naming the field, before anything is stored.
+        values raise ValueError naming the field, before anything is stored. ``job_id``: keep an id given
+        elsewhere (a worker agent runs a dispatched job under the orchestrator's id).
         """
         from simpletuner_core.config.rules import inert_notes
 
         target, labels = ex.check_target(target, worker_labels, list(self.executors))
         cfg, wire, raw = self._resolve(env, config)
         wanted = self._gpus_wanted(cfg, gpus, device_ids)
-        job = m.Job(id=m.new_job_id(), config=wire, env=env, user=user, priority=priority, gpus_requested=wanted,
+        job = m.Job(id=job_id or m.new_job_id(), config=wire, env=env, user=user, priority=priority, gpus_requested=wanted,
                     device_ids=tuple(device_ids), any_gpu=any_gpu, created_at=time.time(),
                     output_dir=wire.get("--output_dir"), target=target, worker_labels=labels)
         with self.store.transaction():
@@ -215,6 +216,9 @@ class Runner:
         for job in self.store.list_jobs(states=m.ACTIVE_STATES):
             executor = self.executors.get(job.executor or "local")
             if executor is None or executor.alive(job):
+                continue
+            requeue = getattr(executor, "requeue", None)  # optional: remote executors may retry elsewhere
+            if requeue is not None and requeue(job) is not None:
                 continue
             reason = (f"trainer process {job.pid} is gone (killed or crashed) while the job was {job.state}; "
                       "resume it with resume_from_checkpoint=latest") if not executor.remote else (

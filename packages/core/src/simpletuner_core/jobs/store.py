@@ -211,7 +211,36 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3]
+def _migrate_v4(conn: sqlite3.Connection) -> None:
+    """Remote workers (see ``simpletuner_core.workers``): the machines, the messages streamed to each (dispatch,
+    commands, drain; replayable by id), each attempt of a job on a worker (with the watermark of the worker's
+    events already stored, so a re-sent batch is stored once) and the dataset files a dispatch lets it fetch."""
+    for statement in (
+        """CREATE TABLE workers (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE, worker_type TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}', token_hash TEXT NOT NULL UNIQUE, status TEXT NOT NULL,
+            gpu_count INTEGER NOT NULL DEFAULT 0, gpu_name TEXT, gpu_vram_gb REAL, accelerator TEXT,
+            cpu_count INTEGER, hostname TEXT, agent_version TEXT, created_at REAL NOT NULL, registered_at REAL,
+            last_heartbeat REAL)""",
+        """CREATE TABLE worker_messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            worker_id TEXT NOT NULL REFERENCES workers (id) ON DELETE CASCADE,
+            type TEXT NOT NULL, data TEXT NOT NULL, created_at REAL NOT NULL)""",
+        "CREATE INDEX worker_messages_by_worker ON worker_messages (worker_id, id)",
+        """CREATE TABLE worker_runs (
+            job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, attempt INTEGER NOT NULL,
+            worker_id TEXT NOT NULL, dispatched_at REAL NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0,
+            last_checkpoint TEXT, outputs TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (job_id, attempt))""",
+        "CREATE INDEX worker_runs_by_worker ON worker_runs (worker_id)",
+        """CREATE TABLE worker_files (
+            job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, sha256 TEXT NOT NULL,
+            path TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (job_id, sha256))""",
+        "CREATE INDEX worker_files_by_hash ON worker_files (sha256)",
+    ):
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3, _migrate_v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # --- row mapping --------------------------------------------------------------------------------------------
@@ -321,6 +350,11 @@ class SQLiteStore:
             conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn, self._local.depth = conn, 0
         return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, for subsystems that keep their own tables' SQL next to their logic
+        (``simpletuner_core.workers.tables``); use it inside :meth:`transaction` for writes."""
+        return self._conn()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "simpletuner_core.builtins.publishers",
     "simpletuner_core.builtins.commands",
     "simpletuner_core.builtins.jobs_commands",
+    "simpletuner_core.builtins.worker_command",
 )
 
 _lock = threading.Lock()

@@ -44,6 +44,9 @@ class Executor(Protocol):
         """Periodic housekeeping (heartbeat timeouts, cluster state); called by every :meth:`Runner.kick`."""
         ...
 
+    # Optional: ``requeue(job) -> Job | None``. When ``alive`` is False the runner calls it first; a Job back
+    # in the queue (the worker executor's retry on another worker) is not failed.
+
 
 class BaseExecutor:
     """Defaults for the optional parts of :class:`Executor`."""
@@ -87,7 +90,8 @@ def place(job: m.Job, active: Sequence[m.Job], executors: Mapping[str, Executor]
             return Decision(gpus=decision.gpus, cpu_slot=decision.cpu_slot, executor=executor.name,
                             fields=decision.fields)
         answers.append((executor, decision))
-    reasons = [d.reason for _, d in answers] if len(answers) == 1 else [f"{ex.name}: {d.reason}" for ex, d in answers]
+    said = [(ex, d) for ex, d in answers if d.reason]  # an empty reason: "no, and nothing worth saying"
+    reasons = [d.reason for _, d in said] if len(said) == 1 else [f"{ex.name}: {d.reason}" for ex, d in said]
     return Decision(reason="; ".join(r for r in reasons if r), impossible=all(d.impossible for _, d in answers))
 
 
