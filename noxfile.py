@@ -13,7 +13,7 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "server_minimal", "tests"]
 
 PACKAGES = ["packages/core", "packages/model-pixart", "packages/model-flux", "packages/server-aiohttp",
-            "packages/webhooks"]
+            "packages/webhooks", "packages/executor-ray"]
 
 
 def install(session: nox.Session, *targets: str) -> None:
