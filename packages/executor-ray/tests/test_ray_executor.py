@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 from jobs_helpers import final, make_env, wait_for
 
 from simpletuner_core.jobs import executors as ex
