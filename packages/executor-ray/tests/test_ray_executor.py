@@ -19,6 +19,7 @@ from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.runner import Runner
 from simpletuner_core.jobs.store import SQLiteStore, open_store
 
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported: every node on 127.0.0.1
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """One cluster for the module: a head labelled team=vision and a worker labelled team=nlp-east."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only, for every Ray process started here
     import ray
     from ray.cluster_utils import Cluster
 

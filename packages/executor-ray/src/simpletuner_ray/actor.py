@@ -71,12 +71,13 @@ class JobActor:
 
     def poll(self, after_id: int, commands: list[str]) -> dict[str, Any]:
         """Deliver ``commands``; return events after ``after_id`` (local ids), the job record and the exit code."""
+        if self.proc is None:  # placed, not started yet (the server is still launching the other ranks)
+            return {"events": [], "job": None, "returncode": None, "started": False}
         for command in commands:
             self.store.post_command(self.job.id, command)
         events = [(e.id, e.to_dict()) for e in self.store.read_events(self.job.id, after_id=after_id, limit=500)]
-        code = None if self.proc is None else self.proc.poll()
-        return {"events": events, "job": self.store.get_job(self.job.id).to_dict(), "returncode": code,
-                "started": self.proc is not None}
+        return {"events": events, "job": self.store.get_job(self.job.id).to_dict(), "returncode": self.proc.poll(),
+                "started": True}
 
     def kill(self) -> None:
         """Kill the trainer's whole process group (torchrun and its ranks): no rank is left waiting on peers."""

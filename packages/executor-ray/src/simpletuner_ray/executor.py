@@ -193,6 +193,10 @@ class RayExecutor(BaseExecutor):
                              for rank, h in enumerate(handles)], timeout=CALL_TIMEOUT_S)
         except Exception as exc:  # actor gone (node lost, killed) or the cluster unreachable
             return self._fail(job, info, f"the Ray executor lost the job ({type(exc).__name__}: {exc})")
+        if not all(p["started"] for p in polls):  # still launching: nothing to mirror yet
+            for command in commands:
+                self.store.post_command(job.id, command)
+            return False
         if len(handles) > 1 and commands:  # every rank sees stop/cancel/validate/checkpoint
             ray.get([h.poll.remote(1 << 62, commands) for h in handles[1:]], timeout=CALL_TIMEOUT_S)
         head = polls[0]
