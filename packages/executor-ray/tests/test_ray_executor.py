@@ -116,3 +116,59 @@ def test_a_job_larger_than_any_node_waits_with_a_reason_and_no_wait_rejects(
     run.kick()
     assert store.get_job(queued.job_id).state == m.QUEUED
     run.command(queued.job_id, "cancel")
+
+
+def test_a_real_server_with_ray_address_runs_submitted_jobs_on_the_cluster(
+        cluster: Any, tmp_path: Path, tiny_pixart_dir: Path, demo_images: Path) -> None:
+    """``simpletuner server --ray-address``: a plain ``target: auto`` submit over HTTP lands on a Ray node."""
+    import asyncio
+
+    from simpletuner_server.demo_command import free_port, stop_server
+    from simpletuner_server.walkthrough import Api, session, setup_admin
+
+    home = tmp_path / "server"
+    home.mkdir()
+    env = make_env(home, tiny_pixart_dir, demo_images, max_train_steps=2)
+    port = free_port()
+    os.environ["SIMPLETUNER_RAY_NODE_HOME"] = str(tmp_path / "nodes")  # the server reads it; nodes share it here
+    try:
+        proc = start_server_with_ray(home, port, cluster.address)
+    finally:
+        del os.environ["SIMPLETUNER_RAY_NODE_HOME"]
+
+    async def submit() -> Any:
+        async with session(f"http://127.0.0.1:{port}") as http:
+            api = Api(http, lambda *_: None)
+            await setup_admin(api)
+            return await api.call("POST", "/api/queue/submit", expect=(200,), json={"config_name": env})
+
+    try:
+        started = asyncio.run(submit())
+        store = SQLiteStore(home / "state.db")
+        done = final(store, started["job_id"], timeout=180)
+        assert done.executor == "ray" and done.worker_id in node_ids().values()
+        assert done.state == m.COMPLETED, done.reason
+        assert [e.data["step"] for e in store.read_events(done.id) if e.type == "training.status"] == [1, 2]
+    finally:
+        stop_server(proc)
+
+
+def start_server_with_ray(home: Path, port: int, address: str) -> Any:
+    import subprocess
+    import urllib.request
+
+    with open(home / "server.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "simpletuner_core.cli", "server", "--port", str(port),
+                                 "--home", str(home), "--ray-address", address], stdout=log,
+                                stderr=subprocess.STDOUT)
+
+    def up() -> bool:
+        assert proc.poll() is None, (home / "server.log").read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    wait_for(up, timeout=60, every=0.1)
+    return proc

@@ -10,6 +10,7 @@ exiting early, or an actor or node lost, kills every rank and releases the group
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
@@ -41,7 +42,8 @@ class RayExecutor(BaseExecutor):
     def __init__(self, store: Any, address: str, node_home: str | None = None,
                  on_change: Any = None) -> None:
         self.store, self.address = store, address
-        self.node_home = node_home or str(Path(tempfile.gettempdir()) / "simpletuner-ray")
+        self.node_home = (node_home or os.environ.get("SIMPLETUNER_RAY_NODE_HOME")
+                          or str(Path(tempfile.gettempdir()) / "simpletuner-ray"))
         self.on_change = on_change
         self._lock = threading.Lock()
         self._connected = False
