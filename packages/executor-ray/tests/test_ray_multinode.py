@@ -69,7 +69,7 @@ def test_two_machines_on_two_nodes_equal_two_processes_on_one(ray_runner: tuple[
     common = {"train_batch_size": 2, "max_train_steps": 4, "seed": 5}
     spread = make_env(tmp_path, tiny_pixart_dir, demo_images, name="spread", num_processes=1, num_machines=2,
                       **common)
-    job_id = run.submit(env=spread, target="ray").job_id
+    job_id = run.submit(env=spread, target="ray", worker_labels={"team": "*"}).job_id  # a label selector too
     info = wait_for(lambda: store.get_setting("ray.job." + job_id), timeout=60)
     assert info["pg"] and len(set(info["nodes"])) == 2  # one bundle on each node (STRICT_SPREAD)
     done = final(store, job_id, timeout=240)

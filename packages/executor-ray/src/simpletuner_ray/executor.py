@@ -10,6 +10,7 @@ exiting early, or an actor or node lost, kills every rank and releases the group
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -26,6 +27,7 @@ from simpletuner_core.jobs import queue
 from simpletuner_core.jobs.executors import BaseExecutor, mine
 from simpletuner_ray import NAMESPACE, nodes
 
+log = logging.getLogger(__name__)
 SYNC_EVERY_S = 0.5
 CALL_TIMEOUT_S = 30.0
 MIRRORED = ("reason", "resumable", "started_at", "finished_at")
@@ -48,6 +50,7 @@ class RayExecutor(BaseExecutor):
         self._lock = threading.Lock()
         self._connected = False
         self._lost: dict[str, str] = {}
+        self._launching: set[str] = set()
         self._thread: threading.Thread | None = None
 
     # -- connection ---------------------------------------------------------------------------------------
@@ -102,12 +105,21 @@ class RayExecutor(BaseExecutor):
         return queue.Decision(fields={"worker_id": free[0]["NodeID"]})
 
     def launch(self, job: m.Job) -> m.Job:
+        self._launching.add(job.id)  # only this server admits and launches its Ray jobs
         try:
             return self._launch(job)
         except Exception as exc:  # the cluster refused it: the job fails (resumable), nothing stays reserved
             self._cleanup(job.id)
-            self._lost[job.id] = f"the Ray executor could not start the job: {exc}"
-            return job
+            self._lost[job.id] = reason = (f"the Ray executor could not start the job ({type(exc).__name__}: "
+                                           f"{exc}); resume it with resume_from_checkpoint=latest")
+            moved = self.store.transition(job.id, m.ACTIVE_STATES, m.FAILED, reason=reason, resumable=True,
+                                          finished_at=time.time())
+            if moved is not None:
+                self.store.append_event(Event(type="job.failed", job_id=job.id, level="error",
+                                              data={"reason": reason, "resumable": True}))
+            return moved or self.store.get_job(job.id)
+        finally:
+            self._launching.discard(job.id)
 
     def _launch(self, job: m.Job) -> m.Job:
         ray = self.ray()
@@ -164,10 +176,14 @@ class RayExecutor(BaseExecutor):
         return str(Path(self.node_home) / str(node_id)[:16])
 
     def alive(self, job: m.Job) -> bool:
-        return job.id not in self._lost
+        """Mirroring fails lost jobs itself; this catches a launch that never got as far as recording its actors."""
+        if job.id in self._lost:
+            return False
+        return job.id in self._launching or self.store.get_setting(state_key(job.id)) is not None
 
     def tick(self) -> None:
-        if self._connected:
+        """Mirror our jobs; after a server restart this reconnects as soon as one of them is still active."""
+        if self._connected or mine(self.name, self.store.list_jobs(states=m.ACTIVE_STATES)):
             self.sync()
 
     # -- mirroring ----------------------------------------------------------------------------------------
@@ -179,8 +195,12 @@ class RayExecutor(BaseExecutor):
             ended = False
             for job in mine(self.name, self.store.list_jobs(states=m.ACTIVE_STATES)):
                 info = self.store.get_setting(state_key(job.id))
-                if info and job.id not in self._lost:
+                if not info or job.id in self._lost or job.id in self._launching:
+                    continue
+                try:
                     ended |= self._sync_job(job, info)
+                except Exception:  # a transient cluster error: the next sync retries (the watermark holds)
+                    log.warning("mirroring Ray job %s failed; retrying", job.id, exc_info=True)
             return ended
         finally:
             self._lock.release()

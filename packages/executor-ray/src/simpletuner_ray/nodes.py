@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,4 +49,5 @@ def worker_dict(node: Mapping[str, Any], current_job: str | None) -> dict[str, A
             "gpu_vram_gb": None, "gpu_info": {"count": gpus, "name": gpu_name if isinstance(gpu_name, str) else None,
                                               "vram_gb": None, "accelerator": "cuda" if gpus else None},
             "cpu_count": resources.get("CPU", 0), "labels": labels,
-            "last_heartbeat": None, "current_job_id": current_job}
+            "last_heartbeat": time.time() if alive else None,  # Ray's GCS holds it alive as of now
+            "current_job_id": current_job}
