@@ -66,6 +66,17 @@ def test_nodes_are_listed_as_ray_workers(ray_runner: tuple[Runner, SQLiteStore])
     east = workers["nlp-east"]
     assert east["worker_type"] == "ray" and east["status"] == "idle" and east["gpu_count"] == 0
     assert east["id"] == east["worker_id"] == node_ids()["nlp-east"] and east["cpu_count"] == 2
+    assert {w["id"] for w in ex.listed_workers(run.executors)} == {w["id"] for w in workers.values()}
+
+
+def test_a_node_that_leaves_is_listed_offline(ray_runner: tuple[Runner, SQLiteStore], cluster: Any) -> None:
+    run, _ = ray_runner
+    node = cluster.add_node(num_cpus=1, labels={"team": "temp"})
+    cluster.wait_for_nodes()
+    status = lambda: {w["labels"].get("team"): w["status"] for w in run.executors["ray"].workers()}.get("temp")  # noqa: E731
+    assert status() == "idle"
+    cluster.remove_node(node)
+    wait_for(lambda: status() == "offline", timeout=60, every=0.5)
 
 
 def test_labelled_job_runs_on_the_matching_node_with_every_event_once(

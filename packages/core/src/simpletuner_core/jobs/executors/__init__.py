@@ -77,6 +77,12 @@ def options(name: str) -> dict[str, Any] | None:
     return None if found is None else dict(found)
 
 
+def listed_workers(executors: Mapping[str, Executor]) -> list[dict[str, Any]]:
+    """Every worker the executors can list (their optional ``workers()``), for the admin workers view."""
+    return [w for executor in executors.values() if callable(getattr(executor, "workers", None))
+            for w in executor.workers()]
+
+
 def mine(executor: str, active: Sequence[m.Job]) -> list[m.Job]:
     """The active jobs that ``executor`` holds (jobs admitted before executors existed are local)."""
     return [job for job in active if (job.executor or "local") == executor]
