@@ -98,7 +98,7 @@ def test_labelled_job_runs_on_the_matching_node_with_every_event_once(
     assert [d["step"] for t, d in here if t == "training.status"] == [1, 2, 3]
     assert (tmp_path / "output" / env / "checkpoint-2").is_dir()  # outputs on the shared filesystem
     assert store.get_setting("ray.job." + job.id) is None  # actors gone, nothing reserved
-    assert all(w["status"] == "idle" for w in run.executors["ray"].workers())
+    assert not [w for w in run.executors["ray"].workers() if w["status"] == "busy"]
 
 
 def test_commands_reach_the_trainer_on_its_node(ray_runner: tuple[Runner, SQLiteStore], tmp_path: Path,
@@ -107,6 +107,9 @@ def test_commands_reach_the_trainer_on_its_node(ray_runner: tuple[Runner, SQLite
     env = make_env(tmp_path, tiny_pixart_dir, demo_images, max_train_steps=10_000)
     job_id = run.submit(env=env, target="ray", worker_labels={"team": "nlp-east"}).job_id
     wait_for(lambda: any(e.type == "training.status" for e in store.read_events(job_id)), timeout=120)
+    east = next(w for w in run.executors["ray"].workers() if w["labels"].get("team") == "nlp-east")
+    assert east["status"] == "busy" and east["current_job_id"] == job_id
+    run.command(job_id, "validate")
     run.command(job_id, "checkpoint")
     wait_for(lambda: any(e.type == "checkpoint.saved" for e in store.read_events(job_id)), timeout=60)
     run.command(job_id, "stop")
