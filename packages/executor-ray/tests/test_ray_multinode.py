@@ -96,7 +96,8 @@ def test_a_lost_rank_fails_the_whole_job_and_it_resumes(ray_runner: tuple[Runner
     wait_for(lambda: any(e.type == "checkpoint.saved" for e in store.read_events(job_id)), timeout=180)
     info = store.get_setting("ray.job." + job_id)
     pids = [ray.get(ray.get_actor(name, namespace="simpletuner").pid.remote()) for name in info["actors"]]
-    os.kill(pids[1], signal.SIGKILL)  # rank 1's launcher dies; its trainer and rank 0 must not hang
+    children = Path(f"/proc/{pids[1]}/task/{pids[1]}/children").read_text().split()
+    os.kill(int(children[0]), signal.SIGKILL)  # rank 1's trainer process dies; rank 0 must not hang
     done = final(store, job_id, timeout=45)
     assert done.state == m.FAILED and done.resumable and "rank 1" in done.reason
     for pid in pids:  # every process of both ranks is gone (whole process groups)
