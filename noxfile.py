@@ -13,7 +13,7 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "server_minimal", "tests"]
 
 PACKAGES = ["packages/core", "packages/model-pixart", "packages/model-flux", "packages/server-aiohttp",
-            "packages/webhooks"]
+            "packages/webhooks", "packages/executor-ray"]
 
 
 def install(session: nox.Session, *targets: str) -> None:
@@ -50,7 +50,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
     """Install, then run the tutorial's API walkthrough against a real server: tiny PixArt on CPU (./demo-home)."""
-    install(session, *PACKAGES)
+    install(session, *[p for p in PACKAGES if p != "packages/executor-ray"])  # no cluster in the demo
     session.run("simpletuner", "api-demo", "--home", "demo-home", *session.posargs)
 
 

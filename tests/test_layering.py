@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,23 @@ def test_minimal_cli_non_training_commands_do_not_import_torch() -> None:
 
 def test_core_never_imports_plugins_server_or_webhooks() -> None:
     used = top_level(imported_modules(ROOT / "packages/core/src"))
-    assert not used & {"simpletuner_pixart", "simpletuner_flux", "simpletuner_server", "simpletuner_webhooks"}
+    assert not used & {"simpletuner_pixart", "simpletuner_flux", "simpletuner_server", "simpletuner_webhooks",
+                       "simpletuner_ray", "ray"}
+
+
+def test_server_without_a_ray_address_never_imports_ray(tmp_path: Path) -> None:
+    """Not even with SIMPLETUNER_RAY_ADDRESS inherited (as trainers and CLI processes do): only the server
+    command, told to use Ray, turns the executor on in its own process."""
+    code = ("import sys\nfrom pathlib import Path\nfrom simpletuner_core.jobs.runner import Runner\n"
+            "from simpletuner_core.jobs.store import open_store\n"
+            "from simpletuner_server import create_app\nfrom simpletuner_server.settings import ServerSettings\n"
+            f"home = Path({str(tmp_path)!r})\ncreate_app(ServerSettings(home=home))\n"
+            "runner = Runner(open_store(home), home, devices=[])\nnames = list(runner.executors)\n"
+            "runner.kick()\n"
+            "sys.exit(f'ray imported: {names}' if 'ray' in sys.modules or 'ray' in names else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                         env={**os.environ, "SIMPLETUNER_RAY_ADDRESS": "auto"})
+    assert out.returncode == 0, out.stderr or out.stdout
 
 
 #: Torch-free modules under simpletuner_core.training that the server may use (checked below).
@@ -76,12 +93,14 @@ def test_model_packages_do_not_import_each_other() -> None:
 
 
 @pytest.mark.parametrize("module", ["simpletuner_pixart.plugin", "simpletuner_flux.plugin",
-                                    "simpletuner_webhooks.plugin", "simpletuner_server.plugin"])
+                                    "simpletuner_webhooks.plugin", "simpletuner_server.plugin",
+                                    "simpletuner_ray.plugin"])
 def test_plugin_entry_modules_are_light(module: str) -> None:
     if importlib.util.find_spec(module.split(".")[0]) is None:
         pytest.skip(f"{module} not installed in this session")
     out = fresh(f"import sys, {module}; sys.exit('heavy: ' + ','.join(m for m in ('torch', 'diffusers', "
-                f"'transformers') if m in sys.modules) if 'torch' in sys.modules else 0)")
+                f"'transformers', 'ray') if m in sys.modules) if 'torch' in sys.modules or 'ray' in sys.modules "
+                "else 0)")
     assert out.returncode == 0, out.stderr or out.stdout
 
 

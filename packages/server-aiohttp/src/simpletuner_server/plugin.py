@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=_bytes_arg, default=None, metavar="BYTES",
                         help="largest JSON/form request body; larger ones get a 413 (env SIMPLETUNER_MAX_BODY_BYTES; "
                              "default 1 MiB; uploads and dataloader saves have their own limits)")
+    parser.add_argument("--ray-address", default=os.environ.get("SIMPLETUNER_RAY_ADDRESS") or None,
+                        metavar="ADDRESS", help="run jobs on this Ray cluster too ('auto': the local one; needs "
+                        "simpletuner-executor-ray; env SIMPLETUNER_RAY_ADDRESS)")
     parser.add_argument("--env", default=None, metavar="NAME",
                         help="validate this environment and start it once the server is ready")
 
@@ -75,6 +78,16 @@ def run(args: argparse.Namespace) -> int:
                                                ("max_body_bytes", getattr(args, "max_body_bytes", None)))
                  if value is not None}
     settings = ServerSettings.from_env(host=args.host, port=args.port, **overrides)
+    if getattr(args, "ray_address", None):
+        import importlib.util
+
+        from simpletuner_core.jobs import executors
+
+        if importlib.util.find_spec("simpletuner_ray") is None:
+            print("error: --ray-address needs the simpletuner-executor-ray package", file=sys.stderr, flush=True)
+            return 2
+
+        executors.enable("ray", address=args.ray_address)  # this process only: trainers never connect
     url = _url(settings.host, settings.port)
     tokens: list[str] = []  # filled at app startup, before ``announce`` runs
 

@@ -28,7 +28,10 @@ RESUME_MAY_CHANGE = ("resume_from_checkpoint", "max_train_steps", "num_train_epo
                      # cache mechanics, evaluation and the base-model benchmark never change the trained weights
                      "vae_batch_size", "vae_cache_ondemand", "gradient_checkpointing_interval", "disable_benchmark",
                      "num_eval_images", "eval_dataset_id", "eval_steps_interval", "eval_epoch_interval",
-                     "eval_loss_disable", "eval_timesteps")
+                     "eval_loss_disable", "eval_timesteps",
+                     # where a multi-node job's ranks meet and which machine is which rank (a cluster picks them anew
+                     # on every launch); the topology itself (num_machines, num_processes) still must match
+                     "machine_rank", "main_process_ip", "main_process_port")
 
 
 def _resume_keys(cfg: Any, registry: Any) -> list[str]:

@@ -58,6 +58,34 @@ class BaseExecutor:
         return None
 
 
+_ENABLED: dict[str, dict[str, Any]] = {}
+
+
+def enable(name: str, **options: Any) -> None:
+    """Turn an opt-in executor on in this process only (the server does, from its command line).
+
+    Process-local on purpose: trainer and CLI processes inherit the server's environment, and must not open a
+    cluster connection of their own when they kick the queue.
+    """
+    _ENABLED[name] = dict(options)
+
+
+def disable(name: str) -> None:
+    _ENABLED.pop(name, None)
+
+
+def options(name: str) -> dict[str, Any] | None:
+    """The options ``name`` was enabled with in this process, or None when it is not enabled here."""
+    found = _ENABLED.get(name)
+    return None if found is None else dict(found)
+
+
+def listed_workers(executors: Mapping[str, Executor]) -> list[dict[str, Any]]:
+    """Every worker the executors can list (their optional ``workers()``), for the admin workers view."""
+    return [w for executor in executors.values() if callable(getattr(executor, "workers", None))
+            for w in executor.workers()]
+
+
 def mine(executor: str, active: Sequence[m.Job]) -> list[m.Job]:
     """The active jobs that ``executor`` holds (jobs admitted before executors existed are local)."""
     return [job for job in active if (job.executor or "local") == executor]
