@@ -134,7 +134,8 @@ def test_a_job_larger_than_any_node_waits_with_a_reason_and_no_wait_rejects(
 
 def test_a_real_server_with_ray_address_runs_submitted_jobs_on_the_cluster(
         cluster: Any, tmp_path: Path, tiny_pixart_dir: Path, demo_images: Path) -> None:
-    """``simpletuner server --ray-address``: a plain ``target: auto`` submit over HTTP lands on a Ray node."""
+    """``simpletuner server --ray-address``: the nodes are listed as workers, and a plain ``target: auto`` submit
+    over HTTP lands on a Ray node."""
     import asyncio
 
     from simpletuner_server.demo_command import free_port, stop_server
@@ -154,10 +155,16 @@ def test_a_real_server_with_ray_address_runs_submitted_jobs_on_the_cluster(
         async with session(f"http://127.0.0.1:{port}") as http:
             api = Api(http, lambda *_: None)
             await setup_admin(api)
-            return await api.call("POST", "/api/queue/submit", expect=(200,), json={"config_name": env})
+            listed = await api.call("GET", "/api/admin/workers", expect=(200,))
+            status = await api.call("GET", "/api/system/status?include_allocation=true", expect=(200,))
+            started = await api.call("POST", "/api/queue/submit", expect=(200,), json={"config_name": env})
+            return listed, status, started
 
     try:
-        started = asyncio.run(submit())
+        listed, status, started = asyncio.run(submit())
+        rays = [w for w in listed["workers"] if w["worker_type"] == "ray"]
+        assert {w["labels"].get("team") for w in rays} >= {"nlp-east", "vision"}
+        assert {w["id"] for w in status["gpu_allocation"]["workers"]} >= {w["id"] for w in rays}
         store = SQLiteStore(home / "state.db")
         done = final(store, started["job_id"], timeout=180)
         assert done.executor == "ray" and done.worker_id in node_ids().values()

@@ -61,14 +61,12 @@ def allocation(request: web.Request) -> dict[str, Any]:
 
 
 def worker_gpus(request: web.Request) -> list[dict[str, Any]]:
-    """Remote workers' accelerators and who holds them (``/api/admin/workers`` has the rest)."""
-    from simpletuner_core.workers import tables
+    """Remote workers' (and cluster nodes') accelerators and who holds them (``/api/admin/workers`` has the rest)."""
+    from simpletuner_server.workers.admin_views import all_workers
 
-    store = request.app[STORE_KEY]
-    jobs = tables.current_jobs(store)
-    return [{key: w.to_dict(jobs.get(w.id))[key] for key in (
-        "id", "name", "status", "gpu_count", "gpu_name", "gpu_vram_gb", "accelerator_type", "labels",
-        "current_job_id")} for w in tables.listing(store)]
+    keys = ("id", "name", "status", "worker_type", "gpu_count", "gpu_name", "gpu_vram_gb", "accelerator_type",
+            "labels", "current_job_id")
+    return [{key: w.get(key) for key in keys} for w in all_workers(request)]
 
 
 @accepts(query=STATUS_QUERY, tag="system")

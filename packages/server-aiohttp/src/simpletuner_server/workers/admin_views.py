@@ -10,11 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
+from simpletuner_core.jobs.executors import listed_workers
 from simpletuner_core.workers import DRAINING, OFFLINE, WORKER_TYPES, Worker, tables
 from simpletuner_server import validation as v
 from simpletuner_server.api_spec import accepts
 from simpletuner_server.auth import require
-from simpletuner_server.keys import STORE_KEY
+from simpletuner_server.keys import RUNNER_KEY, STORE_KEY
 from simpletuner_server.workers.checks import CREATE
 
 PERMISSION = "admin.workers"
@@ -31,12 +32,20 @@ def _json(request: web.Request, worker: Worker) -> dict[str, Any]:
     return worker.to_dict(tables.current_jobs(request.app[STORE_KEY]).get(worker.id))
 
 
-@require(PERMISSION)
-async def list_workers(request: web.Request) -> web.Response:
-    """Every registered worker: status, GPUs, labels, last heartbeat and current job (both field spellings)."""
+def all_workers(request: web.Request) -> list[dict[str, Any]]:
+    """Registered workers, then the nodes of any cluster executor enabled in this server (``worker_type: ray``)."""
     store = request.app[STORE_KEY]
     jobs = tables.current_jobs(store)
-    return web.json_response({"workers": [w.to_dict(jobs.get(w.id)) for w in tables.listing(store)]})
+    registered = [w.to_dict(jobs.get(w.id)) for w in tables.listing(store)]
+    seen = {w["id"] for w in registered}
+    nodes = [w for w in listed_workers(request.app[RUNNER_KEY].executors) if w.get("id") not in seen]
+    return [*registered, *nodes]
+
+
+@require(PERMISSION)
+async def list_workers(request: web.Request) -> web.Response:
+    """Every worker: status, GPUs, labels, last heartbeat and current job (both field spellings)."""
+    return web.json_response({"workers": all_workers(request)})
 
 
 @accepts(body=CREATE, tag="workers")
