@@ -139,6 +139,6 @@ def test_reconcile_leaves_jobs_of_an_executor_this_process_lacks(tmp_path: Path)
     store.create_job(job("far", state=m.RUNNING, executor="ghost", worker_id="n1"))
     store.create_job(job("near", state=m.RUNNING, executor="local", pid=2 ** 22 + 7, pid_start_time=1.0))
     runner = Runner(store, tmp_path, devices=[])
-    assert list(runner.executors) == ["local"]
+    assert "ghost" not in runner.executors and "local" in runner.executors
     assert [j.id for j in runner.reconcile()] == ["near"]
     assert store.get_job("far").state == m.RUNNING and store.get_job("near").state == m.FAILED
