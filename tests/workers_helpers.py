@@ -9,11 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from jobs_helpers import wait_for
 
 from simpletuner_core.jobs.store import SQLiteStore
 
@@ -84,13 +85,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def wait_until(check: Any, timeout: float = 120.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {check}")
+    return wait_for(check, timeout=timeout, every=every)
 
 
 def job_state(api: Client, job_id: str) -> dict[str, Any]:
