@@ -281,7 +281,7 @@ def test_rate_limiter_window_and_forgiveness() -> None:
 def test_login_costs_one_kdf_run_whether_or_not_the_user_exists(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Counted, not timed: every failed login runs the real scrypt verification exactly once, on a real hash."""
-    from simpletuner_server import auth_views
+    from simpletuner_server.api import auth_views
 
     runs: list[str] = []
 

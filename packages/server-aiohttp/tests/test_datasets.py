@@ -21,9 +21,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from simpletuner_server import create_app
-from simpletuner_server.datasets_views import UPLOAD_LIMITS_KEY
+from simpletuner_server.api.datasets.uploads import ContentCheck, UploadLimits, name_problem, place
+from simpletuner_server.api.datasets.views import UPLOAD_LIMITS_KEY
 from simpletuner_server.settings import ServerSettings
-from simpletuner_server.uploads import ContentCheck, UploadLimits, name_problem, place
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_helpers import ADMIN, as_user, call

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from simpletuner_core.jobs.store import SQLiteStore
-from simpletuner_server.job_policy import PolicyError, check_job
+from simpletuner_server.api.training.policy import PolicyError, check_job
 from simpletuner_server.settings import ServerSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

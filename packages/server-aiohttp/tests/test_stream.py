@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from simpletuner_core.events.types import Event
 from simpletuner_core.jobs.models import Job
 from simpletuner_core.jobs.store import Store
-from simpletuner_server import create_app, stream_views
+from simpletuner_server import create_app
+from simpletuner_server.api.training import stream as stream_views
 from simpletuner_server.keys import STORE_KEY
 from simpletuner_server.settings import ServerSettings
 

@@ -34,10 +34,19 @@ TAGS: dict[str, str] = {
                "register, stream dispatches and report with X-Worker-Token (/api/workers).",
     "meta": "Health, version, plugins and this document.",
 }
-MODULE_TAGS = {"auth_views": "auth", "users_views": "users", "configs_views": "configurations",
-               "training_views": "training", "stream_views": "training", "datasets_views": "datasets",
-               "queue_views": "queue", "system_views": "system", "admin_views": "workers",
-               "worker_views": "workers", "stream": "workers"}
+#: Handler module (below ``simpletuner_server.``) -> tag; a subpackage's modules share their area's tag.
+MODULE_TAGS = {"api.auth_views": "auth", "api.users_views": "users", "api.configs_views": "configurations",
+               "api.training": "training", "api.datasets": "datasets", "api.queue_views": "queue",
+               "api.system_views": "system", "workers": "workers"}
+
+
+def _tag_of(module: str) -> str:
+    name = module.removeprefix("simpletuner_server.")
+    while name:
+        if name in MODULE_TAGS:
+            return MODULE_TAGS[name]
+        name = name.rpartition(".")[0]
+    return "meta"
 ERROR_SCHEMA = {
     "type": "object", "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["status", "message"], "properties": {
@@ -93,7 +102,6 @@ def _operation(method: str, path: str, handler: Handler) -> tuple[str, dict[str,
     first = " ".join(doc.split("\n\n")[0].split())
     summary = re.split(r"(?<=[.:;])\s", first, maxsplit=1)[0].rstrip(".:;")
     description = doc if len(doc) > len(summary) + 1 else ""
-    module = handler.__module__.rsplit(".", 1)[-1]
     openapi_path, params = _path_and_params(path)
     query = spec.get("query")
     if isinstance(query, Query):
@@ -101,7 +109,7 @@ def _operation(method: str, path: str, handler: Handler) -> tuple[str, dict[str,
                    for key, schema in query.params.items()]
     op: dict[str, Any] = {
         "operationId": f"{method.lower()}_{name}" if method != "GET" else name,
-        "summary": summary.strip(), "tags": [spec.get("tag") or MODULE_TAGS.get(module, "meta")],
+        "summary": summary.strip(), "tags": [spec.get("tag") or _tag_of(handler.__module__)],
         "responses": {"200": {"description": "Success",
                               "content": {"application/json": {"schema": {"type": "object"}}}},
                       "400": _error("Malformed request"), "422": _error("Invalid fields (listed in error.errors)")},

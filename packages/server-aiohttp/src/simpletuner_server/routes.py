@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from simpletuner_server import (
-    auth_views,
-    configs_views,
-    datasets_views,
-    queue_views,
-    stream_views,
-    system_views,
-    training_views,
-    users_views,
-    views,
-)
+from simpletuner_server import views
+from simpletuner_server.api import auth_views, configs_views, queue_views, system_views, users_views
+from simpletuner_server.api.datasets import views as datasets_views
+from simpletuner_server.api.training import stream as stream_views
+from simpletuner_server.api.training import views as training_views
 from simpletuner_server.auth import AUTH_PREFIXES
 from simpletuner_server.openapi import setup_docs
 from simpletuner_server.routes_types import Route

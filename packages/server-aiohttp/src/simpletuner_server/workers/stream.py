@@ -15,8 +15,8 @@ from aiohttp_sse import sse_response
 
 from simpletuner_core.jobs import models as m
 from simpletuner_core.workers import CONNECTING, HEARTBEAT_SETTING, IDLE, OFFLINE, setting, tables
+from simpletuner_server.api.training.stream import STREAMS_KEY, _Stream
 from simpletuner_server.keys import RUNNER_KEY, STORE_KEY
-from simpletuner_server.stream_views import STREAMS_KEY, _Stream
 from simpletuner_server.workers.auth import current_worker
 
 POLL = 0.2  # seconds between looks at the worker's messages; dispatch latency is bounded by it

@@ -17,7 +17,7 @@ import attrs
 from aiohttp import BodyPartReader, web
 
 from simpletuner_server import validation as v
-from simpletuner_server.uploads import (
+from simpletuner_server.api.datasets.uploads import (
     CHUNK,
     Report,
     StagedFile,

@@ -17,13 +17,13 @@ from simpletuner_core.config.errors import ConfigInvalid
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs import queue
 from simpletuner_server import validation as v
+from simpletuner_server.api.configs_views import name_check
+from simpletuner_server.api.system_views import allocation, worker_gpus
+from simpletuner_server.api.training.views import enforce_policy, job_overrides
 from simpletuner_server.api_spec import accepts
 from simpletuner_server.auth import current_principal, require
-from simpletuner_server.configs_views import name_check
 from simpletuner_server.keys import RUNNER_KEY, STORE_KEY
 from simpletuner_server.middlewares import json_error
-from simpletuner_server.system_views import allocation, worker_gpus
-from simpletuner_server.training_views import enforce_policy, job_overrides
 
 
 @v.check({"type": "string", "description": "auto (a fitting worker, else local), local, worker or an executor"})

@@ -23,8 +23,8 @@ from aiohttp_sse import sse_response
 from simpletuner_core.events.types import Event
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.store import Store
-from simpletuner_server import training_views as tv
 from simpletuner_server import validation as v
+from simpletuner_server.api.training import views as tv
 from simpletuner_server.auth import require
 from simpletuner_server.keys import STORE_KEY
 

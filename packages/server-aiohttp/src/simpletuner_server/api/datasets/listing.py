@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from simpletuner_server.uploads import EXTENSIONS, is_inside
+from simpletuner_server.api.datasets.uploads import EXTENSIONS, is_inside
 
 MAX_COUNTED = 200_000  # entries walked per dataset folder before its counts are marked truncated
 

@@ -24,13 +24,9 @@ import attrs
 from aiohttp import web
 
 from simpletuner_server import validation as v
-from simpletuner_server.api_spec import BINARY, BOOLEAN, STRING, Form, Query, accepts
-from simpletuner_server.auth import current_principal, require
-from simpletuner_server.dataset_listing import list_datasets, list_files
-from simpletuner_server.keys import SETTINGS_KEY, STORE_KEY
-from simpletuner_server.routes_types import Route
-from simpletuner_server.upload_bodies import read_upload, small_fields, too_large
-from simpletuner_server.uploads import (
+from simpletuner_server.api.datasets.bodies import read_upload, small_fields, too_large
+from simpletuner_server.api.datasets.listing import list_datasets, list_files
+from simpletuner_server.api.datasets.uploads import (
     Refused,
     Report,
     UploadLimits,
@@ -40,6 +36,10 @@ from simpletuner_server.uploads import (
     name_problem,
     place_reported,
 )
+from simpletuner_server.api_spec import BINARY, BOOLEAN, STRING, Form, Query, accepts
+from simpletuner_server.auth import current_principal, require
+from simpletuner_server.keys import SETTINGS_KEY, STORE_KEY
+from simpletuner_server.routes_types import Route
 
 T = TypeVar("T")
 

@@ -31,11 +31,11 @@ from simpletuner_core.plot import job_plot_path
 from simpletuner_core.plugins import get_registry
 from simpletuner_core.training.checkpoint import list_checkpoints
 from simpletuner_server import validation as v
+from simpletuner_server.api.configs_views import active_key, redact
+from simpletuner_server.api.training.policy import HOOK_PERMISSION, PolicyError, check_job
+from simpletuner_server.api.training.status import IDLE, StatusFold, status_body
 from simpletuner_server.auth import current_principal, require
-from simpletuner_server.configs_views import active_key, redact
-from simpletuner_server.job_policy import HOOK_PERMISSION, PolicyError, check_job
 from simpletuner_server.keys import RUNNER_KEY, SETTINGS_KEY, STORE_KEY
-from simpletuner_server.training_status import IDLE, StatusFold, status_body
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_EVENTS = 10_000
