@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -45,18 +47,20 @@ SESSION_COOKIE = "simpletuner_session"
 SESSION_TTL = 7 * 24 * 3600.0
 KEY_TOUCH_INTERVAL = 60.0  # last_used_at is refreshed at most this often: no write per API request
 SETUP_TOKEN_HEADER = "X-Setup-Token"
+CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: The auth routes live under both prefixes (ours and the peer SimpleTuner server's).
 AUTH_PREFIXES = ("/api/cloud/auth", "/api/auth")
-PUBLIC_AUTH_PATHS = ("/setup/status", "/setup/first-admin", "/login")
+PUBLIC_AUTH_PATHS = ("/setup/status", "/setup/first-admin", "/login",
+                     "/registration", "/register")  # PUT /registration authenticates in its handler
 #: The only paths served without credentials. Keep this the single list.
 PUBLIC_PATHS: frozenset[str] = frozenset({
     "/health", "/api/version", "/openapi.json", "/docs", "/redoc",
     *(prefix + path for prefix in AUTH_PREFIXES for path in PUBLIC_AUTH_PATHS),
 })
-#: Static assets of the ``/docs`` and ``/redoc`` pages (files only; no handler behind them).
-PUBLIC_PREFIXES = ("/docs/static/",)
+#: Static assets of the ``/docs`` and ``/redoc`` pages and of the dashboard (files only, nothing private).
+PUBLIC_PREFIXES = ("/docs/static/", "/ui/static/")
 FIRST_ADMIN_PATH = AUTH_PREFIXES[0] + "/setup/first-admin"
 #: Remote workers' routes, authenticated with ``X-Worker-Token`` (see ``workers/auth.py``) instead.
 WORKER_PREFIX = "/api/workers/"
@@ -147,12 +151,34 @@ def _from_session(request: web.Request, token: str, now: float) -> Principal:
                      session_hash=token_hash)
 
 
-def _check_origin(request: web.Request) -> None:
-    """CSRF guard for cookie-authenticated writes: browsers always send ``Origin`` cross-origin (SameSite=Lax
-    alone still lets same-site pages, e.g. another port on localhost, post with the cookie)."""
+def check_origin(request: web.Request) -> None:
+    """Cross-origin guard for writes: browsers always send ``Origin`` on a cross-origin POST (SameSite=Lax alone
+    still lets same-site pages, e.g. another port on localhost, post with the cookie)."""
     origin = request.headers.get("Origin")
     if origin is not None and urlsplit(origin).netloc != request.host:
         raise web.HTTPForbidden(text="Cross-origin request refused")
+
+
+def csrf_token(session_token: str) -> str:
+    """The session's CSRF token: an HMAC keyed by the session secret, so nothing more is stored, it dies with
+    the session, and a page on another origin (which cannot read the HttpOnly cookie) cannot compute it."""
+    return hmac.new(session_token.encode(), b"simpletuner-csrf", hashlib.sha256).hexdigest()
+
+
+def _from_browser(request: web.Request) -> bool:
+    """Browsers mark every write with ``Origin`` (and ``Sec-Fetch-Site`` on trustworthy origins); scripts with a
+    cookie jar (curl ``-b``, as in the tutorial) send neither, and no web page can make a browser omit them."""
+    return "Origin" in request.headers or "Sec-Fetch-Site" in request.headers
+
+
+def _check_csrf(request: web.Request, session_token: str) -> None:
+    """Cookie-authenticated writes: same origin, and from a browser only with the session's CSRF token."""
+    check_origin(request)
+    if _from_browser(request):
+        presented = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(presented.encode(), csrf_token(session_token).encode()):
+            raise web.HTTPForbidden(text=f"CSRF token missing or wrong: send the {CSRF_HEADER} header "
+                                         f"(GET /api/cloud/auth/me answers it for a session)")
 
 
 def authenticate(request: web.Request) -> Principal | None:
@@ -165,7 +191,7 @@ def authenticate(request: web.Request) -> Principal | None:
     if token:
         principal = _from_session(request, token, now)
         if request.method not in SAFE_METHODS:
-            _check_origin(request)
+            _check_csrf(request, token)
         return principal
     return None
 
@@ -174,6 +200,10 @@ def authenticate(request: web.Request) -> Principal | None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Everything outside :data:`PUBLIC_PATHS` needs a principal; unknown paths too (no route probing)."""
     if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
+        return await handler(request)
+    if getattr(request.match_info.handler, "ui_page", False):
+        # Dashboard pages authenticate themselves (ui/views.py ``gated``): a browser without a session is
+        # redirected to the login page rather than shown a JSON 401; login/setup pages are public.
         return await handler(request)
     if request.path.startswith(WORKER_PREFIX):  # the agents' routes: their own token, never a user's
         from simpletuner_server.workers.auth import WORKER_KEY, authenticate_worker

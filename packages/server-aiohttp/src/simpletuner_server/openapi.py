@@ -25,6 +25,7 @@ SPEC_KEY = web.AppKey("openapi_spec", dict)
 TAGS: dict[str, str] = {
     "configurations": "Training environments: create, edit, activate, export, dataloaders, shipped examples.",
     "training": "Validate and start training, follow status and events, send commands to the running job.",
+    "jobs": "Every job you may see (admins: all), newest first, and one job in full: state, timing, progress.",
     "datasets": "Dataset folders and uploads under the server's datasets directory.",
     "queue": "GPU-aware local job queue: statistics, submission, concurrency limits.",
     "system": "Host metrics and accelerator allocation.",
@@ -36,8 +37,8 @@ TAGS: dict[str, str] = {
 }
 #: Handler module (below ``simpletuner_server.``) -> tag; a subpackage's modules share their area's tag.
 MODULE_TAGS = {"api.auth_views": "auth", "api.users_views": "users", "api.configs_views": "configurations",
-               "api.training": "training", "api.datasets": "datasets", "api.queue_views": "queue",
-               "api.system_views": "system", "workers": "workers"}
+               "api.training": "training", "api.jobs_views": "jobs", "api.datasets": "datasets",
+               "api.queue_views": "queue", "api.system_views": "system", "workers": "workers"}
 
 
 def _tag_of(module: str) -> str:
@@ -140,13 +141,15 @@ def _operation(method: str, path: str, handler: Handler) -> tuple[str, dict[str,
 
 
 def build_spec(app: web.Application) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every registered route (HEAD and the docs pages' assets left out)."""
+    """The OpenAPI 3.1 document of every registered route (HEAD, the docs pages and the dashboard left out)."""
     paths: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         raw = info.get("path") or info.get("formatter")
-        if route.method in ("HEAD", "*") or raw is None or raw.startswith("/docs/static"):
+        if route.method in ("HEAD", "*") or raw is None or raw.startswith(("/docs/static", "/ui/static")):
+            continue
+        if getattr(route.handler, "ui_page", False):  # dashboard pages are HTML for browsers, not operations
             continue
         path, op = _operation(route.method, raw, route.handler)  # type: ignore[arg-type]
         while op["operationId"] in seen:

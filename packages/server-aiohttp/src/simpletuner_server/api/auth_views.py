@@ -22,9 +22,13 @@ from simpletuner_core.auth import (
     new_api_key,
     verify_password,
 )
+from simpletuner_core.jobs.store import Store
 from simpletuner_server import validation as v
 from simpletuner_server.auth import (
+    SESSION_COOKIE,
     SETUP_TOKEN_HEADER,
+    check_origin,
+    csrf_token,
     current_principal,
     end_session,
     key_json,
@@ -44,7 +48,13 @@ LOGIN = v.Body({"username": v.text(254), "password": v.text(v.MAX_PASSWORD)}, re
 NEW_KEY = v.Body({"name": v.text(100), "expires_days": v.integer(1, 3650), "scoped_permissions": v.string_list},
                  required=("name",))
 INVALID_LOGIN = "Invalid username or password"
+#: Store setting behind ``POST …/register`` (``api/registration_views.py``); off until an admin opens it.
+REGISTRATION_SETTING = "registration_enabled"
 SETUP_DONE = "Setup already completed: an admin account exists; log in instead"
+
+
+def registration_enabled(store: Store) -> bool:
+    return store.get_setting(REGISTRATION_SETTING, False) is True
 
 
 async def setup_status(request: web.Request) -> web.Response:
@@ -52,13 +62,15 @@ async def setup_status(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     has_admin = store.count_users(level=ADMIN, active_only=True) > 0
     return web.json_response({"needs_setup": not has_admin, "has_admin": has_admin,
-                              "user_count": store.count_users(), "registration_enabled": False})
+                              "user_count": store.count_users(),
+                              "registration_enabled": registration_enabled(store)})
 
 
 async def first_admin(request: web.Request) -> web.Response:
     """Create the first admin and log them in. Only from the server's own machine or with the setup token, so
     whoever reaches a freshly exposed port first cannot claim the server."""
     store, state = request.app[STORE_KEY], request.app[AUTH_KEY]
+    check_origin(request)
     ip = rate_limited(request)
     if state.admin_exists(store):
         raise web.HTTPConflict(text=SETUP_DONE)
@@ -86,6 +98,7 @@ async def first_admin(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     """Same message and one scrypt run whether or not the user exists; failures rate-limited per client."""
     store, limiter = request.app[STORE_KEY], request.app[AUTH_KEY].limiter
+    check_origin(request)  # no login CSRF: another site cannot sign a browser into its own account
     ip = rate_limited(request)
     body = await v.read_json(request, LOGIN)
     limiter.record(ip)  # counted before the slow check so parallel guesses cannot overrun the budget
@@ -117,6 +130,9 @@ async def me(request: web.Request) -> web.Response:
     principal = current_principal(request)
     body = user_json(principal.user, principal.permissions)
     body["auth_method"] = principal.via
+    token = request.cookies.get(SESSION_COOKIE) if principal.via == "session" else None
+    if token:
+        body["csrf_token"] = csrf_token(token)  # for cookie clients that write from a browser
     return web.json_response(body)
 
 
