@@ -28,8 +28,8 @@ def test_first_admin_setup_login_logout(new_page: Any, live_server: Live) -> Non
     page.wait_for_url("**/login?next=/jobs")
     shot(page, "login")
 
-    page.get_by_label("Username or email").fill("admin")
-    page.get_by_label("Password").fill("wrong password!")
+    page.locator("#login-username").fill("admin")
+    page.locator("#login-password").fill("wrong password!")
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("Invalid username or password").wait_for()
     login(page, ADMIN["username"], ADMIN["password"])

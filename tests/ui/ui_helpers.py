@@ -47,6 +47,14 @@ class Live:
     base: str
     home: Path
     log: Path
+    port: int = 0
+    proc: Any = None
+
+    def restart(self) -> None:
+        """Stop the server (SIGTERM: its streams close, trainers keep running) and start it again on the same
+        port and home, as after an upgrade or a crash."""
+        assert stop_server(self.proc) == 0, self.log.read_text()[-3000:]
+        self.proc = start_server(self.home, self.port, self.log)
 
     def api(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
         """A plain HTTP call (no browser), JSON in and out; for arranging state a test is not about."""
@@ -69,11 +77,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     home = tmp_path_factory.mktemp("ui-home")
     log = home / "server.log"
     port = free_port()
-    proc = start_server(home, port, log)
+    live = Live(f"http://127.0.0.1:{port}", home, log, port, start_server(home, port, log))
     try:
-        yield Live(f"http://127.0.0.1:{port}", home, log)
+        yield live
     finally:
-        stop_server(proc)
+        stop_server(live.proc)
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +165,8 @@ def new_page(browser: Any, live_server: Live) -> Iterator[Any]:
 def login(page: Any, username: str, password: str) -> None:
     """Sign in through the login page and wait for the jobs page."""
     page.goto("/login")
-    page.get_by_label("Username or email").fill(username)
-    page.get_by_label("Password").fill(password)
+    page.locator("#login-username").fill(username)
+    page.locator("#login-password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/jobs")
 

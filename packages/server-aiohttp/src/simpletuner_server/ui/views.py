@@ -47,14 +47,19 @@ def _nav(principal: Principal | None, active: str) -> Markup:
 
 
 def page(request: web.Request, title: str, script: str | None, body: Markup, *, active: str = "",
-         params: dict[str, Any] | None = None, status: int = 200) -> web.Response:
-    """The layout around ``body``; ``script`` is this page's module under ``static/js``."""
+         params: dict[str, Any] | None = None, status: int = 200, vendor: tuple[str, ...] = ()) -> web.Response:
+    """The layout around ``body``; ``script`` is this page's module under ``static/js``, ``vendor`` classic
+    scripts it needs first (deferred, so they run in order before the module)."""
     principal: Principal | None = request.get(PRINCIPAL_KEY)
     token = request.cookies.get(SESSION_COOKIE) if principal is not None and principal.via == "session" else None
-    scripts = f'<script type="module" src="{escape(static("js/" + script))}"></script>' if script else ""
+    tags = [f'<script defer src="{escape(static(path))}"></script>' for path in vendor]
+    if script:
+        tags.append(f'<script type="module" src="{escape(static("js/" + script))}"></script>')
+    styles = [f'<link rel="stylesheet" href="{escape(static(p.removesuffix(".iife.min.js") + ".min.css"))}">'
+              for p in vendor if p.startswith("vendor/uplot/")]
     html = fill("layout.html", title=title, csrf=csrf_token(token) if token else "",
-                css=static("css/app.css"), uplot_css=static("vendor/uplot/uPlot.min.css"),
-                scripts=Markup(scripts), nav=_nav(principal, active), body=body, version=__version__,
+                css=static("css/app.css"), styles=Markup("".join(styles)),
+                scripts=Markup("\n".join(tags)), nav=_nav(principal, active), body=body, version=__version__,
                 params=data_attrs(params or {}), page=(script or "static").removesuffix(".js"))
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8",
                         headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store"})
@@ -149,7 +154,8 @@ async def job_page(request: web.Request) -> web.StreamResponse:
         return error_page(request, 404, "No such job.")
     principal: Principal = request[PRINCIPAL_KEY]
     return page(request, f"Job {job_id}", "job.js", fill("job.html", job_id=job_id), active="/jobs",
-                params={"job": job_id, "command": int(principal.can("job.cancel.own"))})
+                params={"job": job_id, "command": int(principal.can("job.cancel.own"))},
+                vendor=("vendor/uplot/uPlot.iife.min.js",))
 
 
 @gated("config.view")

@@ -1,0 +1,247 @@
+// One job, live. First paint needs three small reads (the job, a decimated loss/LR series, the last events),
+// whatever the log's length; after that everything arrives over the event stream, which resumes from the
+// last event id after a drop.
+import { $, api, badge, clear, fmtBytes, fmtDuration, fmtNumber, fmtTime, followEvents, h, params, toast }
+  from "./common.js";
+import { LossChart } from "./loss_chart.js";
+
+const jobId = params.job;
+const q = `job_id=${encodeURIComponent(jobId)}`;
+const FINAL = new Set(["completed", "stopped", "cancelled", "failed"]);
+const LOG_LIMIT = 200;
+let state = null, lastLogged = 0, stream = null;
+
+const chart = new LossChart($("#chart"), $("#chart-points"));
+
+// --- header: state, stage, progress ---------------------------------------------------------------------
+
+function setState(next, reason) {
+  state = next;
+  clear($("#job-state"), badge(next));
+  const canCommand = params.command === "1" && !FINAL.has(next) && next !== "queued";
+  for (const id of ["cmd-validate", "cmd-checkpoint", "cmd-stop"]) $("#" + id).disabled = !canCommand;
+  $("#cmd-cancel").disabled = params.command !== "1" || FINAL.has(next);
+  const box = $("#job-reason");
+  box.classList.toggle("hidden", !reason);
+  box.textContent = reason || "";
+}
+
+function setProgress(p) {
+  if (!p) return;
+  const step = p.step ?? p.current, total = p.total_steps ?? p.total;
+  const percent = p.percent ?? (total ? (100 * step) / total : 0);
+  const bar = $("#job-progress");
+  bar.firstElementChild.style.width = `${Math.max(0, Math.min(100, percent))}%`;
+  bar.setAttribute("aria-valuenow", String(Math.round(percent)));
+  $("#st-step").textContent = total ? `${step}/${total}` : String(step ?? "–");
+  $("#st-percent").textContent = `${Math.round(percent)} %`;
+  const m = p.metrics || {};
+  const loss = p.loss ?? m.loss, lr = p.learning_rate ?? m.learning_rate;
+  if (loss !== undefined) $("#st-loss").textContent = fmtNumber(loss);
+  if (lr !== undefined) $("#st-lr").textContent = fmtNumber(lr);
+  const rate = m.iterations_per_second ?? p.rate;
+  if (rate !== undefined && rate !== null) $("#st-rate").textContent = fmtNumber(rate, 2);
+  const eta = p.eta_seconds ?? m.eta_seconds;
+  $("#st-eta").textContent = FINAL.has(state) ? "done" : fmtDuration(eta);
+}
+
+// --- event log ------------------------------------------------------------------------------------------
+
+function logEvent(ev) {
+  const id = Number(ev.id || 0);
+  if (id && id <= lastLogged) return;
+  if (id) lastLogged = id;
+  const list = $("#log ul");
+  const time = (ev.timestamp || "").slice(11, 19);
+  list.append(h("li.sev-" + (ev.severity || "info"), {}, h("span.t", {}, time), ev.title || ev.type,
+    ev.message ? h("span.muted", {}, ` · ${ev.message}`) : null));
+  while (list.childElementCount > LOG_LIMIT) list.firstElementChild.remove();
+  $("#log-count").textContent = `event ${id}`;
+  const box = $("#log");
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 80) box.scrollTop = box.scrollHeight;
+}
+
+// --- validation grid: prompts × steps, previews streaming into a last column ------------------------------
+
+let images = [], steps = [], prompts = [];
+const previews = new Map(); // prompt text -> {src, label}
+
+function renderValidation() {
+  const box = $("#validation");
+  if (!images.length && !previews.size) return;
+  const byKey = new Map(images.map((img) => [`${img.prompt_name}|${img.step}`, img]));
+  const names = prompts.length ? prompts : [...new Set(images.map((i) => i.prompt_name))];
+  const promptText = new Map(images.map((i) => [i.prompt_name, i.prompt]));
+  const head = h("tr", {}, h("th", {}, "prompt"), steps.map((s) => h("th", { scope: "col" }, `step ${s}`)),
+    previews.size ? h("th", { scope: "col" }, "live preview") : null);
+  const rows = names.map((name) => h("tr", {},
+    h("th", { scope: "row", title: promptText.get(name) || "" }, name),
+    steps.map((s) => {
+      const img = byKey.get(`${name}|${s}`);
+      return h("td", {}, img ? imageButton(img) : h("span.muted", {}, "–"));
+    }),
+    previews.size ? h("td.preview-cell", {}, previewFor(promptText.get(name))) : null));
+  if (!names.length) {
+    rows.push(h("tr", {}, h("th", { scope: "row" }, "preview"), h("td.preview-cell", {}, previewFor(null))));
+  }
+  clear(box, h("table", {}, h("thead", {}, head), h("tbody", {}, rows)));
+}
+
+function previewFor(prompt) {
+  const p = (prompt && previews.get(prompt)) || (!prompt && [...previews.values()].pop());
+  return p ? h("img", { src: p.src, alt: `preview ${p.label}`, title: `sampler step ${p.label}` }) : "";
+}
+
+function imageButton(img) {
+  return h("button.img", { type: "button", "aria-label": `${img.prompt_name} at step ${img.step}`,
+    onclick: () => openLightbox(img) },
+  h("img", { src: img.url, alt: `${img.prompt_name}, step ${img.step}`, loading: "lazy" }));
+}
+
+let shown = null;
+function openLightbox(img) {
+  shown = img;
+  $("#lb-img").src = img.url;
+  $("#lb-img").alt = `${img.prompt_name}, step ${img.step}`;
+  $("#lb-title").textContent = `${img.prompt_name} · step ${img.step}`;
+  $("#lb-caption").textContent = img.prompt || "";
+  const dialog = $("#lightbox");
+  if (!dialog.open) dialog.showModal();
+}
+
+function moveLightbox(delta) {
+  if (!shown) return;
+  const same = images.filter((i) => i.prompt_name === shown.prompt_name).sort((a, b) => a.step - b.step);
+  const at = same.findIndex((i) => i.event_id === shown.event_id);
+  const next = same[at + delta];
+  if (next) openLightbox(next);
+}
+
+$("#lb-close").addEventListener("click", () => $("#lightbox").close());
+$("#lb-prev").addEventListener("click", () => moveLightbox(-1));
+$("#lb-next").addEventListener("click", () => moveLightbox(1));
+$("#lightbox").addEventListener("keydown", (e) => {
+  if (e.key === "ArrowLeft") moveLightbox(-1);
+  if (e.key === "ArrowRight") moveLightbox(1);
+});
+$("#lightbox").addEventListener("click", (e) => { if (e.target === e.currentTarget) e.currentTarget.close(); });
+
+async function loadValidation() {
+  const data = await api(`/api/training/validation/images?${q}`);
+  images = data.images;
+  steps = data.steps;
+  prompts = data.prompts;
+  renderValidation();
+}
+
+// --- checkpoints --------------------------------------------------------------------------------------------
+
+async function loadCheckpoints() {
+  const data = await api(`/api/training/checkpoints?${q}`);
+  const box = $("#checkpoints");
+  if (!data.checkpoints.length) return;
+  clear(box, h("div.table-wrap", {}, h("table#checkpoint-table", {}, h("thead", {}, h("tr", {},
+    h("th", {}, "step"), h("th.num", {}, "size"), h("th.opt", {}, "saved"), h("th", {}, ""))),
+  h("tbody", {}, data.checkpoints.map((c) => h("tr", {}, h("td", {}, `checkpoint-${c.step}`),
+    h("td.num", {}, fmtBytes(c.size_bytes)), h("td.opt", {}, fmtTime(c.created_at)),
+    h("td", {}, h("a.btn.small", { href: c.download_url, download: "" }, "Download"))))))));
+}
+
+// --- live updates -----------------------------------------------------------------------------------------
+
+const debounced = (fn, ms) => { let t; return () => { clearTimeout(t); t = setTimeout(fn, ms); }; };
+const refreshValidation = debounced(() => loadValidation().catch(() => {}), 300);
+const refreshCheckpoints = debounced(() => loadCheckpoints().catch(() => {}), 300);
+
+function onEvent(ev) {
+  logEvent(ev);
+  const d = ev.data || {};
+  switch (ev.event_type) {
+    case "training.status":
+      setProgress({ step: d.step, total_steps: d.total, percent: d.percent, loss: d.loss, learning_rate: d.lr,
+        rate: d.rate, eta_seconds: d.eta_seconds });
+      chart.push(d.step, d.loss, d.lr);
+      break;
+    case "training.metric":
+      for (const [name, value] of Object.entries(d.metrics || {})) chart.pushMetric(name, d.step, value);
+      break;
+    case "job.stage":
+      $("#job-stage").textContent = `${d.label || d.stage}: ${d.status}`;
+      break;
+    case "checkpoint.saved":
+      refreshCheckpoints();
+      break;
+    case "validation.image":
+      if (d.validation_type === "intermediary" && ev.images && ev.images[0]) {
+        previews.set(d.prompt, { src: ev.images[0].src || ev.images[0].url, label: d.step_label || d.step });
+        renderValidation();
+      } else {
+        previews.clear();
+        refreshValidation();
+      }
+      break;
+    default:
+      if (ev.event_type && ev.event_type.startsWith("job.")) {
+        const next = { "job.queued": "queued", "job.started": "starting", "job.running": "running",
+          "job.completed": "completed", "job.failed": "failed", "job.cancelled": "cancelled",
+          "job.stopped": "stopped", "job.requeued": "queued" }[ev.event_type];
+        if (next) setState(next, ev.event_type === "job.failed" ? d.reason : null);
+        if (FINAL.has(next)) { refreshCheckpoints(); refreshValidation(); }
+      }
+  }
+}
+
+function setLive(mode) {
+  const el = $("#live");
+  el.className = "live " + (mode === "live" ? "on" : mode === "ended" ? "" : "off");
+  el.textContent = { live: "live", reconnecting: "reconnecting…", ended: "finished" }[mode] || mode;
+}
+
+async function command(path, label) {
+  try {
+    const r = await api(`/api/training/${path}`, { method: "POST", json: { job_id: jobId } });
+    toast(`${label}: requested (${r.state})`, "success");
+  } catch (err) {
+    toast(`${label}: ${err.message}`, "error");
+  }
+}
+
+$("#cmd-validate").addEventListener("click", () => command("validation/run", "Validation"));
+$("#cmd-checkpoint").addEventListener("click", () => command("checkpoint/run", "Checkpoint"));
+$("#cmd-stop").addEventListener("click", () => {
+  if (confirm("Stop gracefully? The trainer finishes its step and saves a checkpoint.")) command("stop", "Stop");
+});
+$("#cmd-cancel").addEventListener("click", () => {
+  if (confirm("Cancel this job? It ends without a final checkpoint.")) command("cancel", "Cancel");
+});
+
+async function main() {
+  let job;
+  try {
+    job = await api(`/api/jobs/${encodeURIComponent(jobId)}`);
+  } catch (err) {
+    clear($("#job-meta"), err.status === 404 ? "No such job (or it is not yours)." : err.message);
+    return;
+  }
+  $("#job-meta").textContent = [job.env ? `environment ${job.env}` : null, job.user ? `by ${job.user}` : null,
+    `submitted ${fmtTime(job.created_at)}`, job.worker_id ? `on ${job.worker_id}` : null].filter(Boolean).join(" · ");
+  setState(job.state, job.state === "failed" ? job.reason : null);
+  const [metrics, status] = await Promise.all([
+    api(`/api/training/metrics?${q}&max_points=1500`), api(`/api/training/status?${q}`).catch(() => null)]);
+  chart.load(metrics);
+  if (status && status.job_id === jobId) {
+    setProgress(status.progress);
+    if (status.stage) $("#job-stage").textContent = `${status.stage.label || status.stage.stage}: ${status.stage.status}`;
+  } else {
+    setProgress(job.progress);
+  }
+  const since = metrics.last_event_id;
+  const tail = await api(`/api/training/events?${q}&since_index=${Math.max(0, since - 50)}&limit=50`);
+  for (const ev of tail.events) if (Number(ev.id) <= since) logEvent(ev);
+  stream = followEvents(jobId, since, onEvent, setLive);
+  await Promise.all([loadValidation(), loadCheckpoints()]).catch((err) => toast(err.message, "error"));
+  document.body.dataset.ready = "1"; // first render done (read by the browser tests and the benchmark)
+}
+
+main();
+window.addEventListener("pagehide", () => stream && stream.close());

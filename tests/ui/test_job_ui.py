@@ -1,0 +1,99 @@
+"""The job page on a real training run: a tiny PixArt trains on CPU in a trainer process started through the
+API, and the page shows it live: the chart gains points, checkpoint-now lists a checkpoint, progress reaches
+100 %, validation images fill the prompt × step grid (with a lightbox). A server restart mid-run drops the event
+stream; the page reconnects from the last event id and misses or repeats nothing."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from ui_helpers import ADMIN, Live, login, shot
+
+pytest.importorskip("simpletuner_pixart")
+
+ENV = "ui-job"
+RUN = {"--max_train_steps": 80, "--validation_step_interval": 40, "--checkpoint_step_interval": 0,
+       "--checkpoints_total_limit": None, "--validation_num_inference_steps": 4, "--lr_warmup_steps": 5}
+
+
+def start_job(live: Live, key: str) -> str:
+    status, body = live.api("POST", "/api/configs/environments", {"name": ENV, "example": "tiny-pixart"}, key)
+    assert status == 201, body
+    assert live.api("POST", f"/api/configs/{ENV}/activate", None, key)[0] == 200
+    status, body = live.api("POST", "/api/training/start", RUN, key)
+    assert status in (200, 202), body
+    return body["job_id"]
+
+
+def steps_shown(page: Any) -> int:
+    text = page.locator("#st-step").text_content() or ""
+    match = re.match(r"(\d+)/", text)
+    return int(match.group(1)) if match else 0
+
+
+def test_job_page_follows_a_real_run(new_page: Any, live_server: Live, admin_key: str) -> None:
+    job_id = start_job(live_server, admin_key)
+    page, watch = new_page(viewport={"width": 1280, "height": 900})
+    login(page, ADMIN["username"], ADMIN["password"])
+    page.locator(f'#jobs-table a[href="/jobs/{job_id}"]').click()  # the jobs list links the job
+    page.wait_for_url(f"**/jobs/{job_id}")
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_function("() => Number(document.querySelector('#chart').dataset.points) >= 3", timeout=120_000)
+
+    page.get_by_role("button", name="Checkpoint now").click()
+    page.get_by_text("Checkpoint: requested").wait_for()
+    page.wait_for_selector("#checkpoint-table tbody tr", timeout=120_000)
+    row = page.locator("#checkpoint-table tbody tr").first
+    assert re.match(r"checkpoint-\d+", row.locator("td").first.text_content() or "")
+    assert "KB" in (row.locator("td").nth(1).text_content() or "") or "MB" in (row.locator("td").nth(1).text_content() or "")
+
+    # a server restart mid-run: the stream drops, the page says so, then resumes from the last event id
+    before = steps_shown(page)
+    watch.expect("ERR_CONNECTION_REFUSED")  # requests made while the server is down
+    watch.expect("status of 502")
+    live_server.restart()
+    page.wait_for_function(f"() => (document.querySelector('#st-step').textContent.split('/')[0]|0) > {before}",
+                           timeout=120_000)
+    page.wait_for_selector("#live.on", timeout=30_000)
+
+    page.wait_for_function("() => document.querySelector('#st-percent').textContent === '100 %'", timeout=180_000)
+    page.wait_for_selector("#job-state .state-completed", timeout=60_000)
+    assert page.locator("#live").text_content() == "finished"
+    points = int(page.locator("#chart").get_attribute("data-points") or 0)
+    assert points == 80  # every step once: nothing lost or repeated across the restart
+
+    page.wait_for_selector("#validation thead th:text-is('step 80')", timeout=60_000)
+    headers = page.locator("#validation thead th").all_text_contents()
+    assert headers == ["prompt", "step 0", "step 40", "step 80"]  # the base model at 0, then each interval
+    assert page.locator("#validation tbody th").all_text_contents() == ["validation", "unconditional"]
+    shot(page, "job")
+    page.locator("#validation tbody tr").first.locator("button.img").nth(1).click()  # step 40
+    page.wait_for_selector("#lightbox[open]")
+    page.wait_for_function("() => document.querySelector('#lb-img').complete && "
+                           "document.querySelector('#lb-img').naturalWidth > 0")
+    page.keyboard.press("ArrowRight")
+    assert page.locator("#lb-title").text_content() == "validation · step 80"
+    page.keyboard.press("Escape")
+    assert page.locator("#lightbox[open]").count() == 0
+
+    log_ids = page.locator("#log li").count()
+    assert log_ids > 10
+    # the checkpoint download is a zip
+    href = page.locator("#checkpoint-table a").first.get_attribute("href")
+    response = page.request.get(href)
+    assert response.status == 200 and response.body()[:2] == b"PK"
+
+    page.goto("/jobs")
+    page.wait_for_selector(f'tr[data-job="{job_id}"] .state-completed')
+    shot(page, "jobs")
+
+
+def test_job_page_of_an_unknown_job_says_so(new_page: Any, live_server: Live, admin_key: str) -> None:
+    page, watch = new_page()
+    login(page, ADMIN["username"], ADMIN["password"])
+    watch.expect("404")
+    page.goto("/jobs/20990101-000000-abcdef")
+    page.get_by_text("No such job").wait_for()
