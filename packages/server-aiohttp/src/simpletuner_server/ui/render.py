@@ -40,16 +40,16 @@ def _template(name: str) -> str:
     return resources.files("simpletuner_server.ui").joinpath("templates", name).read_text(encoding="utf-8")
 
 
-def fill(name: str, **values: Any) -> Markup:
-    """``templates/<name>`` with every ``{{ key }}`` replaced by its escaped value; an unknown key is a bug."""
+def fill(template: str, /, **values: Any) -> Markup:
+    """``templates/<template>`` with every ``{{ key }}`` replaced by its escaped value; a missing key is a bug."""
 
     def sub(match: re.Match[str]) -> str:
         key = match.group(1)
         if key not in values:
-            raise KeyError(f"template {name} needs {key!r}")
+            raise KeyError(f"template {template} needs {key!r}")
         return escape(values[key])
 
-    return Markup(_PLACEHOLDER.sub(sub, _template(name)))
+    return Markup(_PLACEHOLDER.sub(sub, _template(template)))
 
 
 def static(path: str) -> str:

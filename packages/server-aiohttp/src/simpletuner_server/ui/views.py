@@ -30,6 +30,8 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/users", "Users", "user.manage"),
     ("/account", "Account", "api.access"),
 )
+#: What each page module imports (kept next to the pages: a test checks it against the scripts' imports).
+MODULE_IMPORTS: dict[str, tuple[str, ...]] = {"job.js": ("common.js", "loss_chart.js")}
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -55,6 +57,9 @@ def page(request: web.Request, title: str, script: str | None, body: Markup, *, 
     tags = [f'<script defer src="{escape(static(path))}"></script>' for path in vendor]
     if script:
         tags.append(f'<script type="module" src="{escape(static("js/" + script))}"></script>')
+        # the modules it imports, fetched in parallel with it instead of after it has been parsed
+        tags += [f'<link rel="modulepreload" href="{escape(static("js/" + dep))}">'
+                 for dep in MODULE_IMPORTS.get(script, ("common.js",))]
     styles = [f'<link rel="stylesheet" href="{escape(static(p.removesuffix(".iife.min.js") + ".min.css"))}">'
               for p in vendor if p.startswith("vendor/uplot/")]
     html = fill("layout.html", title=title, csrf=csrf_token(token) if token else "",

@@ -240,6 +240,7 @@ async function main() {
   for (const ev of tail.events) if (Number(ev.id) <= since) logEvent(ev);
   stream = followEvents(jobId, since, onEvent, setLive);
   await Promise.all([loadValidation(), loadCheckpoints()]).catch((err) => toast(err.message, "error"));
+  document.body.dataset.readyMs = String(Math.round(performance.now())); // since navigation start (bench/ui.py)
   document.body.dataset.ready = "1"; // first render done (read by the browser tests and the benchmark)
 }
 
