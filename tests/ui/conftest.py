@@ -4,4 +4,4 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ui_helpers import admin_key, browser, live_server, new_page  # noqa: E402, F401  (pytest fixtures)
+from ui_helpers import admin_key, browser, live_server, new_page  # noqa: F401  (pytest fixtures)

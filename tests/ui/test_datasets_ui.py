@@ -18,7 +18,8 @@ VIEWER = {"email": "vera@example.com", "username": "vera", "password": "viewer p
 
 
 def expect(target: Any) -> Any:
-    from playwright.sync_api import expect as playwright_expect  # the browser fixture skips without playwright
+    # Imported here: the browser fixture skips the tests where playwright is missing.
+    from playwright.sync_api import expect as playwright_expect
 
     return playwright_expect(target)
 
@@ -27,8 +28,8 @@ def sign_in(page: Any, username: str, password: str, to: str) -> None:
     """Sign in on the login page straight to ``to`` (its ``next``), so no other page's requests are cut off
     by navigating on (an aborted fetch counts as a failed request)."""
     page.goto("/login?next=" + quote(to, safe="/"))
-    page.get_by_label("Username or email").fill(username)
-    page.get_by_label("Password").fill(password)
+    page.locator("#login-username").fill(username)
+    page.locator("#login-password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**" + to)
 
@@ -112,6 +113,8 @@ def test_admin_creates_uploads_and_captions(new_page: Any, live_server: Live, ad
     (singles / "a3.txt").write_text("a yellow square", encoding="utf-8")
     (singles / "a1.png").write_bytes(png((0, 0, 0)))
     (singles / "evil.png").write_text("#!/bin/sh\necho not an image\n", encoding="utf-8")
+    typing = page.get_by_label("Caption of a2.png")
+    typing.fill("half-typed")  # unsaved while the upload lands: the grid reloads, the text and focus stay
     page.get_by_label("Files to upload").set_input_files(sorted(str(p) for p in singles.iterdir()))
     batch = page.locator(".upload-item", has_text="4 files")
     expect(batch.locator(".upload-status")).to_have_text("Uploaded 2 files, 1 skipped, 1 refused.")
@@ -120,6 +123,20 @@ def test_admin_creates_uploads_and_captions(new_page: Any, live_server: Live, ad
     expect(batch.locator(".skipped")).to_contain_text("a1.png")
     assert (root / "cats" / "a1.png").read_bytes() != (singles / "a1.png").read_bytes()  # not overwritten
     assert not (root / "cats" / "evil.png").exists()
+
+    # Drag and drop onto the zone.
+    dropped = page.evaluate_handle("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(["notes about the cats"], "notes.txt", { type: "text/plain" }));
+        return dt;
+    }""")
+    page.dispatch_event("#dropzone", "dragenter", {"dataTransfer": dropped})
+    expect(page.locator("#dropzone")).to_have_class("dropzone over")
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": dropped})
+    expect(page.locator("#dropzone")).to_have_class("dropzone")
+    expect(page.locator(".upload-item", has_text="notes.txt").locator(".upload-status")).to_have_text(
+        "Uploaded 1 file.")
+    assert (root / "cats" / "notes.txt").read_text(encoding="utf-8") == "notes about the cats"
 
     # Thumbnails (lazy, 256 px) and their captions.
     grid = page.locator("#ds-grid")
@@ -132,6 +149,8 @@ def test_admin_creates_uploads_and_captions(new_page: Any, live_server: Live, ad
     expect(page.get_by_label("Caption of a1.png")).to_have_value("a red square")
     expect(page.get_by_label("Caption of a3.png")).to_have_value("a yellow square")
     expect(page.locator("#folder-count")).to_have_text("3 images")
+    expect(typing).to_have_value("half-typed")
+    expect(grid.locator("li.thumb", has_text="a2.png").locator(".save-state")).to_have_text("Unsaved changes")
 
     # Edit a caption with Ctrl+Enter, another with the Save button: written to the .txt beside the image.
     a2 = page.get_by_label("Caption of a2.png")
@@ -165,6 +184,14 @@ def test_admin_creates_uploads_and_captions(new_page: Any, live_server: Live, ad
     page.keyboard.press("Escape")
     expect(box).to_be_hidden()
     assert (root / "cats" / "a1.txt").read_text(encoding="utf-8") == "a noisy square"
+    opener = page.get_by_role("button", name="View a2.png full size")  # by keyboard: Enter opens, Esc closes
+    opener.focus()
+    page.keyboard.press("Enter")
+    expect(box).to_be_visible()
+    expect(box.get_by_label("Caption of a2.png")).to_have_value("a green square, edited")
+    page.keyboard.press("Escape")
+    expect(box).to_be_hidden()
+    expect(opener).to_be_focused()
     shot(page, "datasets")
 
     # A folder that exists already: the 409 at the field.

@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 import pytest
-
 from ui_helpers import ADMIN, Live, login, shot
 
 pytest.importorskip("simpletuner_pixart")

@@ -15,7 +15,8 @@ VISITOR = {"username": "visitor", "email": "visitor@example.com", "password": "j
 
 
 def expect(target: Any) -> Any:
-    from playwright.sync_api import expect as playwright_expect  # the browser fixture skips without playwright
+    # Imported here: the browser fixture skips the tests where playwright is missing.
+    from playwright.sync_api import expect as playwright_expect
 
     return playwright_expect(target)
 
@@ -24,8 +25,8 @@ def sign_in(page: Any, username: str, password: str, to: str) -> None:
     """Sign in on the login page straight to ``to`` (its ``next``), so no other page's requests are cut off
     by navigating on (an aborted fetch counts as a failed request)."""
     page.goto("/login?next=" + quote(to, safe="/"))
-    page.get_by_label("Username or email").fill(username)
-    page.get_by_label("Password").fill(password)
+    page.locator("#login-username").fill(username)
+    page.locator("#login-password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**" + to)
 
@@ -145,7 +146,7 @@ def test_admin_manages_users_and_registration(new_page: Any, live_server: Live, 
     reg.get_by_label("Password").fill(VISITOR["password"])
     reg.get_by_role("button", name="Create account").click()
     expect(visitor.locator("#toasts")).to_contain_text("Account created")
-    visitor.get_by_label("Password").fill(VISITOR["password"])  # the login form has the name already
+    visitor.locator("#login-password").fill(VISITOR["password"])  # the login form has the name already
     visitor.get_by_role("button", name="Sign in").click()
     visitor.wait_for_url("**/account")
     expect(visitor.locator("#me-levels")).to_have_text("viewer")
@@ -178,7 +179,7 @@ def test_admin_manages_users_and_registration(new_page: Any, live_server: Live, 
 
 
 def test_account_api_keys(new_page: Any, live_server: Live, admin_key: str) -> None:
-    page, watch = new_page()
+    page, _ = new_page()
     sign_in(page, ADMIN["username"], ADMIN["password"], "/account")
     expect(page.locator("#me-username")).to_have_text("admin")
     expect(page.locator("#me-email")).to_have_text(ADMIN["email"])

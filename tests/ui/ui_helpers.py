@@ -137,8 +137,9 @@ def watch_page(page: Any) -> Watch:
     page.on("console", lambda msg: watch.problems.append(f"console {msg.type}: {msg.text}")
             if msg.type == "error" else None)
     page.on("pageerror", lambda exc: watch.problems.append(f"page error: {exc}"))
+    # a request cut short by navigating away (ERR_ABORTED), or a stream closed that way, is not a failure
     page.on("requestfailed", lambda req: watch.problems.append(f"request failed: {req.url} {req.failure}")
-            if "/events/stream" not in req.url else None)  # a stream closed by navigation is not a failure
+            if "/events/stream" not in req.url and "ERR_ABORTED" not in (req.failure or "") else None)
     return watch
 
 

@@ -117,7 +117,8 @@ export function showError(err, fieldFor) {
     }
   }
   const rest = errors.length - placed;
-  toast((err && err.message) || String(err) + (rest > 0 ? ` (${rest} more)` : ""), "error", 8000);
+  const message = (err && err.message) || String(err);
+  toast(rest > 0 && placed > 0 ? `${message} (${rest} more)` : message, "error", 8000);
 }
 
 export function markField(input, message) {
@@ -131,11 +132,18 @@ export function markField(input, message) {
   note.textContent = message;
   if (!input.id) input.id = "f" + Math.random().toString(36).slice(2);
   note.id = input.id + "-error";
-  input.setAttribute("aria-describedby", note.id);
+  const described = (input.getAttribute("aria-describedby") || "").split(" ").filter((id) => id && id !== note.id);
+  input.setAttribute("aria-describedby", [...described, note.id].join(" ")); // keep the help text read out
 }
 
 export function clearFieldErrors(root = document) {
-  for (const note of $$(".field-error", root)) note.remove();
+  for (const note of $$(".field-error", root)) {
+    for (const input of $$(`[aria-describedby~="${note.id}"]`, root)) {
+      const rest = input.getAttribute("aria-describedby").split(" ").filter((id) => id !== note.id).join(" ");
+      if (rest) input.setAttribute("aria-describedby", rest); else input.removeAttribute("aria-describedby");
+    }
+    note.remove();
+  }
   for (const input of $$("[aria-invalid]", root)) input.removeAttribute("aria-invalid");
 }
 
