@@ -14,6 +14,7 @@ import pytest
 
 from simpletuner_core.events import EventEmitter
 from simpletuner_core.events.types import Event
+from simpletuner_core.jobs import store as store_module
 from simpletuner_core.jobs.event_log import StoreEventLog, follow
 from simpletuner_core.jobs.models import COMPLETED, QUEUED, RUNNING, STARTING, Job, JobError
 from simpletuner_core.jobs.store import SCHEMA_VERSION, SchemaVersionError, SQLiteStore, open_store
@@ -157,6 +158,27 @@ def test_event_ids_increase_and_read_after(store: SQLiteStore) -> None:
     assert store.last_event_id("b") == ids[3] and store.last_event_id("nope") == 0
     with pytest.raises(JobError):
         store.append_event(Event("log", "nope"))
+
+
+@pytest.mark.parametrize("batch_chars", [store_module.DECODE_BATCH_CHARS, 12])
+def test_read_events_of_types_filters_by_type_job_and_position(store: SQLiteStore, batch_chars: int,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "DECODE_BATCH_CHARS", batch_chars)  # 12: payloads decoded a few at a time
+    store.create_job(Job("a", {}))
+    store.create_job(Job("b", {}))
+    kinds = ["training.status", "log", "training.metric", "training.status", "log", "training.status"]
+    ids = [store.append_event(Event(kind, "a", {"n": n})).id for n, kind in enumerate(kinds)]
+    store.append_event(Event("training.status", "b", {"n": 99}))
+
+    wanted = ("training.status", "training.metric")
+    assert [e.data["n"] for e in store.read_events_of_types("a", wanted)] == [0, 2, 3, 5]
+    assert [e.data["n"] for e in store.read_events_of_types("a", ["training.status"], after_id=ids[0])] == [3, 5]
+    assert [e.data["n"] for e in store.read_events_of_types("a", wanted, limit=2)] == [0, 2]
+    assert [e.data["n"] for e in store.read_events_of_types("a", ["log"], limit=1, newest_first=True)] == [4]
+    assert [e.type for e in store.read_events_of_types("a", ["log"])] == ["log", "log"]
+    assert store.read_events_of_types("a", []) == [] and store.read_events_of_types("nope", wanted) == []
+    nested = store.append_event(Event("training.metric", "a", {"metrics": {"eval_loss": 0.5}, "tags": ["x, y"]}))
+    assert store.read_events_of_types("a", wanted, after_id=ids[-1]) == [nested]
 
 
 def test_reconnecting_reader_gets_every_event_once_from_another_process(tmp_path: Path) -> None:

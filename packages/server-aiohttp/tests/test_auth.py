@@ -375,13 +375,15 @@ def test_scoped_keys_and_cross_origin_writes(tmp_path: Path) -> None:
             assert abs(expires.timestamp() - (time.time() + 3 * 86400)) < 60
             assert (await client.delete(f"{AUTH}/api-keys/{key_id}")).status == 200
             assert (await curl.get(f"{AUTH}/me", headers={"X-API-Key": scoped})).status == 401
-            # Cookie-authenticated writes from another origin are refused; same-origin ones pass.
+            # Cookie-authenticated writes from another origin are refused; same-origin browser writes pass with
+            # the session's CSRF token (test_ui_pages.py covers the token rules in full).
             host = client.make_url("/").authority
+            token = (await (await ada.get(f"{AUTH}/me")).json())["csrf_token"]
             resp = await ada.post(f"{AUTH}/api-keys", json={"name": "csrf"},
-                                  headers={"Origin": "http://evil.test"})
+                                  headers={"Origin": "http://evil.test", "X-CSRF-Token": token})
             assert resp.status == 403
             resp = await ada.post(f"{AUTH}/api-keys", json={"name": "ok"},
-                                  headers={"Origin": f"http://{host}"})
+                                  headers={"Origin": f"http://{host}", "X-CSRF-Token": token})
             assert resp.status == 201
 
     serve(make_app(tmp_path), scenario)

@@ -140,7 +140,7 @@ def test_schemathesis_finds_no_server_errors(live_server: tuple[str, dict[str, s
     # they have their own tests. Every other operation is fuzzed with bounded examples.
     cmd = [str(exe if exe.exists() else shutil.which("schemathesis")), "run", f"{base}/openapi.json",
            "--checks", "not_a_server_error", "--max-examples", "8", "--phases", "examples,coverage,fuzzing",
-           "--workers", "2", "--seed", "1", "--no-color", "--suppress-health-check", "all",
+           "--workers", "1", "--seed", "1", "--no-color", "--suppress-health-check", "all",
            "-H", f"X-API-Key: {headers['X-API-Key']}",
            "--exclude-path-regex", r"(api-keys/\{key_id\}|/logout|/api/users/\{user_id\}|events/stream)"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)

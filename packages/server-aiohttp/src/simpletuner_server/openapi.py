@@ -124,7 +124,7 @@ def _operation(method: str, path: str, handler: Handler) -> tuple[str, dict[str,
         op["requestBody"] = body
         op["responses"]["413"] = _error("Request body too large")
     permission = getattr(handler, "required_permission", None)
-    if path in PUBLIC_PATHS:
+    if path in PUBLIC_PATHS and not permission:  # a public path's write may still check (PUT registration)
         op["security"] = []
     elif path.startswith(WORKER_PREFIX):
         op["security"] = [{"workerToken": []}]

@@ -5,8 +5,20 @@ from __future__ import annotations
 from aiohttp import web
 
 from simpletuner_server import views
-from simpletuner_server.api import auth_views, configs_views, queue_views, system_views, users_views
+from simpletuner_server.api import (
+    auth_views,
+    configs_views,
+    jobs_views,
+    queue_views,
+    system_views,
+    users_views,
+)
+from simpletuner_server.api import config_fields_views as fields_views
+from simpletuner_server.api import registration_views as registration
+from simpletuner_server.api.datasets import media as dataset_media
 from simpletuner_server.api.datasets import views as datasets_views
+from simpletuner_server.api.training import metrics as metrics_views
+from simpletuner_server.api.training import outputs as outputs_views
 from simpletuner_server.api.training import stream as stream_views
 from simpletuner_server.api.training import views as training_views
 from simpletuner_server.auth import AUTH_PREFIXES
@@ -23,6 +35,9 @@ AUTH_ROUTES: tuple[Route, ...] = (
     ("GET", "/api-keys", auth_views.list_api_keys),
     ("POST", "/api-keys", auth_views.create_api_key),
     ("DELETE", r"/api-keys/{key_id:\d+}", auth_views.revoke_api_key),
+    ("GET", "/registration", registration.get_registration),
+    ("PUT", "/registration", registration.set_registration),  # admins: checked in the handler (public path)
+    ("POST", "/register", registration.register),
 )
 
 USER_ROUTES: tuple[Route, ...] = (
@@ -43,6 +58,7 @@ CONFIG_ROUTES: tuple[Route, ...] = (
     ("GET", "/api/configs/active", configs_views.active_config),
     ("GET", "/api/configs/examples", configs_views.list_examples),
     ("GET", "/api/configs/examples/{example}", configs_views.get_example),
+    ("GET", "/api/configs/fields", fields_views.config_fields),
     ("GET", CONFIG_NAME, configs_views.get_config),
     ("PUT", CONFIG_NAME, configs_views.update_config),
     ("DELETE", CONFIG_NAME, configs_views.delete_config),
@@ -63,7 +79,14 @@ TRAINING_ROUTES: tuple[Route, ...] = (
     ("POST", "/api/training/validation/run", training_views.run_validation),
     ("POST", "/api/training/checkpoint/run", training_views.run_checkpoint),
     ("POST", "/api/training/checkpoints", training_views.list_job_checkpoints),
+    ("GET", "/api/training/checkpoints", outputs_views.get_checkpoints),
+    ("GET", "/api/training/checkpoints/download", outputs_views.download_checkpoint),
     ("GET", "/api/training/plot", training_views.training_plot),
+    ("GET", "/api/training/metrics", metrics_views.training_metrics),
+    ("GET", "/api/training/validation/images", outputs_views.validation_images),
+    ("GET", "/api/training/files", outputs_views.job_file),
+    ("GET", "/api/jobs", jobs_views.list_jobs),
+    ("GET", "/api/jobs/{job_id}", jobs_views.get_job),
 )
 
 
@@ -88,8 +111,13 @@ def setup_routes(app: web.Application) -> None:
     for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES, *QUEUE_ROUTES,
                                   *datasets_views.DATASET_ROUTES):
         app.router.add_route(method, path, handler)
+    for method, path, handler in dataset_media.MEDIA_ROUTES:  # /api/datasets/file, /images, /caption
+        app.router.add_route(method, path, handler)
     from simpletuner_server.workers import setup_workers
 
     setup_workers(app)
+    from simpletuner_server.ui import setup_ui
+
+    setup_ui(app)  # the dashboard's pages and assets (HTML, left out of the OpenAPI document)
     setup_docs(app)  # /openapi.json, /docs, /redoc: after every API route, since it documents them
     stream_views.setup_streams(app)  # the open-stream registry and its on_shutdown hook

@@ -38,7 +38,7 @@ T = TypeVar("T")
 CONFIG_TYPES = ("model",)  # every environment is a model config; dataloaders live inside them
 MODES = ("replace", "merge")
 MODEL_KEYS = ("model_family", "model_flavour", "model_type", "lora_type")
-RESERVED_NAMES = ("active", "environments", "examples")  # static paths next to /api/configs/{name}
+RESERVED_NAMES = ("active", "environments", "examples", "fields")  # static paths next to /api/configs/{name}
 
 
 @v.check({"type": "string", "pattern": f"^{paths.NAME_RE.pattern}$"})

@@ -29,9 +29,9 @@ from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.runner import Runner
 from simpletuner_core.plot import job_plot_path
 from simpletuner_core.plugins import get_registry
-from simpletuner_core.training.checkpoint import list_checkpoints
 from simpletuner_server import validation as v
 from simpletuner_server.api.configs_views import active_key, redact
+from simpletuner_server.api.training import artifacts
 from simpletuner_server.api.training.policy import HOOK_PERMISSION, PolicyError, check_job
 from simpletuner_server.api.training.status import IDLE, StatusFold, status_body
 from simpletuner_server.auth import current_principal, require
@@ -394,18 +394,22 @@ async def run_checkpoint(request: web.Request) -> web.Response:
     return await _command(request, "checkpoint")
 
 
+async def checkpoints_body(request: web.Request, job: m.Job) -> dict[str, Any]:
+    """``{job_id, output_dir, checkpoints: [{step, path, size_bytes, created_at, download_url}]}``."""
+    root = artifacts.output_root(job, request.app[SETTINGS_KEY].home)
+    found = await asyncio.to_thread(artifacts.checkpoints, job.id, root)
+    return {"job_id": job.id, "output_dir": job.output_dir or job.config.get("--output_dir"), "checkpoints": found}
+
+
 @require("job.view.own")
 async def list_job_checkpoints(request: web.Request) -> web.Response:
-    """Complete checkpoints in the job's output directory, oldest written first."""
+    """Complete checkpoints in the job's output directory, oldest written first, with sizes and download URLs."""
     fields = await _fields(request)
     job_id = fields.get("job_id", request.query.get("job_id"))
     job = _job(request, job_id) if job_id is not None else _current_job(request)
     if job is None:
         raise web.HTTPBadRequest(text="No training job")
-    output_dir = job.output_dir or job.config.get("--output_dir")
-    found = await asyncio.to_thread(list_checkpoints, Path(output_dir)) if output_dir else []
-    return web.json_response({"job_id": job.id, "output_dir": output_dir,
-                              "checkpoints": [{"step": step, "path": str(path)} for step, path in found]})
+    return web.json_response(await checkpoints_body(request, job))
 
 
 @require("job.view.own")
