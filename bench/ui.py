@@ -127,10 +127,19 @@ def main() -> int:
     server = start_server(home, port, home / "server.log")
     try:
         post(base, "/api/cloud/auth/setup/first-admin", ADMIN)
+        warmup_id = seed_job(home, 200)
         job_id = seed_job(home, args.events)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=FLAGS)
             renders, transfers, replays = [], [], []
+            for job in (warmup_id,):  # the browser's first page pays its own start-up; not the server's
+                context = browser.new_context(base_url=base)
+                context.request.post("/api/cloud/auth/login", data={"username": ADMIN["username"],
+                                                                     "password": ADMIN["password"]})
+                page = context.new_page()
+                page.goto(f"/jobs/{job}")
+                page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+                context.close()
             for _ in range(args.rounds):
                 context = browser.new_context(base_url=base)
                 context.request.post("/api/cloud/auth/login", data={"username": ADMIN["username"],
@@ -153,6 +162,7 @@ def main() -> int:
     print(f"job page, {args.events} events, {args.rounds} cold rounds (median):")
     print(f"  first render (navigation start -> chart, tail, grid, checkpoints): {render:.0f} ms "
           f"(all: {renders}); target <= 300 ms")
+    print(f"  the first round, with the server's per-job caches cold: {renders[0]} ms")
     print(f"  transferred: {transfer / 1024:.1f} KB in {transfers[0]['requests']} requests; target <= 300 KB")
     print(f"  side by side, replaying the whole log through /api/training/events: {replay_ms:.0f} ms, "
           f"{replay_bytes / 1024:.0f} KB ({replays[0]['count']} events) -> the page is "

@@ -5,6 +5,7 @@ stream; the page reconnects from the last event id and misses or repeats nothing
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -18,13 +19,19 @@ RUN = {"--max_train_steps": 80, "--validation_step_interval": 40, "--checkpoint_
        "--checkpoints_total_limit": None, "--validation_num_inference_steps": 4, "--lr_warmup_steps": 5}
 
 
-def start_job(live: Live, key: str) -> str:
-    status, body = live.api("POST", "/api/configs/environments", {"name": ENV, "example": "tiny-pixart"}, key)
-    assert status == 201, body
-    assert live.api("POST", f"/api/configs/{ENV}/activate", None, key)[0] == 200
-    status, body = live.api("POST", "/api/training/start", RUN, key)
-    assert status in (200, 202), body
-    return body["job_id"]
+def start_job(page: Any) -> str:
+    """Create the environment from the tiny example and start it, all through the pages."""
+    page.goto("/environments")
+    page.get_by_label("Start from").select_option("tiny-pixart")
+    page.get_by_label("Name", exact=True).fill(ENV)
+    page.get_by_role("button", name="Create environment").click()
+    page.wait_for_url(f"**/environments/{ENV}")
+    page.get_by_role("tab", name="Raw JSON").click()
+    raw = page.get_by_label("Config as JSON")
+    raw.fill(json.dumps({**json.loads(raw.input_value()), **RUN}, indent=2))
+    page.get_by_role("button", name="Start training").click()  # activates, then starts with the changes
+    page.wait_for_url(re.compile(r".*/jobs/[\w-]+$"))
+    return page.url.rsplit("/", 1)[1]
 
 
 def steps_shown(page: Any) -> int:
@@ -34,12 +41,11 @@ def steps_shown(page: Any) -> int:
 
 
 def test_job_page_follows_a_real_run(new_page: Any, live_server: Live, admin_key: str) -> None:
-    job_id = start_job(live_server, admin_key)
     page, watch = new_page(viewport={"width": 1280, "height": 900})
     login(page, ADMIN["username"], ADMIN["password"])
-    page.locator(f'#jobs-table a[href="/jobs/{job_id}"]').click()  # the jobs list links the job
-    page.wait_for_url(f"**/jobs/{job_id}")
+    job_id = start_job(page)
     page.wait_for_selector("body[data-ready='1']")
+    assert live_server.api("GET", f"/api/jobs/{job_id}", key=admin_key)[1]["config"]["--max_train_steps"] == 80
     page.wait_for_function("() => Number(document.querySelector('#chart').dataset.points) >= 3", timeout=120_000)
 
     page.get_by_role("button", name="Checkpoint now").click()
@@ -56,7 +62,8 @@ def test_job_page_follows_a_real_run(new_page: Any, live_server: Live, admin_key
     live_server.restart()
     page.wait_for_function(f"() => (document.querySelector('#st-step').textContent.split('/')[0]|0) > {before}",
                            timeout=120_000)
-    page.wait_for_selector("#live.on", timeout=30_000)
+    page.wait_for_function("() => ['live', 'finished'].includes(document.querySelector('#live').textContent)",
+                           timeout=30_000)  # reconnected (or already at the end of the run)
 
     page.wait_for_function("() => document.querySelector('#st-percent').textContent === '100 %'", timeout=180_000)
     page.wait_for_selector("#job-state .state-completed", timeout=60_000)
@@ -88,6 +95,9 @@ def test_job_page_follows_a_real_run(new_page: Any, live_server: Live, admin_key
     page.goto("/jobs")
     page.wait_for_selector(f'tr[data-job="{job_id}"] .state-completed')
     shot(page, "jobs")
+    page.locator(f'#jobs-table a[href="/jobs/{job_id}"]').click()  # the jobs list links the job
+    page.wait_for_url(f"**/jobs/{job_id}")
+    page.wait_for_selector("body[data-ready='1']")
 
 
 def test_job_page_of_an_unknown_job_says_so(new_page: Any, live_server: Live, admin_key: str) -> None:
@@ -96,3 +106,25 @@ def test_job_page_of_an_unknown_job_says_so(new_page: Any, live_server: Live, ad
     watch.expect("404")
     page.goto("/jobs/20990101-000000-abcdef")
     page.get_by_text("No such job").wait_for()
+
+
+def test_a_researcher_sees_neither_the_admins_job_nor_the_users_page(new_page: Any, live_server: Live,
+                                                                      admin_key: str) -> None:
+    status, jobs = live_server.api("GET", "/api/jobs", key=admin_key)
+    assert status == 200 and jobs["jobs"], "runs after the training test, which leaves the admin's job"
+    job_id = jobs["jobs"][0]["job_id"]
+    status, _ = live_server.api("POST", "/api/users", {"email": "rita@example.com", "username": "rita",
+                                                      "password": "rita's password", "level_names": ["researcher"]},
+                                admin_key)
+    assert status == 201
+    page, watch = new_page()
+    login(page, "rita", "rita's password")
+    page.get_by_text("No jobs yet").wait_for()  # the admin's job is not listed
+    assert page.locator("nav a", has_text="Users").count() == 0
+    watch.expect("404")
+    watch.expect("403")
+    page.goto(f"/jobs/{job_id}")
+    page.get_by_text("No such job").wait_for()
+    response = page.goto("/users")
+    assert response is not None and response.status == 403
+    page.get_by_text("user.manage").wait_for()

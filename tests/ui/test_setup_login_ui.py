@@ -9,7 +9,7 @@ from ui_helpers import ADMIN, Live, login, shot
 
 
 def test_first_admin_setup_login_logout(new_page: Any, live_server: Live) -> None:
-    page, _ = new_page()
+    page, watch = new_page()
     page.goto("/")
     page.wait_for_url("**/setup")  # no admin yet: every page leads to setup
     shot(page, "setup")
@@ -28,6 +28,7 @@ def test_first_admin_setup_login_logout(new_page: Any, live_server: Live) -> Non
     page.wait_for_url("**/login?next=/jobs")
     shot(page, "login")
 
+    watch.expect("status of 401")  # the wrong password below, and nothing else
     page.locator("#login-username").fill("admin")
     page.locator("#login-password").fill("wrong password!")
     page.get_by_role("button", name="Sign in").click()

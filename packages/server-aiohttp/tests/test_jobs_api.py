@@ -86,7 +86,8 @@ def test_job_list_newest_first_filtered_paged_and_owned(tmp_path: Path) -> None:
         assert old["finished_at"].startswith(time.strftime("%Y-", time.gmtime(now))) and old["progress"] is None
         assert old["output_dir"] == "/tmp/old-out" and old["queue_position"] is None
         assert 99 < run["duration_seconds"] < 200 and run["finished_at"] is None
-        assert run["progress"] == {"step": 3, "total_steps": 10, "percent": 30.0, "loss": 3.0}
+        assert run["progress"] == {"step": 3, "total_steps": 10, "percent": 30.0, "epoch": None, "loss": 3.0,
+                                   "learning_rate": 0.003, "iterations_per_second": None, "eta_seconds": None}
         assert (run["allocated_gpus"], run["worker_id"], run["priority"], run["gpus_requested"]) == ([0], "w1", 2, 1)
         assert [entries[j]["queue_position"] for j in ("q1", "q2")] == [1, 2]
         assert entries["q1"]["reason"] == "waiting for a GPU" and entries["q1"]["started_at"] is None
@@ -118,11 +119,14 @@ def test_job_detail_adds_config_and_last_event_id(tmp_path: Path) -> None:
         config = {"--learning_rate": 0.0001, "--webhook_config": [{"callback_url": "https://x", "secret": "s"}]}
         add_job(store, "j1", user="ada", config=config)
         status_events(store, "j1", 2)
+        store.append_event(Event("job.stage", "j1", {"stage": "init_vae_cache", "status": "running", "label": "x"}))
+        store.append_event(Event("job.stage", "j1", {"stage": "init_vae_cache", "status": "completed", "label": "x"}))
         last = store.append_event(Event("log", "j1", {"message": "done"})).id
         status, body, _ = await call(client, "GET", "/api/jobs/j1")  # an admin sees secrets, as /status does
         assert status == 200, body
-        assert set(body) == ENTRY_KEYS | {"config", "last_event_id"}
+        assert set(body) == ENTRY_KEYS | {"config", "stage", "last_event_id"}
         assert body["config"] == config and body["last_event_id"] == last
+        assert body["stage"] == {"stage": "init_vae_cache", "status": "completed", "label": "x"}  # the newest
         assert body["progress"]["step"] == 2
         status, body, _ = await call(client, "GET", "/api/jobs/nope")
         assert status == 404 and body["error"]["status"] == 404
@@ -189,8 +193,9 @@ def test_metrics_small_run_is_exact_and_private(tmp_path: Path) -> None:
             resp = await client.get(path, params=params)
             text = await resp.text()
             assert resp.status == 200 and "NaN" not in text, text  # strict JSON: browsers reject NaN
-        assert json.loads(text)["jobs"][0]["progress"] == {"step": 3, "total_steps": None, "percent": None,
-                                                           "loss": None}
+        assert json.loads(text)["jobs"][0]["progress"] == {
+            "step": 3, "total_steps": None, "percent": None, "epoch": None, "loss": None, "learning_rate": 0.003,
+            "iterations_per_second": None, "eta_seconds": None}
         async with as_user(client, "ada", ["researcher"]) as ada:
             assert (await call(ada, "GET", "/api/training/metrics", params={"job_id": "admins"}))[0] == 404
             status, body, _ = await call(ada, "GET", "/api/training/metrics")  # no job of hers

@@ -12,6 +12,8 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp.test_utils import TestClient
 
+from simpletuner_core.jobs.models import Job
+from simpletuner_server.keys import STORE_KEY
 from simpletuner_server.ui.render import PAGE_CSP
 from simpletuner_server.ui.static_files import STATIC_DIR
 from simpletuner_server.ui.views import MODULE_IMPORTS, PAGES
@@ -58,6 +60,8 @@ def test_pages_redirect_before_setup_and_without_a_session(tmp_path: Path) -> No
 
 def test_every_page_renders_with_the_csp_and_escapes_its_parameters(tmp_path: Path) -> None:
     async def scenario(admin: TestClient) -> None:
+        store = admin.server.app[STORE_KEY]
+        store.create_job(Job(id="20260101-000000-abcdef", config={}, user="admin", env="demo"))
         for path, _ in PAGES:
             concrete = path.replace("{job_id}", "20260101-000000-abcdef").replace("{name}", "demo")
             resp = await admin.get(concrete, allow_redirects=False)
@@ -69,6 +73,8 @@ def test_every_page_renders_with_the_csp_and_escapes_its_parameters(tmp_path: Pa
             assert resp.headers["Content-Security-Policy"] == PAGE_CSP
             assert resp.headers["Content-Type"].startswith("text/html")
             assert 'name="csrf-token" content="' in text
+        resp = await admin.get("/jobs/20260101-000000-000000")  # unknown: an HTML 404, as the API's
+        assert resp.status == 404 and "No such job" in await resp.text()
         probe = '"><img src=x onerror=alert(1)>'
         resp = await admin.get("/environments/" + quote(probe))
         text = await resp.text()

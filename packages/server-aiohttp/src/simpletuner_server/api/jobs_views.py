@@ -32,7 +32,8 @@ LIST_QUERY = Query({
 
 
 def _progress(store: Store, job_id: str) -> dict[str, Any] | None:
-    """``{step, total_steps, percent, loss}`` from the newest ``training.status`` event; None before one."""
+    """``{step, total_steps, percent, epoch, loss, learning_rate, iterations_per_second, eta_seconds}`` from the
+    newest ``training.status`` event; None before one."""
     newest = store.read_events_of_types(job_id, ["training.status"], limit=1, newest_first=True)
     if not newest:
         return None
@@ -40,7 +41,15 @@ def _progress(store: Store, job_id: str) -> dict[str, Any] | None:
     step, total, percent = data.get("step"), data.get("total"), data.get("percent")
     if percent is None and isinstance(step, int) and isinstance(total, int) and total > 0:
         percent = round(100 * step / total, 2)
-    return {"step": step, "total_steps": total, "percent": _finite(percent), "loss": _finite(data.get("loss"))}
+    return {"step": step, "total_steps": total, "percent": _finite(percent), "epoch": data.get("epoch"),
+            "loss": _finite(data.get("loss")), "learning_rate": _finite(data.get("lr")),
+            "iterations_per_second": _finite(data.get("rate")), "eta_seconds": _finite(data.get("eta_seconds"))}
+
+
+def _stage(store: Store, job_id: str) -> dict[str, Any] | None:
+    """The newest ``job.stage`` payload (``{stage, status, label, message}``), None before one."""
+    newest = store.read_events_of_types(job_id, ["job.stage"], limit=1, newest_first=True)
+    return dict(newest[0].data) if newest else None
 
 
 def _finite(value: Any) -> float | int | None:
@@ -100,7 +109,8 @@ async def list_jobs(request: web.Request) -> web.Response:
 
     ``{"jobs": [{job_id, env, user, state, created_at, started_at, finished_at, duration_seconds, gpus_requested,
     allocated_gpus, cpu_slot, executor, worker_id, target, priority, queue_position, reason, resumable,
-    output_dir, progress: {step, total_steps, percent, loss} | null}], "count", "total"}``; ``total`` counts every
+    output_dir, progress: {step, total_steps, percent, epoch, loss, learning_rate, iterations_per_second,
+    eta_seconds} | null}], "count", "total"}``; ``total`` counts every
     match before ``offset``/``limit``.
     """
     states = _states(request.query.get("state"))
@@ -114,12 +124,14 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @require("job.view.own")
 async def get_job(request: web.Request) -> web.Response:
-    """One job in full, the list's entry plus its config (secrets hidden from non-owners) and ``last_event_id``."""
+    """One job in full: the list's entry plus its config (secrets hidden from non-owners), ``stage`` (the newest
+    ``job.stage`` payload) and ``last_event_id``."""
     tv._runner(request).reconcile()
     job = tv._job(request, request.match_info["job_id"])
     store, config = request.app[STORE_KEY], tv._shown_config(request, job)
 
     def read() -> dict[str, Any]:
-        return {**job_entry(store, job, time.time()), "config": config, "last_event_id": store.last_event_id(job.id)}
+        return {**job_entry(store, job, time.time()), "config": config, "stage": _stage(store, job.id),
+                "last_event_id": store.last_event_id(job.id)}
 
     return web.json_response(await asyncio.to_thread(read))

@@ -53,8 +53,9 @@ def fill(template: str, /, **values: Any) -> Markup:
 
 
 def static(path: str) -> str:
-    """A static asset's URL, versioned so browsers may cache it for long and still see an upgrade."""
-    return f"{STATIC_PREFIX}{path}?v={__version__}"
+    """A static asset's URL under a version segment, so browsers may cache it for long and still see an
+    upgrade; a module's relative imports (``./common.js``) resolve under the same segment."""
+    return f"{STATIC_PREFIX}v{__version__}/{path}"
 
 
 def data_attrs(values: dict[str, Any]) -> Markup:

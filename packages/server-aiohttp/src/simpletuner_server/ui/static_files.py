@@ -41,8 +41,12 @@ def _load(relative: str) -> Asset | None:
 
 
 async def serve(request: web.Request) -> web.StreamResponse:
-    """A static asset; long cache (URLs carry the version), ETag, gzip when the browser accepts it."""
-    asset = _load(request.match_info["path"])
+    """A static asset; long cache (page URLs carry a ``v<version>/`` segment), ETag, gzip when accepted."""
+    relative = request.match_info["path"]
+    first, _, rest = relative.partition("/")
+    if first.startswith("v") and rest and not (STATIC_DIR / first).exists():
+        relative = rest  # /ui/static/v0.1.0/js/job.js -> js/job.js
+    asset = _load(relative)
     if asset is None:
         raise web.HTTPNotFound(text="No such asset")
     headers = {"Cache-Control": "public, max-age=86400", "ETag": asset.etag, "Vary": "Accept-Encoding"}

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
+from simpletuner_core.jobs.models import FAILED, JobError
 from simpletuner_server import __version__
 from simpletuner_server.auth import SESSION_COOKIE, authenticate, csrf_token
 from simpletuner_server.keys import AUTH_KEY, PRINCIPAL_KEY, STORE_KEY
@@ -30,6 +31,8 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/users", "Users", "user.manage"),
     ("/account", "Account", "api.access"),
 )
+#: The job page's first reads (job.js asks for the same URLs): chart points and the log tail's length.
+CHART_POINTS, TAIL = 1500, 50
 #: What each page module imports (kept next to the pages: a test checks it against the scripts' imports).
 MODULE_IMPORTS: dict[str, tuple[str, ...]] = {"job.js": ("common.js", "loss_chart.js")}
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -49,12 +52,15 @@ def _nav(principal: Principal | None, active: str) -> Markup:
 
 
 def page(request: web.Request, title: str, script: str | None, body: Markup, *, active: str = "",
-         params: dict[str, Any] | None = None, status: int = 200, vendor: tuple[str, ...] = ()) -> web.Response:
+         params: dict[str, Any] | None = None, status: int = 200, vendor: tuple[str, ...] = (),
+         preload: tuple[str, ...] = ()) -> web.Response:
     """The layout around ``body``; ``script`` is this page's module under ``static/js``, ``vendor`` classic
-    scripts it needs first (deferred, so they run in order before the module)."""
+    scripts it needs first (deferred, so they run in order before the module), ``preload`` the API reads its
+    script makes first (started while the page parses; the script's own ``fetch`` of the same URL reuses them)."""
     principal: Principal | None = request.get(PRINCIPAL_KEY)
     token = request.cookies.get(SESSION_COOKIE) if principal is not None and principal.via == "session" else None
-    tags = [f'<script defer src="{escape(static(path))}"></script>' for path in vendor]
+    tags = [f'<link rel="preload" as="fetch" crossorigin="anonymous" href="{escape(url)}">' for url in preload]
+    tags += [f'<script defer src="{escape(static(path))}"></script>' for path in vendor]
     if script:
         tags.append(f'<script type="module" src="{escape(static("js/" + script))}"></script>')
         # the modules it imports, fetched in parallel with it instead of after it has been parsed
@@ -155,12 +161,26 @@ async def jobs_page(request: web.Request) -> web.StreamResponse:
 async def job_page(request: web.Request) -> web.StreamResponse:
     """One job, live: progress, loss/LR chart, events, validation grid, checkpoints, commands."""
     job_id = request.match_info["job_id"]
-    if not _JOB_ID.match(job_id):
-        return error_page(request, 404, "No such job.")
     principal: Principal = request[PRINCIPAL_KEY]
-    return page(request, f"Job {job_id}", "job.js", fill("job.html", job_id=job_id), active="/jobs",
-                params={"job": job_id, "command": int(principal.can("job.cancel.own"))},
-                vendor=("vendor/uplot/uPlot.iife.min.js",))
+    store = request.app[STORE_KEY]
+    try:
+        job = store.get_job(job_id) if _JOB_ID.match(job_id) else None
+    except JobError:
+        job = None
+    if job is None or not (principal.can("*") or job.user == principal.user.username):
+        return error_page(request, 404, "No such job (or it is not yours).")  # as the API: no existence leak
+    meta = " · ".join(part for part in (f"environment {job.env}" if job.env else "", f"by {job.user}" if job.user
+                                        else "", f"worker {job.worker_id}" if job.worker_id else "") if part)
+    body = fill("job.html", job_id=job_id, state=job.state, meta=meta or "submitted through the API",
+                reason=job.reason if job.state == FAILED else "")
+    # the event id the page starts from: its log tail and live stream begin there, whatever the log's length
+    last = store.last_event_id(job_id)
+    return page(request, f"Job {job_id}", "job.js", body, active="/jobs",
+                params={"job": job_id, "command": int(principal.can("job.cancel.own")), "state": job.state,
+                        "last-event": last}, vendor=("vendor/uplot/uPlot.iife.min.js",),
+                preload=(f"/api/jobs/{job_id}", f"/api/training/metrics?job_id={job_id}&max_points={CHART_POINTS}",
+                         f"/api/training/events?job_id={job_id}&since_index={max(0, last - TAIL)}&limit={TAIL}",
+                         f"/api/training/validation/images?job_id={job_id}", f"/api/training/checkpoints?job_id={job_id}"))
 
 
 @gated("config.view")

@@ -15,8 +15,14 @@ export class ApiError extends Error {
 
 // fetch() a JSON API route. `json` or `form` (FormData) for the body. Throws ApiError with the server's
 // message and per-field errors ({path, message, did_you_mean}) on a non-2xx answer.
-export async function api(path, { method = "GET", json, form, signal, headers = {} } = {}) {
-  const init = { method, credentials: "same-origin", signal, headers: { Accept: "application/json", ...headers } };
+let signingOut = false; // set by the sign-out button: pages stop polling instead of collecting 401s
+
+export async function api(path, { method = "GET", json, form, signal, headers = {}, preloaded = false } = {}) {
+  if (signingOut && !path.endsWith("/auth/logout")) return new Promise(() => {});
+  // a read the page preloads goes out exactly as <link rel=preload as=fetch> sent it (no extra headers), so
+  // the browser hands over the preloaded response instead of asking again
+  const base = preloaded ? {} : { Accept: "application/json" };
+  const init = { method, credentials: "same-origin", signal, headers: { ...base, ...headers } };
   if (method !== "GET" && method !== "HEAD") init.headers["X-CSRF-Token"] = csrfToken();
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -225,6 +231,7 @@ export const WIRE_TYPES = ["lifecycle.stage", "training.progress", "training.sta
 
 // Every page: the sign-out button in the header.
 document.getElementById("logout")?.addEventListener("click", async () => {
+  signingOut = true;
   try { await api("/api/cloud/auth/logout", { method: "POST" }); } catch { /* signed out anyway */ }
   location.assign("/login");
 });
