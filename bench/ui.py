@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -110,6 +111,17 @@ REPLAY = """async (jobId) => {
 }"""
 
 
+def open_job(browser: Any, base: str, job_id: str) -> Any:
+    """The job page, signed in, in a new browser context, once its first render is done."""
+    context = browser.new_context(base_url=base)
+    context.request.post("/api/cloud/auth/login", data={"username": ADMIN["username"],
+                                                         "password": ADMIN["password"]})
+    page = context.new_page()
+    page.goto(f"/jobs/{job_id}")
+    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+    return page
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
@@ -132,25 +144,13 @@ def main() -> int:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=FLAGS)
             renders, transfers, replays = [], [], []
-            for job in (warmup_id,):  # the browser's first page pays its own start-up; not the server's
-                context = browser.new_context(base_url=base)
-                context.request.post("/api/cloud/auth/login", data={"username": ADMIN["username"],
-                                                                     "password": ADMIN["password"]})
-                page = context.new_page()
-                page.goto(f"/jobs/{job}")
-                page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-                context.close()
+            open_job(browser, base, warmup_id).context.close()  # the browser's own start-up, not the server's
             for _ in range(args.rounds):
-                context = browser.new_context(base_url=base)
-                context.request.post("/api/cloud/auth/login", data={"username": ADMIN["username"],
-                                                                     "password": ADMIN["password"]})
-                page = context.new_page()
-                page.goto(f"/jobs/{job_id}")
-                page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+                page = open_job(browser, base, job_id)  # a fresh context each time: an empty cache
                 renders.append(int(page.locator("body").get_attribute("data-ready-ms") or 0))
                 transfers.append(page.evaluate(TRANSFER))
                 replays.append(page.evaluate(REPLAY, job_id))
-                context.close()
+                page.context.close()
             browser.close()
     finally:
         stop_server(server)

@@ -9,29 +9,11 @@ import random
 import zipfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from ui_helpers import ADMIN, Live, shot
+from ui_helpers import ADMIN, Live, expect, shot, sign_in
 
 XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 VIEWER = {"email": "vera@example.com", "username": "vera", "password": "viewer password", "level_names": ["viewer"]}
-
-
-def expect(target: Any) -> Any:
-    # Imported here: the browser fixture skips the tests where playwright is missing.
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(target)
-
-
-def sign_in(page: Any, username: str, password: str, to: str) -> None:
-    """Sign in on the login page straight to ``to`` (its ``next``), so no other page's requests are cut off
-    by navigating on (an aborted fetch counts as a failed request)."""
-    page.goto("/login?next=" + quote(to, safe="/"))
-    page.locator("#login-username").fill(username)
-    page.locator("#login-password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**" + to)
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (96, 64), noise: bool = False) -> bytes:

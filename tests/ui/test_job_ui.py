@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +20,9 @@ RUN = {"--max_train_steps": 80, "--validation_step_interval": 40, "--checkpoint_
        "--checkpoints_total_limit": None, "--validation_num_inference_steps": 4, "--lr_warmup_steps": 5}
 
 
-def start_job(page: Any) -> str:
-    """Create the environment from the tiny example and start it, all through the pages."""
+def start_job(page: Any, preview_decoder: Path) -> str:
+    """Create the environment from the tiny example and start it, all through the pages (with validation
+    previews decoded by a tiny random-init AutoencoderTiny)."""
     page.goto("/environments")
     page.get_by_label("Start from").select_option("tiny-pixart")
     page.get_by_label("Name", exact=True).fill(ENV)
@@ -28,7 +30,9 @@ def start_job(page: Any) -> str:
     page.wait_for_url(f"**/environments/{ENV}")
     page.get_by_role("tab", name="Raw JSON").click()
     raw = page.get_by_label("Config as JSON")
-    raw.fill(json.dumps({**json.loads(raw.input_value()), **RUN}, indent=2))
+    previews = {"--validation_preview": True, "--validation_preview_steps": 2,
+                "--validation_preview_decoder": str(preview_decoder)}
+    raw.fill(json.dumps({**json.loads(raw.input_value()), **RUN, **previews}, indent=2))
     page.get_by_role("button", name="Start training").click()  # activates, then starts with the changes
     page.wait_for_url(re.compile(r".*/jobs/[\w-]+$"))
     return page.url.rsplit("/", 1)[1]
@@ -40,10 +44,11 @@ def steps_shown(page: Any) -> int:
     return int(match.group(1)) if match else 0
 
 
-def test_job_page_follows_a_real_run(new_page: Any, live_server: Live, admin_key: str) -> None:
+def test_job_page_follows_a_real_run(new_page: Any, live_server: Live, admin_key: str,
+                                     tiny_taesd_dir: Path) -> None:
     page, watch = new_page(viewport={"width": 1280, "height": 900})
     login(page, ADMIN["username"], ADMIN["password"])
-    job_id = start_job(page)
+    job_id = start_job(page, tiny_taesd_dir)
     page.wait_for_selector("body[data-ready='1']")
     assert live_server.api("GET", f"/api/jobs/{job_id}", key=admin_key)[1]["config"]["--max_train_steps"] == 80
     page.wait_for_function("() => Number(document.querySelector('#chart').dataset.points) >= 3", timeout=120_000)
@@ -73,8 +78,11 @@ def test_job_page_follows_a_real_run(new_page: Any, live_server: Live, admin_key
 
     page.wait_for_selector("#validation thead th:text-is('step 80')", timeout=60_000)
     headers = page.locator("#validation thead th").all_text_contents()
-    assert headers == ["prompt", "step 0", "step 40", "step 80"]  # the base model at 0, then each interval
+    assert headers == ["prompt", "step 0", "step 40", "step 80", "live preview"]  # base model at 0, each interval
     assert page.locator("#validation tbody th").all_text_contents() == ["validation", "unconditional"]
+    # intermediate previews streamed in over SSE (data URLs, never stored as files) and the last one stays
+    preview = page.locator("#validation .preview-cell img").first
+    assert (preview.get_attribute("src") or "").startswith("data:image/png;base64,")
     shot(page, "job")
     page.locator("#validation tbody tr").first.locator("button.img").nth(1).click()  # step 40
     page.wait_for_selector("#lightbox[open]")

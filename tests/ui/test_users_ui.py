@@ -5,30 +5,12 @@ registers on the login page), creates and revokes an API key; a researcher sees 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
-from ui_helpers import ADMIN, Live, shot
+from ui_helpers import ADMIN, Live, expect, shot, sign_in
 
 ADA = {"username": "ada", "email": "ada@example.com", "password": "analytical engine"}
 BOB = {"username": "bob", "email": "bob@example.com", "password": "difference engine"}
 VISITOR = {"username": "visitor", "email": "visitor@example.com", "password": "just looking around"}
-
-
-def expect(target: Any) -> Any:
-    # Imported here: the browser fixture skips the tests where playwright is missing.
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(target)
-
-
-def sign_in(page: Any, username: str, password: str, to: str) -> None:
-    """Sign in on the login page straight to ``to`` (its ``next``), so no other page's requests are cut off
-    by navigating on (an aborted fetch counts as a failed request)."""
-    page.goto("/login?next=" + quote(to, safe="/"))
-    page.locator("#login-username").fill(username)
-    page.locator("#login-password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**" + to)
 
 
 def can_login(live: Live, username: str, password: str) -> int:

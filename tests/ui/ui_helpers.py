@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import pytest
@@ -177,3 +178,20 @@ def shot(page: Any, name: str) -> Path:
     path = screenshot_dir() / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def expect(target: Any) -> Any:
+    """Playwright's ``expect`` (imported here: the browser fixture skips the tests where playwright is missing)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
+def sign_in(page: Any, username: str, password: str, to: str) -> None:
+    """Sign in on the login page straight to ``to`` (its ``next``), so no other page's requests are cut off
+    by navigating on (an aborted fetch counts as a failed request)."""
+    page.goto("/login?next=" + quote(to, safe="/"))
+    page.locator("#login-username").fill(username)
+    page.locator("#login-password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**" + to)

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     tokens: list[str] = []  # filled at app startup, before ``announce`` runs
 
     def announce(*_: object, **__: object) -> None:
-        print(f"simpletuner server listening on {url} (Ctrl-C to stop)", flush=True)
+        print(f"simpletuner server listening on {url} (Ctrl-C to stop); dashboard: {url}/", flush=True)
         while tokens:
             print(setup_token_line(tokens.pop()), flush=True)
 

@@ -34,7 +34,10 @@ NAV: tuple[tuple[str, str, str], ...] = (
 #: The job page's first reads (job.js asks for the same URLs): chart points and the log tail's length.
 CHART_POINTS, TAIL = 1500, 50
 #: What each page module imports (kept next to the pages: a test checks it against the scripts' imports).
-MODULE_IMPORTS: dict[str, tuple[str, ...]] = {"job.js": ("common.js", "loss_chart.js")}
+MODULE_IMPORTS: dict[str, tuple[str, ...]] = {
+    "environment.js": ("common.js", "config_form.js"),
+    "job.js": ("common.js", "loss_chart.js"),
+}
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 

@@ -19,7 +19,6 @@ import attrs
 from aiohttp import web
 
 from simpletuner_core.events.types import Event
-from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.runner import Runner
 from simpletuner_server.api.training import views as tv
 from simpletuner_server.api.training.folds import JobFolds
@@ -121,12 +120,7 @@ async def training_metrics(request: web.Request) -> web.Response:
     before decimation.
     """
     max_points = tv._int_query(request, "max_points", DEFAULT_POINTS, 1, MAX_POINTS)
-    job_id = request.query.get("job_id")
-    if job_id is not None:
-        job: m.Job | None = tv._job(request, job_id)
-    else:
-        tv._runner(request).reconcile()
-        job = tv._current_job(request)
+    job = tv.chosen_job(request)
     if job is None:
         return web.json_response({"job_id": None, "last_event_id": 0, **Curves().body(max_points)})
     folds = _FOLDS.setdefault(tv._runner(request), JobFolds(TYPES, Curves))

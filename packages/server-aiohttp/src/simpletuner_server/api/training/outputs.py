@@ -44,15 +44,6 @@ def _required(request: web.Request, name: str) -> str:
     return value
 
 
-def _chosen_job(request: web.Request) -> m.Job | None:
-    """``job_id`` from the query (404 when unknown or not yours), else the caller's current job."""
-    job_id = request.query.get("job_id")
-    if job_id is not None:
-        return tv._job(request, job_id)
-    tv._runner(request).reconcile()
-    return tv._current_job(request)
-
-
 def _root(request: web.Request, job: m.Job) -> Path | None:
     return art.output_root(job, request.app[SETTINGS_KEY].home)
 
@@ -100,7 +91,7 @@ async def validation_images(request: web.Request) -> web.Response:
     "prompts": [names, first seen first], "steps": [sorted]}``. Previews (inline only) and images saved outside
     the output directory are left out.
     """
-    job = _chosen_job(request)
+    job = tv.chosen_job(request)
     if job is None:
         return web.json_response({"job_id": None, "images": [], "prompts": [], "steps": []})
     folds = _IMAGES.setdefault(tv._runner(request), JobFolds(("validation.image",), FinalImages))
@@ -175,7 +166,7 @@ async def job_file(request: web.Request) -> web.StreamResponse:
 @require("job.view.own")
 async def get_checkpoints(request: web.Request) -> web.Response:
     """Complete checkpoints of a job (by default your current one) with their sizes and download URLs."""
-    job = _chosen_job(request)
+    job = tv.chosen_job(request)
     if job is None:
         raise web.HTTPBadRequest(text="No training job")
     return web.json_response(await tv.checkpoints_body(request, job))

@@ -153,12 +153,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse()
     upgrade = ws.can_prepare(request).ok
     after = _start_after(request, None if upgrade else "Last-Event-ID")
-    job_id = request.query.get("job_id")
-    if job_id is not None:
-        job: m.Job | None = tv._job(request, job_id)
-    else:
-        tv._runner(request).reconcile()
-        job = tv._current_job(request)
+    job = tv.chosen_job(request)
     stream = _Stream()
     request.app[STREAMS_KEY].add(stream)
     if upgrade:

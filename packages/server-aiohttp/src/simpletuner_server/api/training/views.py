@@ -181,6 +181,16 @@ def _job(request: web.Request, job_id: Any) -> m.Job:
     return job
 
 
+def chosen_job(request: web.Request) -> m.Job | None:
+    """``job_id`` from the query (404 when unknown or not yours), else the caller's current job (after
+    reconciling, so a trainer that died is not reported running); None when the caller has no job."""
+    job_id = request.query.get("job_id")
+    if job_id is not None:
+        return _job(request, job_id)
+    _runner(request).reconcile()
+    return _current_job(request)
+
+
 _PROGRESS: weakref.WeakKeyDictionary[Runner, dict[str, StatusFold]] = weakref.WeakKeyDictionary()
 
 
@@ -340,12 +350,7 @@ async def training_events(request: web.Request) -> web.Response:
     """Events after ``since_index`` (an event id); ``next_index`` is the id to pass next time."""
     since = _int_query(request, "since_index", 0, 0, 2**62)
     limit = _int_query(request, "limit", DEFAULT_EVENTS, 1, MAX_EVENTS)
-    job_id = request.query.get("job_id")
-    if job_id is not None:
-        job: m.Job | None = _job(request, job_id)
-    else:
-        _runner(request).reconcile()
-        job = _current_job(request)
+    job = chosen_job(request)
     if job is None:
         return web.json_response({"job_id": None, "events": [], "next_index": since})
     events = request.app[STORE_KEY].read_events(job.id, after_id=since, limit=limit)

@@ -104,10 +104,14 @@ export function clear(el, ...children) {
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
+const MAX_TOASTS = 3; // older ones give way: a burst of messages must not cover the page
+
 export function toast(message, kind = "info", ms = 5000) {
   const box = document.getElementById("toasts");
-  const item = h("div.toast." + kind, { role: kind === "error" ? "alert" : "status" }, message);
+  const item = h("div.toast." + kind, { role: kind === "error" ? "alert" : "status", title: "Click to dismiss",
+    onclick: () => item.remove() }, message);
   box.append(item);
+  while (box.childElementCount > MAX_TOASTS) box.firstElementChild.remove();
   setTimeout(() => item.remove(), ms);
 }
 

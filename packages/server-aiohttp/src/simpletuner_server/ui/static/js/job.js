@@ -86,15 +86,16 @@ function renderValidation() {
       const img = byKey.get(`${name}|${s}`);
       return h("td", {}, img ? imageButton(img) : h("span.muted", {}, "–"));
     }),
-    previews.size ? h("td.preview-cell", {}, previewFor(promptText.get(name))) : null));
+    previews.size ? h("td.preview-cell", {}, previewFor(promptText.get(name) ?? "")) : null));
   if (!names.length) {
     rows.push(h("tr", {}, h("th", { scope: "row" }, "preview"), h("td.preview-cell", {}, previewFor(null))));
   }
   clear(box, h("table", {}, h("thead", {}, head), h("tbody", {}, rows)));
 }
 
+// The latest preview of a prompt's row (the unconditional row's prompt is ""); with no row yet, the latest one.
 function previewFor(prompt) {
-  const p = (prompt && previews.get(prompt)) || (!prompt && [...previews.values()].pop());
+  const p = prompt === null ? [...previews.values()].pop() : previews.get(prompt);
   return p ? h("img", { src: p.src, alt: `preview ${p.label}`, title: `sampler step ${p.label}` }) : "";
 }
 
@@ -182,8 +183,7 @@ function onEvent(ev) {
         previews.set(d.prompt, { src: ev.images[0].src || ev.images[0].url, label: d.step_label || d.step });
         renderValidation();
       } else {
-        previews.clear();
-        refreshValidation();
+        refreshValidation(); // the last preview stays in its column until the next one replaces it
       }
       break;
     default:
