@@ -100,6 +100,11 @@ def test_job_page_follows_a_real_run(new_page: Any, live_server: Live, admin_key
     response = page.request.get(href)
     assert response.status == 200 and response.body()[:2] == b"PK"
 
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+    page.wait_for_function("() => document.documentElement.scrollWidth <= 390")
+    shot(page, "job-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
     page.goto("/jobs")
     page.wait_for_selector(f'tr[data-job="{job_id}"] .state-completed')
     shot(page, "jobs")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from simpletuner_core.events.types import Event
 from simpletuner_core.jobs.store import Store
@@ -22,6 +22,13 @@ class Fold(Protocol):
     def feed(self, events: list[Event]) -> None:
         """Take the events (ids ascending); the caller moves ``last_id``."""
         ...
+
+
+@runtime_checkable
+class Loads(Protocol):
+    """A fold that reads the store itself (e.g. only a few payload fields) instead of being fed events."""
+
+    def load(self, store: Store, job_id: str, after_id: int, upto_id: int) -> None: ...
 
 
 F = TypeVar("F", bound=Fold)
@@ -45,7 +52,10 @@ class JobFolds(Generic[F]):
                 self.jobs.popitem(last=False)
             last = store.last_event_id(job_id)
             if last > fold.last_id:
-                events = store.read_events_of_types(job_id, self.types, after_id=fold.last_id)
-                fold.feed([event for event in events if event.id <= last])
+                if isinstance(fold, Loads):
+                    fold.load(store, job_id, fold.last_id, last)
+                else:
+                    events = store.read_events_of_types(job_id, self.types, after_id=fold.last_id)
+                    fold.feed([event for event in events if event.id <= last])
                 fold.last_id = last
             return fold.last_id, view(fold)

@@ -1,7 +1,7 @@
 """``GET /api/training/metrics``: a job's loss / learning-rate curve and evaluation metrics, ready to chart.
 
-Built from the job's ``training.status`` events (``step``, ``loss``, ``lr``) and ``training.metric`` events, read
-with ``Store.read_events_of_types`` so other events are never decoded. A long run is decimated server-side into
+Built from the job's ``training.status`` events (``step``, ``loss``, ``lr``, extracted by SQLite with
+``Store.read_event_fields``) and ``training.metric`` events, so other events are never decoded. A long run is decimated server-side into
 ``max_points`` buckets (step and lr: the bucket's last; loss: its mean), so a dashboard first-renders a 100k-step
 run from one small answer; the last bucket ends with the newest point, so the curve always reaches the current step.
 The undecimated points of recently charted jobs stay in memory (``folds``), so a reload reads only newer events.
@@ -20,6 +20,7 @@ from aiohttp import web
 
 from simpletuner_core.events.types import Event
 from simpletuner_core.jobs.runner import Runner
+from simpletuner_core.jobs.store import Store
 from simpletuner_server.api.training import views as tv
 from simpletuner_server.api.training.folds import JobFolds
 from simpletuner_server.api_spec import STRING, Query, accepts
@@ -63,17 +64,26 @@ class Curves:
     lr: list[float | int | None] = attrs.field(factory=list)
     metrics: dict[str, tuple[list[Any], list[float | int]]] = attrs.field(factory=dict)
 
-    def feed(self, events: list[Event]) -> None:
+    def load(self, store: Store, job_id: str, after_id: int, upto_id: int) -> None:
+        """Status points as three numbers each, extracted by SQLite (a 10,000-step run's cold read was
+        dominated by decoding whole payloads); the few metric events in full."""
         steps, losses, lrs = self.step, self.loss, self.lr
+        for _, raw_step, loss, lr in store.read_event_fields(job_id, "training.status", ("step", "loss", "lr"),
+                                                             after_id=after_id, upto_id=upto_id):
+            step = _number(raw_step)
+            if step is not None:
+                steps.append(step)
+                losses.append(_number(loss))
+                lrs.append(_number(lr))
+        metric_events = store.read_events_of_types(job_id, ["training.metric"], after_id=after_id)
+        self.feed([event for event in metric_events if event.id <= upto_id])
+
+    def feed(self, events: list[Event]) -> None:
+        """``training.metric`` events: each named value becomes a point of its series."""
         for event in events:
             data = event.data
             step = _number(data.get("step"))
             if step is None:
-                continue
-            if event.type == "training.status":
-                steps.append(step)
-                losses.append(_number(data.get("loss")))
-                lrs.append(_number(data.get("lr")))
                 continue
             for name, raw in _metric_values(data).items():
                 value = _number(raw)
