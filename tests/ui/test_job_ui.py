@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ui_helpers import ADMIN, Live, login, shot
+from ui_helpers import ADMIN, Live, login, shot, sign_in
 
 pytest.importorskip("simpletuner_pixart")
 
@@ -134,6 +134,7 @@ def test_a_researcher_sees_neither_the_admins_job_nor_the_users_page(new_page: A
     login(page, "rita", "rita's password")
     page.get_by_text("No jobs yet").wait_for()  # the admin's job is not listed
     assert page.locator("nav a", has_text="Users").count() == 0
+    assert page.locator("#limits-card").is_hidden() and page.locator("#workers-card").is_hidden()
     watch.expect("404")
     watch.expect("403")
     page.goto(f"/jobs/{job_id}")
@@ -141,3 +142,26 @@ def test_a_researcher_sees_neither_the_admins_job_nor_the_users_page(new_page: A
     response = page.goto("/users")
     assert response is not None and response.status == 403
     page.get_by_text("user.manage").wait_for()
+
+
+def test_admin_sets_the_concurrency_limits_on_the_jobs_page(new_page: Any, live_server: Live,
+                                                           admin_key: str) -> None:
+    page, watch = new_page()
+    sign_in(page, ADMIN["username"], ADMIN["password"], "/jobs")
+    page.wait_for_selector("#limits-card:not(.hidden)")
+    page.get_by_label("Max concurrent jobs", exact=True).fill("3")
+    page.get_by_role("button", name="Save limits").click()
+    page.get_by_text("Limits saved").wait_for()
+    status, limits = live_server.api("GET", "/api/queue/concurrency", key=admin_key)
+    assert status == 200 and limits["local_job_max_concurrent"] == 3, limits
+    watch.expect("status of 422")
+    page.get_by_label("Max concurrent jobs", exact=True).fill("0")
+    page.get_by_role("button", name="Save limits").click()
+    field = page.get_by_label("Max concurrent jobs", exact=True)
+    page.wait_for_function("() => document.querySelector('#lim-job').getAttribute('aria-invalid') === 'true'")
+    assert field.get_attribute("aria-invalid") == "true"
+    assert live_server.api("GET", "/api/queue/concurrency", key=admin_key)[1]["local_job_max_concurrent"] == 3
+    page.get_by_label("Max concurrent jobs", exact=True).fill("")  # back to unlimited
+    page.get_by_role("button", name="Save limits").click()
+    page.wait_for_function("() => !document.querySelector('#lim-job').hasAttribute('aria-invalid')")
+    assert live_server.api("GET", "/api/queue/concurrency", key=admin_key)[1]["local_job_max_concurrent"] is None

@@ -86,7 +86,7 @@ def test_queue_submit_stats_and_concurrency(tmp_path: Path) -> None:
         status, body, _ = await call(client, "POST", "/api/queue/concurrency",
                                      json={"local_gpu_max_concurrent": None, "local_job_max_concurrent": 2})
         assert status == 200 and body["local_job_max_concurrent"] == 2 and body["local_gpu_max_concurrent"] is None
-        for bad, path in (({"local_job_max_concurrent": 0}, ""), ({"local_job_max_concurrent": "2"},
+        for bad, path in (({"local_job_max_concurrent": 0}, "local_job_max_concurrent"), ({"local_job_max_concurrent": "2"},
                                                                  "local_job_max_concurrent"),
                           ({"local_jobs_max_concurrent": 2}, "local_jobs_max_concurrent")):
             status, body, _ = await call(client, "POST", "/api/queue/concurrency", json=bad)

@@ -33,14 +33,22 @@ def load_limits(store: Any) -> Limits:
     return Limits(**{key: store.get_setting(key) for key in LIMIT_KEYS})
 
 
+def limit_error(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be limit ``key`` (None when it can), so callers can name the field."""
+    if key not in LIMIT_KEYS:
+        return f"unknown limit {key!r} (known: {', '.join(LIMIT_KEYS)})"
+    low = 0 if key == "local_gpu_max_concurrent" else 1
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+        return f"{key} must be an integer >= {low} or null, got {value!r}"
+    return None
+
+
 def set_limits(store: Any, **values: Any) -> Limits:
     """Validate and store limits; unknown names or values below their minimum raise ValueError."""
     for key, value in values.items():
-        if key not in LIMIT_KEYS:
-            raise ValueError(f"unknown limit {key!r} (known: {', '.join(LIMIT_KEYS)})")
-        low = 0 if key == "local_gpu_max_concurrent" else 1
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise ValueError(f"{key} must be an integer >= {low} or null, got {value!r}")
+        problem = limit_error(key, value)
+        if problem is not None:
+            raise ValueError(problem)
     with store.transaction():
         for key, value in values.items():
             store.set_setting(key, value)

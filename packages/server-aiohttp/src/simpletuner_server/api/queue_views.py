@@ -109,9 +109,10 @@ async def get_concurrency(request: web.Request) -> web.Response:
 async def set_concurrency(request: web.Request) -> web.Response:
     """Admins only: change the local limits (``null`` = unlimited); queued jobs that now fit start."""
     values = await v.read_json(request, CONCURRENCY)
-    try:
-        limits = queue.set_limits(request.app[STORE_KEY], **values)
-    except ValueError as exc:
-        raise v.InvalidRequest([{"path": "", "message": str(exc)}]) from None
+    errors = [{"path": key, "message": problem} for key, value in values.items()
+              if (problem := queue.limit_error(key, value)) is not None]
+    if errors:
+        raise v.InvalidRequest(errors)  # each at its field, nothing stored
+    limits = queue.set_limits(request.app[STORE_KEY], **values)
     await asyncio.to_thread(request.app[RUNNER_KEY].kick)
     return web.json_response({key: getattr(limits, key) for key in queue.LIMIT_KEYS})

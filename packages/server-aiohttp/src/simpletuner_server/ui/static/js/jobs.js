@@ -1,6 +1,7 @@
 // Jobs and queue: every job you may see (refreshed every few seconds), queue statistics, the GPU allocation,
 // and for admins the concurrency limits and the remote workers.
-import { $, api, badge, clear, fmtDuration, fmtTime, h, params, showError, toast } from "./common.js";
+import { $, api, badge, clear, clearFieldErrors, fmtDuration, fmtTime, h, params, showError, toast }
+  from "./common.js";
 
 const REFRESH_MS = 4000;
 const admin = params.admin === "1";
@@ -87,6 +88,7 @@ function fillLimits(q) {
 $("#limits-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const form = e.target;
+  clearFieldErrors(form);
   const body = {};
   for (const el of form.elements) if (el.name) body[el.name] = el.value === "" ? null : Number(el.value);
   try {
