@@ -4,6 +4,7 @@ registers on the login page), creates and revokes an API key; a researcher sees 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ui_helpers import ADMIN, Live, expect, shot, sign_in
@@ -176,6 +177,7 @@ def test_account_api_keys(new_page: Any, live_server: Live, admin_key: str) -> N
     page.get_by_role("button", name="Create key").click()
     shown = page.get_by_label("Your new key")
     expect(shown).to_be_visible()
+    expect(shown).to_have_value(re.compile(r"^st_"))
     expect(shown).to_be_focused()
     key = shown.input_value()
     assert key.startswith("st_") and shown.get_attribute("readonly") is not None
@@ -225,6 +227,8 @@ def test_researcher_has_no_users_page(new_page: Any, live_server: Live, admin_ke
     expect(page.locator("#me-levels")).to_have_text("researcher")
     page.get_by_label("Key name").fill("rita's script")
     page.get_by_role("button", name="Create key").click()
-    key = page.get_by_label("Your new key").input_value()
+    shown = page.get_by_label("Your new key")
+    expect(shown).to_have_value(re.compile(r"^st_"))  # filled once the server has answered
+    key = shown.input_value()
     status, me = live_server.api("GET", "/api/cloud/auth/me", key=key)
     assert status == 200 and me["username"] == "rita"
