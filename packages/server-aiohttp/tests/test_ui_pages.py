@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from simpletuner_core.jobs.models import Job
+from simpletuner_server import __version__
 from simpletuner_server.keys import STORE_KEY
 from simpletuner_server.ui.render import PAGE_CSP
 from simpletuner_server.ui.static_files import STATIC_DIR
@@ -107,7 +108,13 @@ def test_static_assets_are_compressed_cached_and_confined(tmp_path: Path) -> Non
         etag = resp.headers["ETag"]
         resp = await admin.get("/ui/static/vendor/uplot/uPlot.iife.min.js", headers={"If-None-Match": etag})
         assert resp.status == 304
-        for bad in ("/ui/static/%2e%2e/views.py", "/ui/static/..%2fviews.py", "/ui/static/nope.js"):
+        page = await (await admin.get("/jobs")).text()
+        assert f'src="/ui/static/v{__version__}/js/jobs.js"' in page  # versioned: an upgrade is never stale
+        for versioned in (f"/ui/static/v{__version__}/js/common.js", "/ui/static/v0.0.1/js/common.js"):
+            resp = await admin.get(versioned)  # an older page's URL still loads the current file
+            assert resp.status == 200 and "export async function api" in await resp.text()
+        for bad in ("/ui/static/%2e%2e/views.py", "/ui/static/..%2fviews.py", "/ui/static/nope.js",
+                    "/ui/static/v1/nope.js"):
             status, body, _ = await call(admin, "GET", bad)
             assert status == 404, (bad, body)
 

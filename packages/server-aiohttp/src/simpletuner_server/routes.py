@@ -85,6 +85,9 @@ TRAINING_ROUTES: tuple[Route, ...] = (
     ("GET", "/api/training/metrics", metrics_views.training_metrics),
     ("GET", "/api/training/validation/images", outputs_views.validation_images),
     ("GET", "/api/training/files", outputs_views.job_file),
+)
+
+JOB_ROUTES: tuple[Route, ...] = (
     ("GET", "/api/jobs", jobs_views.list_jobs),
     ("GET", "/api/jobs/{job_id}", jobs_views.get_job),
 )
@@ -108,10 +111,8 @@ def setup_routes(app: web.Application) -> None:
     for prefix in AUTH_PREFIXES:
         for method, path, handler in AUTH_ROUTES:
             app.router.add_route(method, prefix + path, handler)
-    for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES, *QUEUE_ROUTES,
-                                  *datasets_views.DATASET_ROUTES):
-        app.router.add_route(method, path, handler)
-    for method, path, handler in dataset_media.MEDIA_ROUTES:  # /api/datasets/file, /images, /caption
+    for method, path, handler in (*USER_ROUTES, *CONFIG_ROUTES, *TRAINING_ROUTES, *JOB_ROUTES, *QUEUE_ROUTES,
+                                  *datasets_views.DATASET_ROUTES, *dataset_media.MEDIA_ROUTES):
         app.router.add_route(method, path, handler)
     from simpletuner_server.workers import setup_workers
 

@@ -142,6 +142,41 @@ def flag(values: Mapping[str, str], name: str) -> bool:
         raise InvalidRequest([{"path": name, "message": "must be true or false"}]) from None
 
 
+def query_ints(query: Mapping[str, str], bounds: Mapping[str, tuple[int, int, int | None]]) -> dict[str, Any]:
+    """Integer query parameters, ``name: (low, high, default)``; every bad one is reported at once (422)."""
+    values: dict[str, Any] = {}
+    errors = []
+    for name, (low, high, default) in bounds.items():
+        raw = query.get(name)
+        if raw is None:
+            values[name] = default
+            continue
+        try:
+            value: int | None = int(raw)
+        except ValueError:  # also digits past Python's int-parsing limit
+            value = None
+        if value is None or not low <= value <= high:
+            errors.append({"path": name, "message": f"must be an integer between {low} and {high}"})
+        else:
+            values[name] = value
+    if errors:
+        raise InvalidRequest(errors)
+    return values
+
+
+def query_int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value: int = query_ints(query, {name: (low, high, default)})[name]
+    return value
+
+
+def required(query: Mapping[str, str], name: str) -> str:
+    """A query parameter that must be present and non-empty (422 naming it)."""
+    value = query.get(name)
+    if not value:
+        raise InvalidRequest([{"path": name, "message": "is required"}])
+    return value
+
+
 def _unknown_key_error(key: str, known: Iterable[str]) -> dict[str, Any]:
     error: dict[str, Any] = {"path": key, "message": "unknown field"}
     close = difflib.get_close_matches(key, list(known), n=1)

@@ -145,14 +145,21 @@ def _validation(kind: str) -> Callable[[Mapping[str, Any]], Built]:
     return build
 
 
-def _metric(d: Mapping[str, Any]) -> Built:
-    """``{name, value}`` or ``{<metric>: value, ...}`` plus ``step``: readers get a ``progress.metrics`` map."""
+def metric_values(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``training.metric`` payload's values by name: ``{name, value}``, flat numbers beside ``step``, and/or a
+    ``metrics`` map (every reader of metrics, the wire and the server's charts, reads them this one way)."""
     if "name" in d and "value" in d:
         metrics = {str(d["name"]): d["value"]}
     else:
         metrics = {k: v for k, v in d.items() if _num(v) and k not in ("step", "total", "epoch")}
     if isinstance(d.get("metrics"), Mapping):
-        metrics.update(d["metrics"])
+        metrics.update({str(k): v for k, v in d["metrics"].items()})
+    return metrics
+
+
+def _metric(d: Mapping[str, Any]) -> Built:
+    """``{name, value}`` or ``{<metric>: value, ...}`` plus ``step``: readers get a ``progress.metrics`` map."""
+    metrics = metric_values(d)
     shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
     block = {"label": f"Metrics at step {d.get('step')}", "current": d.get("step"), "total": d.get("total"),
              "percent": None, "eta_seconds": None, "metrics": metrics}

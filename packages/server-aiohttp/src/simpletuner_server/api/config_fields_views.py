@@ -8,6 +8,8 @@ metadata and the plugin registry, never a model.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 from typing import Any
 
@@ -70,5 +72,13 @@ async def config_fields(request: web.Request) -> web.Response:
     ``family`` names the model family a plugin key belongs to (null: any family); ``simpletuner`` tells whether
     SimpleTuner has the key too. ``tabs`` lists the tabs in display order.
     """
-    fields = field_table(get_registry())
-    return web.json_response({"fields": fields, "tabs": ordered_tabs(fields), "count": len(fields)})
+    body = await asyncio.get_running_loop().run_in_executor(None, lambda: _body(get_registry()))
+    return web.json_response(body)
+
+
+@functools.lru_cache(maxsize=2)
+def _body(registry: Any) -> dict[str, Any]:
+    """Built once per registry (fields never change while a server runs), off the event loop: the first call
+    imports the plugins' config fields."""
+    fields = field_table(registry)
+    return {"fields": fields, "tabs": ordered_tabs(fields), "count": len(fields)}

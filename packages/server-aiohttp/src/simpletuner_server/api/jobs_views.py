@@ -18,9 +18,8 @@ from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.store import Store
 from simpletuner_server import validation as v
 from simpletuner_server.api.training import views as tv
-from simpletuner_server.api.training.artifacts import iso
 from simpletuner_server.api_spec import Query, accepts
-from simpletuner_server.auth import current_principal, require
+from simpletuner_server.auth import current_principal, iso, require
 from simpletuner_server.keys import STORE_KEY
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -114,8 +113,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     match before ``offset``/``limit``.
     """
     states = _states(request.query.get("state"))
-    limit = tv._int_query(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = tv._int_query(request, "offset", 0, 0, 2**62)
+    limit = v.query_int(request.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = v.query_int(request.query, "offset", 0, 0, 2**62)
     principal = current_principal(request)
     user = None if principal.can("*") else principal.user.username
     tv._runner(request).reconcile()  # a trainer that died shows as failed, not running forever

@@ -10,6 +10,7 @@ import functools
 import gzip
 import hashlib
 import mimetypes
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import attrs
 from aiohttp import web
 
 STATIC_DIR = Path(str(resources.files("simpletuner_server.ui").joinpath("static")))
+VERSION_SEGMENT = re.compile(r"v[0-9][0-9A-Za-z.+-]*")  # as render.static writes it; never a folder name
 TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png",
          ".ico": "image/x-icon", ".json": "application/json", ".txt": "text/plain", ".md": "text/plain"}
 
@@ -44,8 +46,8 @@ async def serve(request: web.Request) -> web.StreamResponse:
     """A static asset; long cache (page URLs carry a ``v<version>/`` segment), ETag, gzip when accepted."""
     relative = request.match_info["path"]
     first, _, rest = relative.partition("/")
-    if first.startswith("v") and rest and not (STATIC_DIR / first).exists():
-        relative = rest  # /ui/static/v0.1.0/js/job.js -> js/job.js
+    if rest and VERSION_SEGMENT.fullmatch(first):
+        relative = rest  # /ui/static/v0.1.0/js/job.js -> js/job.js (any version: a stale page still loads)
     asset = _load(relative)
     if asset is None:
         raise web.HTTPNotFound(text="No such asset")

@@ -14,8 +14,9 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from simpletuner_core.jobs.models import FAILED, JobError
+from simpletuner_core.jobs.models import FAILED
 from simpletuner_server import __version__
+from simpletuner_server.api.training import views as training_views
 from simpletuner_server.auth import SESSION_COOKIE, authenticate, csrf_token
 from simpletuner_server.keys import AUTH_KEY, PRINCIPAL_KEY, STORE_KEY
 from simpletuner_server.principal import Principal
@@ -23,13 +24,13 @@ from simpletuner_server.ui.render import PAGE_CSP, Markup, data_attrs, escape, f
 
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: (path, label, permission needed to see the link).
-NAV: tuple[tuple[str, str, str], ...] = (
+#: (path, label, permission needed to see the link; None: everyone signed in).
+NAV: tuple[tuple[str, str, str | None], ...] = (
     ("/jobs", "Jobs", "job.view.own"),
     ("/environments", "Environments", "config.view"),
     ("/datasets", "Datasets", "dataset.view"),
     ("/users", "Users", "user.manage"),
-    ("/account", "Account", "api.access"),
+    ("/account", "Account", None),
 )
 #: The job page's first reads (job.js asks for the same URLs): chart points and the log tail's length.
 CHART_POINTS, TAIL = 1500, 50
@@ -46,7 +47,7 @@ def _nav(principal: Principal | None, active: str) -> Markup:
         return Markup("")
     links = []
     for path, label, permission in NAV:
-        if principal.can(permission) or (path == "/account"):
+        if permission is None or principal.can(permission):
             current = ' aria-current="page"' if path == active else ""
             links.append(f'<a href="{path}"{current}>{escape(label)}</a>')
     user = principal.user
@@ -56,10 +57,11 @@ def _nav(principal: Principal | None, active: str) -> Markup:
 
 def page(request: web.Request, title: str, script: str | None, body: Markup, *, active: str = "",
          params: dict[str, Any] | None = None, status: int = 200, vendor: tuple[str, ...] = (),
-         preload: tuple[str, ...] = ()) -> web.Response:
+         styles: tuple[str, ...] = (), preload: tuple[str, ...] = ()) -> web.Response:
     """The layout around ``body``; ``script`` is this page's module under ``static/js``, ``vendor`` classic
-    scripts it needs first (deferred, so they run in order before the module), ``preload`` the API reads its
-    script makes first (started while the page parses; the script's own ``fetch`` of the same URL reuses them)."""
+    scripts it needs first (deferred, so they run in order before the module), ``styles`` extra stylesheets,
+    ``preload`` the API reads its script makes first (started while the page parses; the script's own
+    ``fetch`` of the same URL reuses them)."""
     principal: Principal | None = request.get(PRINCIPAL_KEY)
     token = request.cookies.get(SESSION_COOKIE) if principal is not None and principal.via == "session" else None
     tags = [f'<link rel="preload" as="fetch" crossorigin="anonymous" href="{escape(url)}">' for url in preload]
@@ -69,10 +71,9 @@ def page(request: web.Request, title: str, script: str | None, body: Markup, *, 
         # the modules it imports, fetched in parallel with it instead of after it has been parsed
         tags += [f'<link rel="modulepreload" href="{escape(static("js/" + dep))}">'
                  for dep in MODULE_IMPORTS.get(script, ("common.js",))]
-    styles = [f'<link rel="stylesheet" href="{escape(static(p.removesuffix(".iife.min.js") + ".min.css"))}">'
-              for p in vendor if p.startswith("vendor/uplot/")]
+    links = [f'<link rel="stylesheet" href="{escape(static(path))}">' for path in styles]
     html = fill("layout.html", title=title, csrf=csrf_token(token) if token else "",
-                css=static("css/app.css"), styles=Markup("".join(styles)),
+                css=static("css/app.css"), styles=Markup("".join(links)),
                 scripts=Markup("\n".join(tags)), nav=_nav(principal, active), body=body, version=__version__,
                 params=data_attrs(params or {}), page=(script or "static").removesuffix(".js"))
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8",
@@ -157,7 +158,7 @@ async def jobs_page(request: web.Request) -> web.StreamResponse:
     """Every job you may see, the queue, the GPU allocation; limits and workers for admins."""
     principal: Principal = request[PRINCIPAL_KEY]
     return page(request, "Jobs", "jobs.js", fill("jobs.html"), active="/jobs",
-                params={"admin": int(principal.can("queue.manage")), "submit": int(principal.can("job.submit"))})
+                params={"admin": int(principal.can("queue.manage"))})
 
 
 @gated("job.view.own")
@@ -167,11 +168,11 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     principal: Principal = request[PRINCIPAL_KEY]
     store = request.app[STORE_KEY]
     try:
-        job = store.get_job(job_id) if _JOB_ID.match(job_id) else None
-    except JobError:
-        job = None
-    if job is None or not (principal.can("*") or job.user == principal.user.username):
-        return error_page(request, 404, "No such job (or it is not yours).")  # as the API: no existence leak
+        if not _JOB_ID.match(job_id):  # ids go into the page's URLs below unencoded
+            raise web.HTTPNotFound()
+        job = training_views._job(request, job_id)  # the API's visibility rule: others' jobs do not exist
+    except web.HTTPNotFound:
+        return error_page(request, 404, "No such job (or it is not yours).")
     meta = " · ".join(part for part in (f"environment {job.env}" if job.env else "", f"by {job.user}" if job.user
                                         else "", f"worker {job.worker_id}" if job.worker_id else "") if part)
     body = fill("job.html", job_id=job_id, state=job.state, meta=meta or "submitted through the API",
@@ -180,7 +181,8 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     last = store.last_event_id(job_id)
     return page(request, f"Job {job_id}", "job.js", body, active="/jobs",
                 params={"job": job_id, "command": int(principal.can("job.cancel.own")), "state": job.state,
-                        "last-event": last}, vendor=("vendor/uplot/uPlot.iife.min.js",),
+                        "last-event": last},
+                vendor=("vendor/uplot/uPlot.iife.min.js",), styles=("vendor/uplot/uPlot.min.css",),
                 preload=(f"/api/jobs/{job_id}", f"/api/training/metrics?job_id={job_id}&max_points={CHART_POINTS}",
                          f"/api/training/events?job_id={job_id}&since_index={max(0, last - TAIL)}&limit={TAIL}",
                          f"/api/training/validation/images?job_id={job_id}", f"/api/training/checkpoints?job_id={job_id}"))
@@ -199,7 +201,7 @@ async def environment_page(request: web.Request) -> web.StreamResponse:
     """One environment: config form and raw JSON, dataloader, validate, activate, start."""
     name = request.match_info["name"]
     principal: Principal = request[PRINCIPAL_KEY]
-    return page(request, f"Environment {name}", "environment.js", fill("environment.html", name=name),
+    return page(request, f"Environment {name}", "environment.js", fill("environment.html"),
                 active="/environments", params={"name": name, "submit": int(principal.can("job.submit"))})
 
 
@@ -220,9 +222,7 @@ async def users_page(request: web.Request) -> web.StreamResponse:
 @gated(None)
 async def account_page(request: web.Request) -> web.StreamResponse:
     """Your account: API keys; sign out."""
-    principal: Principal = request[PRINCIPAL_KEY]
-    return page(request, "Account", "account.js", fill("account.html"), active="/account",
-                params={"user": principal.user.id})
+    return page(request, "Account", "account.js", fill("account.html"), active="/account")
 
 
 PAGES: tuple[tuple[str, PageHandler], ...] = (

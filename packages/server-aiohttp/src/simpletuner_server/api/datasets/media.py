@@ -23,7 +23,6 @@ from simpletuner_server import validation as v
 from simpletuner_server.api.datasets import captions, thumbs
 from simpletuner_server.api.datasets.uploads import CHUNK, HEAD_BYTES, kind_for
 from simpletuner_server.api.datasets.views import (
-    DIGITS,
     MAX_PATH_CHARS,
     PATH_SCHEMA,
     Root,
@@ -76,23 +75,6 @@ class Opened:
     kind: str  # an image kind of ``uploads.EXTENSIONS``, or "text"
     size: int
     mtime_ns: int
-
-
-def _numbers(request: web.Request, bounds: dict[str, tuple[int, int, int | None]]) -> dict[str, int | None]:
-    """Integer query parameters ``name: (low, high, default)``; every bad one is reported at once (422)."""
-    values: dict[str, int | None] = {}
-    errors = []
-    for name, (low, high, default) in bounds.items():
-        raw = request.query.get(name)
-        if raw is None:
-            values[name] = default
-        elif DIGITS.fullmatch(raw) and low <= int(raw) <= high:
-            values[name] = int(raw)
-        else:
-            errors.append({"path": name, "message": f"must be an integer between {low} and {high}"})
-    if errors:
-        raise v.InvalidRequest(errors)
-    return values
 
 
 def _not_found(root: Root, path: Path) -> web.HTTPNotFound:
@@ -180,10 +162,8 @@ async def dataset_file(request: web.Request) -> web.StreamResponse:
     Images are recognised by their content, as uploads are; ``size`` (16-1024) answers a WebP (or PNG)
     thumbnail whose longest side is at most that many pixels, cached on disk. Anything else: 415.
     """
-    raw = request.query.get("path")
-    if not raw:
-        raise v.InvalidRequest([{"path": "path", "message": "is required"}])
-    size = _numbers(request, {"size": (thumbs.MIN_SIZE, thumbs.MAX_SIZE, None)})["size"]
+    raw = v.required(request.query, "path")
+    size = v.query_ints(request.query, {"size": (thumbs.MIN_SIZE, thumbs.MAX_SIZE, None)})["size"]
     opened = await asyncio.to_thread(_open, _root(request, create=False), raw)
     if opened.kind == "text":
         if size is not None:
@@ -199,7 +179,7 @@ async def dataset_file(request: web.Request) -> web.StreamResponse:
 @require("dataset.view")
 async def folder_images(request: web.Request) -> web.Response:
     """A page of the images directly in one folder, by name, each with its ``<stem>.txt`` caption (or null)."""
-    numbers = _numbers(request, {"offset": (0, 10**9, 0), "limit": (1, MAX_PAGE, 200)})
+    numbers = v.query_ints(request.query, {"offset": (0, 10**9, 0), "limit": (1, MAX_PAGE, 200)})
     root = _root(request, create=False)
     folder = await asyncio.to_thread(_existing_folder, root, request.query.get("path") or ".", "path")
     listing = await asyncio.to_thread(captions.list_images, folder, root.real, numbers["offset"], numbers["limit"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import re
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -51,7 +50,6 @@ SETTINGS_LIMITS = {"max_upload_bytes": "max_request_bytes", "max_upload_file_byt
 FILE_FIELDS = ("files", "files[]", "file")
 ZIP_FIELDS = ("file", "zip")
 MAX_PATH_CHARS = 4096
-DIGITS = re.compile(r"[0-9]{1,10}")
 
 PATH_SCHEMA = {"type": "string", "description": "absolute (inside datasets_dir) or relative to it"}
 FOLDER_FORM = Form({"parent_path": PATH_SCHEMA, "folder_name": STRING}, required=("parent_path", "folder_name"),
@@ -209,17 +207,7 @@ async def list_folders(request: web.Request) -> web.Response:
 async def folder_files(request: web.Request) -> web.Response:
     """One folder's subfolders and a page of its files (name, size, kind), by name."""
     root = _root(request, create=False)
-    errors = []
-    numbers = {"offset": 0, "limit": 1000}
-    for key, low, high in (("offset", 0, 10**9), ("limit", 1, 10_000)):
-        raw = request.query.get(key)
-        if raw is not None:
-            if not DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
-                errors.append({"path": key, "message": f"must be an integer between {low} and {high}"})
-            else:
-                numbers[key] = int(raw)
-    if errors:
-        raise v.InvalidRequest(errors)
+    numbers = v.query_ints(request.query, {"offset": (0, 10**9, 0), "limit": (1, 10_000, 1000)})
     folder = await _disk(_existing_folder, root, request.query.get("path") or ".", "path")
     listing = await _disk(list_files, folder, numbers["offset"], numbers["limit"])
     return web.json_response({"path": root.relative(folder), **listing})

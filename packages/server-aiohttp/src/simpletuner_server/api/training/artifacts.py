@@ -13,13 +13,13 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from simpletuner_core.jobs import models as m
 from simpletuner_core.training.checkpoint import list_checkpoints
+from simpletuner_server.auth import iso
 
 #: Served inline with their own content type; every other file is an attachment.
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
@@ -29,10 +29,6 @@ SPOOL_MAX_AGE = 6 * 3600  # seconds
 
 class OutsideOutput(ValueError):
     """The path resolves outside the job's output directory."""
-
-
-def iso(timestamp: float | None) -> str | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
 
 
 def output_root(job: m.Job, home: Path) -> Path | None:

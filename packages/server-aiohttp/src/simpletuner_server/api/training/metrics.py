@@ -18,11 +18,12 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from simpletuner_core.events.types import Event
+from simpletuner_core.events.wire import metric_values
 from simpletuner_core.jobs.runner import Runner
 from simpletuner_core.jobs.store import Store
+from simpletuner_server import validation as v
 from simpletuner_server.api.training import views as tv
-from simpletuner_server.api.training.folds import JobFolds
+from simpletuner_server.api.training.folds import JobFolds, events_between
 from simpletuner_server.api_spec import STRING, Query, accepts
 from simpletuner_server.auth import require
 from simpletuner_server.keys import STORE_KEY
@@ -31,8 +32,6 @@ DEFAULT_POINTS, MAX_POINTS = 1000, 10_000
 METRICS_QUERY = Query({"job_id": STRING,
                        "max_points": {"type": "integer", "minimum": 1, "maximum": MAX_POINTS,
                                       "default": DEFAULT_POINTS}})
-TYPES = ("training.status", "training.metric")
-SKIPPED_METRIC_KEYS = ("step", "total", "epoch")
 
 
 def _number(value: Any) -> float | int | None:
@@ -75,17 +74,12 @@ class Curves:
                 steps.append(step)
                 losses.append(_number(loss))
                 lrs.append(_number(lr))
-        metric_events = store.read_events_of_types(job_id, ["training.metric"], after_id=after_id)
-        self.feed([event for event in metric_events if event.id <= upto_id])
-
-    def feed(self, events: list[Event]) -> None:
-        """``training.metric`` events: each named value becomes a point of its series."""
-        for event in events:
+        for event in events_between(store, job_id, ("training.metric",), after_id, upto_id):
             data = event.data
             step = _number(data.get("step"))
             if step is None:
                 continue
-            for name, raw in _metric_values(data).items():
+            for name, raw in metric_values(data).items():
                 value = _number(raw)
                 if value is not None:
                     series = self.metrics.setdefault(name, ([], []))
@@ -105,18 +99,6 @@ class Curves:
         return {"total_points": len(self.step), "series": series, "metrics": metrics}
 
 
-def _metric_values(data: dict[str, Any]) -> dict[str, Any]:
-    """A ``training.metric`` payload's values: ``{name, value}``, flat numbers, or a ``metrics`` map (as the
-    wire form reads them, ``events/wire.py``)."""
-    if "name" in data and "value" in data:
-        return {str(data["name"]): data["value"]}
-    values = {key: value for key, value in data.items()
-              if key not in SKIPPED_METRIC_KEYS and _number(value) is not None}
-    if isinstance(data.get("metrics"), dict):
-        values.update({str(key): value for key, value in data["metrics"].items()})
-    return values
-
-
 _FOLDS: weakref.WeakKeyDictionary[Runner, JobFolds[Curves]] = weakref.WeakKeyDictionary()
 
 
@@ -129,11 +111,11 @@ async def training_metrics(request: web.Request) -> web.Response:
     {"step", "loss", "lr"}, "metrics": {name: {"step", "value"}}}``; ``total_points`` counts the status points
     before decimation.
     """
-    max_points = tv._int_query(request, "max_points", DEFAULT_POINTS, 1, MAX_POINTS)
+    max_points = v.query_int(request.query, "max_points", DEFAULT_POINTS, 1, MAX_POINTS)
     job = tv.chosen_job(request)
     if job is None:
         return web.json_response({"job_id": None, "last_event_id": 0, **Curves().body(max_points)})
-    folds = _FOLDS.setdefault(tv._runner(request), JobFolds(TYPES, Curves))
+    folds = _FOLDS.setdefault(tv._runner(request), JobFolds(Curves))
     last, body = await asyncio.to_thread(folds.read, request.app[STORE_KEY], job.id,
                                          lambda curves: curves.body(max_points))
     return web.json_response({"job_id": job.id, "last_event_id": last, **body})

@@ -18,15 +18,15 @@ import attrs
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from simpletuner_core.events.types import Event
 from simpletuner_core.jobs import models as m
 from simpletuner_core.jobs.runner import Runner
+from simpletuner_core.jobs.store import Store
 from simpletuner_server import validation as v
 from simpletuner_server.api.training import artifacts as art
 from simpletuner_server.api.training import views as tv
-from simpletuner_server.api.training.folds import JobFolds
+from simpletuner_server.api.training.folds import JobFolds, events_between
 from simpletuner_server.api_spec import STRING, Query, accepts
-from simpletuner_server.auth import require
+from simpletuner_server.auth import iso, require
 from simpletuner_server.keys import SETTINGS_KEY, STORE_KEY
 
 JOB_QUERY = Query({"job_id": STRING})
@@ -35,13 +35,6 @@ DOWNLOAD_QUERY = Query({"job_id": STRING, "step": {"type": "integer", "minimum":
 MAX_PATH_CHARS = 4096
 #: Where checkpoint zips are spooled under the server's home until sent.
 SPOOL_DIR = ".downloads"
-
-
-def _required(request: web.Request, name: str) -> str:
-    value = request.query.get(name)
-    if not value:
-        raise v.InvalidRequest([{"path": name, "message": "is required"}])
-    return value
 
 
 def _root(request: web.Request, job: m.Job) -> Path | None:
@@ -58,14 +51,14 @@ class FinalImages:
     last_id: int = 0
     found: list[dict[str, Any]] = attrs.field(factory=list)
 
-    def feed(self, events: list[Event]) -> None:
-        for event in events:
+    def load(self, store: Store, job_id: str, after_id: int, upto_id: int) -> None:
+        for event in events_between(store, job_id, ("validation.image",), after_id, upto_id):
             data = event.data
             if data.get("validation_type") == "final" and isinstance(data.get("path"), str):
                 self.found.append({"event_id": event.id, "step": data.get("global_step", data.get("step")),
                                    "prompt_name": data.get("prompt_name"), "prompt": data.get("prompt"),
                                    "validation_type": "final", "resolution": data.get("resolution"),
-                                   "path": data["path"], "timestamp": art.iso(event.timestamp)})
+                                   "path": data["path"], "timestamp": iso(event.timestamp)})
 
     def listing(self, job_id: str, root: Path | None, home: Path) -> dict[str, Any]:
         """The route's answer; images outside ``root`` (checked now: links may have changed) are left out."""
@@ -94,7 +87,7 @@ async def validation_images(request: web.Request) -> web.Response:
     job = tv.chosen_job(request)
     if job is None:
         return web.json_response({"job_id": None, "images": [], "prompts": [], "steps": []})
-    folds = _IMAGES.setdefault(tv._runner(request), JobFolds(("validation.image",), FinalImages))
+    folds = _IMAGES.setdefault(tv._runner(request), JobFolds(FinalImages))
     root, home = _root(request, job), request.app[SETTINGS_KEY].home
     _, body = await asyncio.to_thread(folds.read, request.app[STORE_KEY], job.id,
                                       lambda fold: fold.listing(job.id, root, home))
@@ -145,8 +138,8 @@ async def job_file(request: web.Request) -> web.StreamResponse:
 
     ``path`` is relative to the output directory; symlinks are followed and must stay inside it (else 403).
     """
-    job = tv._job(request, _required(request, "job_id"))
-    rel = _required(request, "path")
+    job = tv._job(request, v.required(request.query, "job_id"))
+    rel = v.required(request.query, "path")
     root = _root(request, job)
     if root is None:
         raise web.HTTPNotFound(text=f"job {job.id} has no output directory")
@@ -179,9 +172,9 @@ async def download_checkpoint(request: web.Request) -> web.StreamResponse:
 
     Written on a worker thread to a temporary file under the server's home, sent, then deleted.
     """
-    job = tv._job(request, _required(request, "job_id"))
-    _required(request, "step")
-    step = tv._int_query(request, "step", 0, 0, 2**62)
+    job = tv._job(request, v.required(request.query, "job_id"))
+    v.required(request.query, "step")
+    step = v.query_int(request.query, "step", 0, 0, 2**62)
     directory = await asyncio.to_thread(art.find_checkpoint, _root(request, job), step)
     if directory is None:
         raise web.HTTPNotFound(text=f"step: job {job.id} has no complete checkpoint at step {step}")

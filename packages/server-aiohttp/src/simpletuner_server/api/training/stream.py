@@ -63,7 +63,7 @@ def setup_streams(app: web.Application) -> None:
 
 def _start_after(request: web.Request, header: str | None) -> int:
     """The event id to replay after: the ``Last-Event-ID`` header when given, else ``since_index`` (0)."""
-    since = tv._int_query(request, "since_index", 0, 0, 2**62)
+    since = v.query_int(request.query, "since_index", 0, 0, 2**62)
     raw = request.headers.get(header) if header else None
     if raw is None or not raw.strip():
         return since

@@ -332,24 +332,11 @@ async def training_status(request: web.Request) -> web.Response:
     return web.json_response(status_body(job, fold, _shown_config(request, job)))
 
 
-def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise v.InvalidRequest([{"path": name, "message": f"must be an integer between {low} and {high}"}])
-    return value
-
-
 @require("job.view.own")
 async def training_events(request: web.Request) -> web.Response:
     """Events after ``since_index`` (an event id); ``next_index`` is the id to pass next time."""
-    since = _int_query(request, "since_index", 0, 0, 2**62)
-    limit = _int_query(request, "limit", DEFAULT_EVENTS, 1, MAX_EVENTS)
+    since = v.query_int(request.query, "since_index", 0, 0, 2**62)
+    limit = v.query_int(request.query, "limit", DEFAULT_EVENTS, 1, MAX_EVENTS)
     job = chosen_job(request)
     if job is None:
         return web.json_response({"job_id": None, "events": [], "next_index": since})
