@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from ui_helpers import ADMIN, Live, shot
+from ui_helpers import ADMIN, Live, expect, shot
 from ui_helpers import login as page_login
 
 pytest.importorskip("simpletuner_pixart")
@@ -201,6 +201,43 @@ def test_validate_and_start_show_errors_at_fields(new_page: Any, live_server: Li
     assert status == 200 and body["active"] == env_name
     # Validate sends the unsaved changes only; nothing was saved.
     assert saved_config(live_server, admin_key)["config"]["--max_train_steps"] == 150
+
+
+def test_unset_key_waits_for_save(new_page: Any, live_server: Live, admin_key: str, env_name: str) -> None:
+    """Validate and start send the changes to merge over the saved environment, which cannot remove a key: a
+    saved key the user unsets must be saved first, or the saved value would still apply. Leaving the page with
+    unsaved edits asks first."""
+    name = "ui-unset"
+    status, body = live_server.api("POST", "/api/configs/environments", {"name": name, "example": "tiny-pixart"},
+                                   key=admin_key)
+    assert status == 201, body
+    status, body = live_server.api("PUT", f"/api/configs/{name}?mode=merge", {"config": {"--lr_scheduler": "bogus"}},
+                                   key=admin_key)  # saved (a rule, not a type): validation fails on it
+    assert status == 200, body
+    page, _ = new_page()
+    login(page, ADMIN["username"], ADMIN["password"])
+    open_env(page, name)
+    leaving = "() => { const e = new Event('beforeunload', {cancelable: true}); dispatchEvent(e); " \
+              "return e.defaultPrevented; }"
+    assert page.evaluate(leaving) is False  # nothing to lose yet
+    validate = page.get_by_role("button", name="Validate")
+    start = page.get_by_role("button", name="Start training")
+    expect(validate).to_be_enabled()
+    page.get_by_label("Find a field").fill("lr_scheduler")
+    page.get_by_role("button", name="Unset --lr_scheduler (use the default)").click()
+    expect(validate).to_be_disabled()  # validating now would still use the saved "bogus"
+    expect(start).to_be_disabled()
+    expect(page.locator("#env-removed")).to_contain_text("Save first: --lr_scheduler is removed here")
+    assert page.evaluate(leaving) is True
+
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.locator("#env-result").get_by_text("Saved.").wait_for()
+    assert "--lr_scheduler" not in saved_config(live_server, admin_key, name)["config"]
+    expect(page.locator("#env-removed")).to_be_hidden()
+    expect(start).to_be_enabled()
+    validate.click()
+    page.locator("#env-result").get_by_text("Configuration valid").wait_for()
+    assert page.evaluate(leaving) is False
 
 
 def test_raw_json_round_trip(new_page: Any, live_server: Live, admin_key: str, env_name: str) -> None:

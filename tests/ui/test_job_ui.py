@@ -73,6 +73,7 @@ def test_job_page_follows_a_real_run(new_page: Any, live_server: Live, admin_key
     page.wait_for_function("() => document.querySelector('#st-percent').textContent === '100 %'", timeout=180_000)
     page.wait_for_selector("#job-state .state-completed", timeout=60_000)
     assert page.locator("#live").text_content() == "finished"
+    assert page.locator("#st-rate").text_content() != "–"  # it/s from the live events
     points = int(page.locator("#chart").get_attribute("data-points") or 0)
     assert points == 80  # every step once: nothing lost or repeated across the restart
 
@@ -165,3 +166,46 @@ def test_admin_sets_the_concurrency_limits_on_the_jobs_page(new_page: Any, live_
     page.get_by_role("button", name="Save limits").click()
     page.wait_for_function("() => !document.querySelector('#lim-job').hasAttribute('aria-invalid')")
     assert live_server.api("GET", "/api/queue/concurrency", key=admin_key)[1]["local_job_max_concurrent"] is None
+
+
+def test_job_page_survives_a_failed_first_read_and_shows_a_commands_state(new_page: Any, live_server: Live,
+                                                                          admin_key: str) -> None:
+    status, jobs = live_server.api("GET", "/api/jobs", key=admin_key)
+    assert status == 200 and jobs["jobs"], "runs after the training test, which leaves the admin's job"
+    job_id = jobs["jobs"][0]["job_id"]
+    page, watch = new_page()
+    login(page, ADMIN["username"], ADMIN["password"])
+    # a first read that fails: the page says so, still follows the run, and is ready
+    watch.expect("status of 500")
+    page.route("**/api/training/metrics?*", lambda route: route.fulfill(
+        status=500, json={"error": {"message": "metrics are unavailable"}}))
+    page.goto(f"/jobs/{job_id}")
+    page.wait_for_selector("body[data-ready='1']")
+    assert "could not load the job: metrics are unavailable" in (page.locator("#job-meta").text_content() or "")
+    page.wait_for_function("() => document.querySelector('#live').textContent === 'finished'")
+    page.unroute("**/api/training/metrics?*")
+
+    # a command's answer is shown at once ("stopping"), after a confirmation dialog (Esc answers no)
+    def running(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "state": "running"})
+
+    page.route(f"**/api/jobs/{job_id}", running)
+    page.route("**/api/training/events/stream?*", lambda route: route.fulfill(
+        status=200, content_type="text/event-stream", body="event: end\ndata: {}\n\n"))
+    stops: list[str] = []
+    page.route("**/api/training/stop", lambda route: (stops.append(route.request.method), route.fulfill(
+        json={"job_id": job_id, "state": "stopping"})))
+    page.goto(f"/jobs/{job_id}")
+    page.wait_for_selector("body[data-ready='1'] #job-state .state-running")
+    assert page.locator("#st-rate").text_content() != "–"  # it/s from the job's progress
+    page.locator("#cmd-stop").click()
+    page.get_by_role("dialog", name="Stop this job?").wait_for()
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => !document.querySelector('dialog[open]') && document.activeElement.id === 'cmd-stop'")
+    assert stops == []
+    page.locator("#cmd-stop").click()
+    page.get_by_role("dialog", name="Stop this job?").get_by_role("button", name="Stop").click()
+    page.get_by_text("Stop: requested (stopping)").wait_for()
+    page.wait_for_selector("#job-state .state-stopping")
+    assert stops == ["POST"]

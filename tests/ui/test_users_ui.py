@@ -144,7 +144,7 @@ def test_admin_manages_users_and_registration(new_page: Any, live_server: Live, 
 
     # Delete the visitor, after confirming in a dialog (Cancel first: nothing happens).
     rows.get_by_role("button", name="Delete visitor").click()
-    confirm = page.locator("#confirm-dialog")
+    confirm = page.get_by_role("dialog", name="Delete visitor?")  # common.js's confirmDialog
     expect(confirm).to_contain_text("Delete visitor?")
     confirm.get_by_role("button", name="Cancel").click()
     expect(confirm).to_be_hidden()
@@ -195,7 +195,7 @@ def test_account_api_keys(new_page: Any, live_server: Live, admin_key: str) -> N
 
     # Revoke, after confirming: the key stops working.
     row.get_by_role("button", name="Revoke key notebook").click()
-    page.locator("#revoke-dialog").get_by_role("button", name="Revoke").click()
+    page.get_by_role("dialog", name="Revoke key notebook?").get_by_role("button", name="Revoke").click()
     expect(row).to_contain_text("revoked")
     expect(row.get_by_role("button")).to_have_count(0)
     assert live_server.api("GET", "/api/cloud/auth/me", key=key)[0] == 401

@@ -206,6 +206,13 @@ def test_environment_ownership_and_per_user_active(tmp_path: Path) -> None:
             assert (await call(bob, "POST", "/api/configs/ada-env/activate"))[0] == 200
             assert (await call(ada, "GET", "/api/configs/active"))[1]["active"] is None  # bob's choice only
             assert (await call(bob, "GET", "/api/configs/active"))[1]["active"] == "ada-env"
+            # activating is for training: a key scoped to viewing and submitting may, without edit rights
+            status, made, _ = await call(bob, "POST", "/api/cloud/auth/api-keys",
+                                         json={"name": "train-only", "scoped_permissions":
+                                               ["api.access", "config.view", "job.submit"]})
+            assert status == 201, made
+            train_only = {"X-API-Key": made["key"]}
+            assert (await call(client, "POST", "/api/configs/ada-env/activate", headers=train_only))[0] == 200
             status, body, _ = await call(ada, "PUT", "/api/configs/ada-env?mode=merge",
                                          json={"config": {"--learning_rate": 0.001}})
             assert status == 200 and body["metadata"]["owner"] == "ada"  # edits keep the owner
@@ -217,6 +224,9 @@ def test_environment_ownership_and_per_user_active(tmp_path: Path) -> None:
             for path in ("/api/configs/ada-env", "/api/configs/ada-env/export", "/api/configs/active"):
                 text = json.dumps((await call(bob, "GET", path))[1])
                 assert "s3cret" not in text and "T0KEN" not in text and "redacted" in text, path
+        async with as_user(client, "vera", ["viewer"]) as vera:
+            status, body, _ = await call(vera, "POST", "/api/configs/ada-env/activate")
+            assert status == 403 and "job.submit" in body["error"]["message"]  # viewers do not train
         assert "s3cret" in json.dumps((await call(client, "GET", "/api/configs/ada-env"))[1])  # admins see all
         status, _, _ = await call(client, "PUT", "/api/configs/ada-env?mode=merge",
                                   json={"config": {"--seed": 3}})

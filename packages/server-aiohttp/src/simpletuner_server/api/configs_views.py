@@ -330,9 +330,12 @@ async def delete_config(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@require("config.edit.own")
+@require("job.submit")
 async def activate_config(request: web.Request) -> web.Response:
-    """Make ``name`` the caller's active environment (what ``/api/training/validate`` and ``start`` use)."""
+    """Make ``name`` the caller's active environment (what ``/api/training/validate`` and ``start`` use).
+
+    Needs ``job.submit``, like validate and start: activating is for training, and changes only the caller's own
+    setting, so edit rights on the environment are not needed."""
     name = _path_name(request)
     await _load(request, name)  # 404 for an unknown one; anyone who may view it may train it
     request.app[STORE_KEY].set_setting(active_key(request), name)

@@ -32,7 +32,8 @@ NAV: tuple[tuple[str, str, str | None], ...] = (
     ("/users", "Users", "user.manage"),
     ("/account", "Account", None),
 )
-#: The job page's first reads (job.js asks for the same URLs): chart points and the log tail's length.
+#: The job page's first reads: chart points and the log tail's length (handed to job.js as page parameters, so
+#: its reads are the same URLs as the page's preloads).
 CHART_POINTS, TAIL = 1500, 50
 #: What each page module imports (kept next to the pages: a test checks it against the scripts' imports).
 MODULE_IMPORTS: dict[str, tuple[str, ...]] = {
@@ -181,7 +182,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     last = store.last_event_id(job_id)
     return page(request, f"Job {job_id}", "job.js", body, active="/jobs",
                 params={"job": job_id, "command": int(principal.can("job.cancel.own")), "state": job.state,
-                        "last-event": last},
+                        "last-event": last, "chart-points": CHART_POINTS, "tail": TAIL},
                 vendor=("vendor/uplot/uPlot.iife.min.js",), styles=("vendor/uplot/uPlot.min.css",),
                 preload=(f"/api/jobs/{job_id}", f"/api/training/metrics?job_id={job_id}&max_points={CHART_POINTS}",
                          f"/api/training/events?job_id={job_id}&since_index={max(0, last - TAIL)}&limit={TAIL}",

@@ -1,5 +1,6 @@
 // Your account: who you are (levels, permissions) and your API keys: list, create (the key is shown once), revoke.
-import { $, api, clear, clearFieldErrors, fmtTime, h, markField, showError, toast } from "./common.js";
+import { $, api, clear, clearFieldErrors, confirmDialog, fmtTime, h, levelBadge, markField, showError, toast }
+  from "./common.js";
 
 const VIA = { session: "this browser's session", api_key: "an API key" };
 
@@ -8,8 +9,7 @@ async function loadMe() {
     const me = await api("/api/cloud/auth/me");
     $("#me-username").textContent = me.username;
     $("#me-email").textContent = me.email;
-    clear($("#me-levels"), me.levels.length
-      ? me.levels.map((name) => h("span.badge.level-" + name.replace(/[^a-z]/g, ""), {}, name)) : "none");
+    clear($("#me-levels"), me.levels.length ? me.levels.map(levelBadge) : "none");
     $("#me-via").textContent = VIA[me.auth_method] || me.auth_method || "–";
     $("#me-created").textContent = fmtTime(me.created_at);
     $("#me-login").textContent = me.last_login_at ? fmtTime(me.last_login_at) : "never";
@@ -126,23 +126,18 @@ $("#hide-key").addEventListener("click", () => {
   form.elements.name.focus();
 });
 
-function revokeKey(key) {
-  const dialog = $("#revoke-dialog");
-  $("#revoke-title").textContent = `Revoke key ${key.name}?`;
-  $("#revoke-text").textContent = `Anything using ${key.key_prefix}… stops working at once. This cannot be undone.`;
-  dialog.returnValue = "";
-  dialog.addEventListener("close", async () => {
-    if (dialog.returnValue !== "yes") return;
-    try {
-      await api(`/api/cloud/auth/api-keys/${key.id}`, { method: "DELETE" });
-      toast(`Key ${key.name} revoked.`, "success");
-    } catch (err) {
-      showError(err);
-    }
-    await loadKeys();
-  }, { once: true });
-  dialog.showModal();
-  $("#revoke-no").focus();
+async function revokeKey(key) {
+  const yes = await confirmDialog({ title: `Revoke key ${key.name}?`,
+    text: `Anything using ${key.key_prefix}… stops working at once. This cannot be undone.`,
+    yes: "Revoke", danger: true });
+  if (!yes) return;
+  try {
+    await api(`/api/cloud/auth/api-keys/${key.id}`, { method: "DELETE" });
+    toast(`Key ${key.name} revoked.`, "success");
+  } catch (err) {
+    showError(err);
+  }
+  await loadKeys();
 }
 
 loadMe();

@@ -1,7 +1,7 @@
 // Shared by every dashboard page: the API client (CSRF header on writes), safe DOM building (text only, never
 // innerHTML with data), formatting, toasts and a resumable event-stream follower. No framework, no build step.
 
-export const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
 export const params = document.body.dataset; // data-* attributes the server put on <body>
 
 export class ApiError extends Error {
@@ -31,23 +31,29 @@ export async function api(path, { method = "GET", json, form, signal, headers = 
     init.body = form;
   }
   const resp = await fetch(path, init);
-  if (resp.status === 401 && !path.includes("/auth/login") && !path.includes("/setup/")) {
+  return parseAnswer(resp.status, await resp.text(), resp.statusText, path);
+}
+
+// One reading of an answer for api() and upload(): a 401 (outside sign-in and setup) goes to the sign-in page;
+// a non-2xx becomes an ApiError with the server's message and per-field errors; otherwise the parsed JSON.
+function parseAnswer(status, text, statusText, path) {
+  if (status === 401 && !path.includes("/auth/login") && !path.includes("/setup/")) {
     location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
     throw new ApiError(401, "Signed out");
   }
-  const text = await resp.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = text; }
-  if (!resp.ok) {
+  if (status < 200 || status >= 300) {
     const err = (body && body.error) || {};
     const errors = err.errors || (body && body.errors) || [];
-    throw new ApiError(resp.status, err.message || (body && body.message) || resp.statusText, errors, body);
+    throw new ApiError(status, err.message || (body && body.message) || statusText, errors, body);
   }
   return body;
 }
 
 // XMLHttpRequest upload with progress (fetch has no upload progress): resolves with the JSON answer.
 export function upload(path, form, onProgress) {
+  if (signingOut) return new Promise(() => {});
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", path);
@@ -56,13 +62,7 @@ export function upload(path, form, onProgress) {
     xhr.setRequestHeader("Accept", "application/json");
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && onProgress) onProgress(e.loaded, e.total); };
     xhr.onload = () => {
-      let body = null;
-      try { body = JSON.parse(xhr.responseText); } catch { body = xhr.responseText; }
-      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
-      else {
-        const err = (body && body.error) || {};
-        reject(new ApiError(xhr.status, err.message || xhr.statusText, err.errors || [], body));
-      }
+      try { resolve(parseAnswer(xhr.status, xhr.responseText, xhr.statusText, path)); } catch (e) { reject(e); }
     };
     xhr.onerror = () => reject(new ApiError(0, "Network error during upload"));
     xhr.send(form);
@@ -101,6 +101,35 @@ export function clear(el, ...children) {
   return el;
 }
 
+export function show(el, visible) {
+  el.classList.toggle("hidden", !visible);
+}
+
+// A yes/no question in a modal <dialog> built on the spot: resolves true on the yes button, false on Cancel or
+// Esc; the dialog leaves the page when it closes and focus goes back where it was.
+export function confirmDialog({ title, text, yes = "OK", no = "Cancel", danger = false }) {
+  const before = document.activeElement;
+  return new Promise((resolve) => {
+    const titleId = "confirm-" + Math.random().toString(36).slice(2);
+    const dialog = h("dialog", { "aria-labelledby": titleId },
+      h("form.stack", { method: "dialog" },
+        h("h2#" + titleId, {}, title),
+        text ? h("p", {}, text) : null,
+        h("div.row", {},
+          h(danger ? "button.btn.danger" : "button.btn.primary", { type: "submit", value: "yes" }, yes),
+          h("button.btn", { type: "submit", value: "no", formnovalidate: true }, no))));
+    dialog.addEventListener("close", () => {
+      dialog.remove();
+      if (before && typeof before.focus === "function" && before.isConnected) before.focus();
+      resolve(dialog.returnValue === "yes");
+    }, { once: true });
+    document.body.append(dialog);
+    dialog.returnValue = "";
+    dialog.showModal();
+    dialog.querySelector("[value=no]").focus();
+  });
+}
+
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
@@ -115,6 +144,11 @@ export function toast(message, kind = "info", ms = 5000) {
   setTimeout(() => item.remove(), ms);
 }
 
+// A field error's text: its message, plus the server's suggestion when it has one.
+export function errorText(e) {
+  return (e.message || "invalid") + (e.did_you_mean ? ` (did you mean ${e.did_you_mean}?)` : "");
+}
+
 // Show an ApiError: a toast, plus each field error next to its field when `fieldFor(path)` finds one.
 export function showError(err, fieldFor) {
   const errors = (err && err.errors) || [];
@@ -122,7 +156,7 @@ export function showError(err, fieldFor) {
   for (const e of errors) {
     const target = fieldFor ? fieldFor(e.path || e.field || "") : null;
     if (target) {
-      markField(target, e.message + (e.did_you_mean ? ` (did you mean ${e.did_you_mean}?)` : ""));
+      markField(target, errorText(e));
       placed += 1;
     }
   }
@@ -189,6 +223,25 @@ export function fmtNumber(x, digits = 4) {
   return Number(x.toFixed(digits)).toString();
 }
 
+// A progress bar (.progress in app.css) at `percent`, named `label` for screen readers.
+export function progressBar(percent, label) {
+  const bar = h("div.progress", { role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
+    "aria-label": label }, h("div"));
+  setProgressBar(bar, percent);
+  return bar;
+}
+
+export function setProgressBar(bar, percent) {
+  const shown = Math.max(0, Math.min(100, Number(percent) || 0));
+  bar.firstElementChild.style.width = `${shown}%`;
+  bar.setAttribute("aria-valuenow", String(Math.round(shown)));
+}
+
+// A user level as a badge (coloured by app.css's .level-<name>).
+export function levelBadge(name) {
+  return h("span.badge.level-" + String(name).replace(/[^a-z]/g, ""), {}, name);
+}
+
 export function badge(state) {
   return h("span.badge.state-" + String(state || "unknown").replace(/[^a-z_]/gi, ""), {}, state || "unknown");
 }
@@ -229,7 +282,7 @@ export function followEvents(jobId, since, onEvent, onState = () => {}) {
   return { close: () => { stopped = true; source && source.close(); }, get last() { return last; } };
 }
 
-export const WIRE_TYPES = ["lifecycle.stage", "training.progress", "training.status", "training.summary",
+const WIRE_TYPES = ["lifecycle.stage", "training.progress", "training.status", "training.summary",
   "training.checkpoint", "training.validation", "training.metric", "validation.image", "notification", "error",
   "debug", "debug.image"];
 

@@ -5,7 +5,7 @@
 // `form.config` (the "--key": value object) is the one source of truth: an input writes its key only when it
 // changes (so only keys already in the config, plus the fields the user changes, are saved). The page replaces
 // `form.config` (raw JSON view, save) and then calls renderForm().
-import { $, $$, clear, clearFieldErrors, fmtNumber, h } from "./common.js";
+import { $, $$, clear, clearFieldErrors, fmtNumber, h, show } from "./common.js";
 
 const ESSENTIAL_TABS = new Set(["basic"]);
 const OTHER_TAB = "advanced";
@@ -36,8 +36,12 @@ const human = (s) => {
 const safeId = (s) => String(s).replace(/[^A-Za-z0-9_-]/g, "_");
 const present = (name) => Object.prototype.hasOwnProperty.call(form.config, "--" + name);
 
-export function show(el, visible) {
-  el.classList.toggle("hidden", !visible);
+// Whether the filter text `query` (trimmed, lower case) finds the field `name`: in its key, help or section (a key
+// not in the field list is in OTHER_SECTION).
+function matches(name, query) {
+  const meta = form.byName.get(name);
+  const hay = `--${name} ${meta ? meta.help || "" : ""} ${meta ? meta.section : OTHER_SECTION}`;
+  return hay.toLowerCase().includes(query);
 }
 
 function fmtValue(v) {
@@ -243,7 +247,7 @@ export function renderForm() {
     "aria-selected": tab === form.tab ? "true" : "false", tabindex: tab === form.tab ? 0 : -1,
     dataset: { tab },
   }, human(tab), h("span.env-tab-count", {}), h("span.env-tab-flag", { "aria-hidden": "true" }),
-  h("span.env-sr.env-tab-flag-text", {}))));
+  h("span.sr-only.env-tab-flag-text", {}))));
   clear(panels, tabs.map((tab) => {
     const sections = new Map();
     for (const f of fields.filter((x) => x.tab === tab)) {
@@ -276,17 +280,10 @@ export function applyVisibility() {
       let inSection = 0;
       for (const holder of $$(".env-field", section)) {
         const name = holder.dataset.name;
-        const meta = form.byName.get(name);
         total += 1;
         if (present(name)) set += 1;
-        let visible;
-        if (q) {
-          const hay = `--${name} ${meta ? meta.help || "" : ""} ${section.dataset.section}`.toLowerCase();
-          visible = hay.includes(q);
-        } else {
-          visible = all || present(name) || form.touched.has(name) || form.forceShow.has(name)
-            || ESSENTIAL_TABS.has(tab) || form.expandedTabs.has(tab);
-        }
+        const visible = q ? matches(name, q) : all || present(name) || form.touched.has(name)
+          || form.forceShow.has(name) || ESSENTIAL_TABS.has(tab) || form.expandedTabs.has(tab);
         show(holder, visible);
         if (visible) inSection += 1;
       }
@@ -325,9 +322,8 @@ export function wireForm({ edited }) {
     if (!btn) return;
     form.expandedTabs.add(btn.dataset.tab);
     applyVisibility();
-    const first = $(`.env-panel[data-tab="${CSS.escape(btn.dataset.tab)}"] .env-field:not(.hidden) input, ` +
-      `.env-panel[data-tab="${CSS.escape(btn.dataset.tab)}"] .env-field:not(.hidden) select, ` +
-      `.env-panel[data-tab="${CSS.escape(btn.dataset.tab)}"] .env-field:not(.hidden) textarea`);
+    const first = $(`.env-panel[data-tab="${CSS.escape(btn.dataset.tab)}"] .env-field:not(.hidden) ` +
+      ":is(input, select, textarea)");
     if (first) first.focus();
   });
 }
@@ -357,10 +353,7 @@ export function fieldFor(path) {
   const tab = meta ? meta.tab : OTHER_TAB;
   form.forceShow.add(name);
   const filter = $("#env-filter");
-  if (filter.value) {
-    const hay = `--${name} ${meta ? meta.help || "" : ""}`.toLowerCase();
-    if (!hay.includes(filter.value.trim().toLowerCase())) filter.value = "";
-  }
+  if (filter.value && !matches(name, filter.value.trim().toLowerCase())) filter.value = ""; // it would hide the field
   const btn = $(`#tab-${CSS.escape(safeId(tab))}`);
   if (btn) {
     btn.classList.add("env-tab-error");

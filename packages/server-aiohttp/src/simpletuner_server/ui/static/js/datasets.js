@@ -105,6 +105,12 @@ async function loadSubfolders() {
 // Caption editors, by image path: the grid's and the full-size view's stay in step.
 const editors = new Map();
 
+function forget(editor) {
+  const set = editors.get(editor.item.path);
+  set?.delete(editor);
+  if (set && !set.size) editors.delete(editor.item.path);
+}
+
 function captionEditor(item) {
   const id = nextId("caption");
   const textarea = h("textarea", { id, rows: 3, maxlength: 100000, spellcheck: "true",
@@ -154,7 +160,7 @@ function captionEditor(item) {
   });
   if (!editors.has(item.path)) editors.set(item.path, new Set());
   editors.get(item.path).add(editor);
-  editor.dispose = () => editors.get(item.path)?.delete(editor);
+  editor.dispose = () => forget(editor);
   const el = h("div.field.caption-edit", {},
     h("label", { for: id }, "Caption", h("span.sr-only", {}, ` of ${item.name} (Ctrl+Enter saves)`)),
     textarea,
@@ -211,7 +217,7 @@ function thumb(item) {
     canUpload ? captionEditor(item) : captionText(item));
 }
 
-const grid = { loaded: 0, total: 0, generation: 0 };
+const grid = { loaded: 0, generation: 0 };
 
 async function loadImages(reset) {
   const generation = reset ? ++grid.generation : grid.generation;
@@ -226,15 +232,13 @@ async function loadImages(reset) {
     const pending = new Map();
     let focused = null;
     if (reset) {
-      for (const set of editors.values()) {
-        for (const ed of set) {
-          if (ed === boxEditor) continue;
-          if (ed.dirty) pending.set(ed.item.path, ed.textarea.value);
-          if (document.activeElement === ed.textarea) {
-            focused = { path: ed.item.path, start: ed.textarea.selectionStart, end: ed.textarea.selectionEnd };
-          }
-          set.delete(ed);
+      for (const ed of [...editors.values()].flatMap((set) => [...set])) {
+        if (ed === boxEditor) continue;
+        if (ed.dirty) pending.set(ed.item.path, ed.textarea.value);
+        if (document.activeElement === ed.textarea) {
+          focused = { path: ed.item.path, start: ed.textarea.selectionStart, end: ed.textarea.selectionEnd };
         }
+        forget(ed);
       }
       clear($("#ds-grid"));
       grid.loaded = 0;
@@ -255,7 +259,6 @@ async function loadImages(reset) {
       }
     }
     grid.loaded += data.items.length;
-    grid.total = data.total;
     status.textContent = data.total ? `Showing ${grid.loaded} of ${data.total} images.`
       : "No images in this folder yet." + (canUpload ? " Upload some above." : "");
     $("#folder-count").textContent = `${data.total} image${data.total === 1 ? "" : "s"}`;
@@ -276,6 +279,8 @@ async function loadImages(reset) {
 // --- uploads ------------------------------------------------------------------------------------------------
 
 let queue = Promise.resolve();
+let queued = 0; // uploads waiting or under way
+const changed = { images: false, folders: false }; // by the finished ones, shown once the queue is empty
 
 function batches(files) {
   const out = [];
@@ -359,31 +364,35 @@ function handleFiles(fileList) {
   const files = Array.from(fileList || []);
   if (!files.length) return;
   const zips = files.filter(isZip), others = files.filter((f) => !isZip(f));
-  const jobs = [];
+  const jobs = []; // {zip, run}: archives may add sub-folders, single files never do
   for (const group of batches(others)) {
     const row = uploadRow(describe(group), group.reduce((n, f) => n + f.size, 0));
-    jobs.push(() => {
+    jobs.push({ zip: false, run: () => {
       const form = new FormData();
       form.append("target_path", folder);
       for (const file of group) form.append("files[]", file, file.name);
       return send("/api/datasets/upload", form, row, "files_uploaded");
-    });
+    } });
   }
   for (const zip of zips) {
     const row = uploadRow(zip.name, zip.size);
-    jobs.push(() => {
+    jobs.push({ zip: true, run: () => {
       const form = new FormData();
       form.append("target_path", folder);
       form.append("file", zip, zip.name);
       return send("/api/datasets/upload/zip", form, row, "files_extracted");
-    });
+    } });
   }
   for (const job of jobs) {
-    queue = queue.then(job).then((ok) => {
-      if (ok) {
-        loadImages(true);
-        loadSubfolders();
-      }
+    queued += 1;
+    queue = queue.then(job.run).then((ok) => {
+      changed.images ||= ok;
+      changed.folders ||= ok && job.zip;
+      queued -= 1;
+      if (queued) return;
+      if (changed.images) loadImages(true);
+      if (changed.folders) loadSubfolders();
+      changed.images = changed.folders = false;
     });
   }
 }

@@ -3,11 +3,14 @@
 //
 // `form.config` (the "--key": value object) is the one source of truth: the form writes a key only when its input
 // changes, the raw view replaces it when left or used. Validate and start send only the unsaved changes: the
-// server merges them over the caller's active environment, which the page first makes this one.
-import { $, $$, api, clear, clearFieldErrors, fmtBytes, fmtTime, h, markField, params, toast } from "./common.js";
+// server merges them over the caller's active environment, which the page first makes this one. A merge cannot
+// remove a key (null is a value, not "unset"), so a saved key removed here must be saved before validate or start.
+import {
+  $, $$, api, clear, clearFieldErrors, errorText, fmtBytes, fmtTime, h, markField, params, show, toast,
+} from "./common.js";
 import {
   applyVisibility, bare, clearFormErrors, fieldFor, form, renderForm, selectConfigTab, selectTabButton, setFieldList,
-  show, wireForm, wireTablist,
+  wireForm, wireTablist,
 } from "./config_form.js";
 
 const NAME = params.name;
@@ -17,9 +20,9 @@ document.getElementById("env-name").textContent = NAME;
 const state = {
   saved: null, // the environment as last loaded or saved: {name, config, dataloader, metadata}
   view: "form",
-  rawDirty: false,
-  dataDirty: false,
-  dirty: false,
+  rawDirty: false, // the raw view's text was edited and not yet read into `form.config`
+  dataDirty: false, // the dataloader's text was edited and not saved
+  dirty: false, // the config, description or tags were edited and not saved
   active: null,
   me: null,
 };
@@ -32,11 +35,20 @@ const clone = (x) => (x === undefined ? undefined : JSON.parse(JSON.stringify(x)
 function markDirty() {
   state.dirty = true;
   $("#env-dirty").textContent = "Unsaved changes";
+  showRemoved();
 }
 
 function markClean() {
   state.dirty = false;
   $("#env-dirty").textContent = "";
+  showRemoved();
+}
+
+// Leaving with unsaved edits asks first (removed before Start goes on to its job: the job has the changes).
+function warnUnsaved(e) {
+  if (!state.dirty && !state.dataDirty) return;
+  e.preventDefault();
+  e.returnValue = "";
 }
 
 // The unsaved config changes: keys added or changed since the last load or save (what validate/start send).
@@ -49,38 +61,67 @@ function changes() {
   return out;
 }
 
+// Saved keys no longer in `form.config` (unset in the form, or deleted in the raw view): changes() cannot send
+// them, so validate and start would still use their saved values.
+function removedKeys() {
+  const kept = new Set(Object.keys(form.config).map(bare));
+  return Object.keys((state.saved && state.saved.config) || {}).filter((key) => !kept.has(bare(key)));
+}
+
+// Validate and start wait for Save while a saved key is removed; the note by the buttons says why. (Edits in the
+// raw view count once they are read in: validate and start read them first, then check again.)
+function showRemoved() {
+  const removed = state.rawDirty ? [] : removedKeys();
+  const note = $("#env-removed");
+  note.textContent = removed.length
+    ? `Save first: ${removed.join(", ")} ${removed.length === 1 ? "is" : "are"} removed here but still saved. ` +
+      "Validate and start add your changes to the saved environment and cannot remove a key."
+    : "";
+  show(note, removed.length > 0);
+  for (const id of ["#env-validate", "#env-start"]) $(id).disabled = removed.length > 0;
+  return removed.length > 0;
+}
+
 // --- views: form, raw JSON, dataloader -------------------------------------------------------------------------
+
+// A textarea's JSON: `{ok: true, value}`, or `{ok: false, problem}` with the problem (not JSON, or `isShape` says
+// no) at the textarea, focused.
+function readJsonArea(area, isShape, shapeMessage) {
+  clearFieldErrors(area.parentElement);
+  let problem;
+  try {
+    const value = JSON.parse(area.value);
+    if (isShape(value)) return { ok: true, value };
+    problem = shapeMessage;
+  } catch (err) {
+    problem = `Not valid JSON: ${err.message}`;
+  }
+  markField(area, problem);
+  area.focus();
+  return { ok: false, problem };
+}
+
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
 // Take the raw view's text into `form.config` when it was edited; false (and the error at the textarea) if it is not
 // a JSON object.
 function syncFromRaw() {
   if (!state.rawDirty) return true;
   const area = $("#env-raw");
-  clearFieldErrors(area.parentElement);
-  let parsed;
-  try {
-    parsed = JSON.parse(area.value);
-  } catch (err) {
-    return rawProblem(`Not valid JSON: ${err.message}`);
-  }
-  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-    return rawProblem('The config must be a JSON object of "--key": value.');
+  const got = readJsonArea(area, isObject, 'The config must be a JSON object of "--key": value.');
+  if (!got.ok) {
+    setView("raw", true);
+    area.focus();
+    toast(got.problem, "error", 8000);
+    return false;
   }
   const config = {};
-  for (const [key, value] of Object.entries(parsed)) config["--" + bare(key)] = value;
+  for (const [key, value] of Object.entries(got.value)) config["--" + bare(key)] = value;
   form.config = config;
   state.rawDirty = false;
   renderForm();
+  showRemoved();
   return true;
-}
-
-function rawProblem(message) {
-  setView("raw", true);
-  const area = $("#env-raw");
-  markField(area, message);
-  area.focus();
-  toast(message, "error", 8000);
-  return false;
 }
 
 function setView(view, force = false) {
@@ -117,10 +158,6 @@ function targetFor(path) {
   if (p === "tags" || p.startsWith("tags[")) return $("#env-tags");
   if (isDataloaderPath(p) && p !== "data_backend_config") return $("#env-dataloader");
   return fieldFor(p);
-}
-
-function errorText(e) {
-  return (e.message || "invalid") + (e.did_you_mean ? ` (did you mean ${e.did_you_mean}?)` : "");
 }
 
 // Put each error at its field (several at one field are joined); switch to the first one's view and tab.
@@ -194,6 +231,12 @@ function memorySummary(plan) {
     (plan.notes || []).length ? h("ul.env-list.muted", {}, plan.notes.map((n) => h("li", {}, n))) : null);
 }
 
+// A refusal with no field errors: the result box and a toast.
+function failed(title, err) {
+  result("bad", `${title}: ${err.message}`);
+  toast(err.message, "error", 8000);
+}
+
 // An API error: at its fields, with the list in the result box and a toast.
 function reportError(err, title, opts = {}) {
   const errors = (err && err.errors) || [];
@@ -219,6 +262,7 @@ async function busy(button, fn) {
   } finally {
     for (const b of buttons) b.disabled = false;
     button.removeAttribute("aria-busy");
+    showRemoved();
   }
 }
 
@@ -245,20 +289,29 @@ async function save() {
     result(warnings.length ? "warn" : "good", "Saved.", warningList(warnings));
     toast("Environment saved", "success");
   } catch (err) {
-    if (err.status === 403) {
-      result("bad", `Not saved: ${err.message}`);
-      toast(err.message, "error", 8000);
-    } else {
-      reportError(err, `Not saved: ${err.message}`);
-    }
+    if (err.status === 403) failed("Not saved", err);
+    else reportError(err, `Not saved: ${err.message}`);
   }
 }
 
+// Validate and start merge over the caller's active environment: make it this one, unless it is already.
+async function useThisEnvironment() {
+  if (state.active !== NAME) await activate();
+}
+
+// Read the raw view in and check nothing removed waits for Save; false (said at the buttons) if not ready.
+function readyToSend() {
+  if (!syncFromRaw()) return false;
+  if (!showRemoved()) return true;
+  toast($("#env-removed").textContent, "error", 8000);
+  return false;
+}
+
 async function validate() {
-  if (!syncFromRaw()) return;
+  if (!readyToSend()) return;
   clearErrors();
   try {
-    await activate();
+    await useThisEnvironment();
     const answer = await api("/api/training/validate", { method: "POST", json: changes() });
     if (answer && answer.valid === false) {
       reportError({ message: answer.message, errors: answer.errors, body: answer }, answer.message);
@@ -272,39 +325,26 @@ async function validate() {
 }
 
 async function start() {
-  if (!syncFromRaw()) return;
+  if (!readyToSend()) return;
   clearErrors();
   try {
-    await activate();
+    await useThisEnvironment();
     const answer = await api("/api/training/start", { method: "POST", json: changes() });
     result("good", `Job ${answer.job_id} ${answer.status || "submitted"}` +
       (answer.queue_position ? ` (queue position ${answer.queue_position})` : ""));
+    window.removeEventListener("beforeunload", warnUnsaved);
     location.assign("/jobs/" + encodeURIComponent(answer.job_id));
   } catch (err) {
     if (err.status === 422) reportError(err, `Not started: ${err.message}`);
-    else {
-      result("bad", `Not started: ${err.message}`);
-      toast(err.message, "error", 8000);
-    }
+    else failed("Not started", err);
   }
 }
 
 async function saveDataloader() {
   const area = $("#env-dataloader");
-  clearFieldErrors(area.parentElement);
-  let list;
-  try {
-    list = JSON.parse(area.value);
-  } catch (err) {
-    markField(area, `Not valid JSON: ${err.message}`);
-    area.focus();
-    return;
-  }
-  if (!Array.isArray(list)) {
-    markField(area, "The dataloader must be a JSON list of dataset objects.");
-    area.focus();
-    return;
-  }
+  const got = readJsonArea(area, Array.isArray, "The dataloader must be a JSON list of dataset objects.");
+  if (!got.ok) return;
+  const list = got.value;
   try {
     const answer = await api(`/api/configs/${ENC}/dataloader`, { method: "POST", json: list });
     state.saved.dataloader = answer.dataloader || list;
@@ -317,8 +357,7 @@ async function saveDataloader() {
     if (err.status === 422 && err.errors.length) reportError(err, `Dataloader not saved: ${err.message}`, { allTo: area });
     else {
       markField(area, err.message);
-      result("bad", `Dataloader not saved: ${err.message}`);
-      toast(err.message, "error", 8000);
+      failed("Dataloader not saved", err);
     }
   }
 }
@@ -379,9 +418,7 @@ async function load() {
   }
   setFieldList(fieldsAnswer);
   state.saved = clone(env);
-  form.config = {};
-  for (const [key, value] of Object.entries(env.config || {})) form.config["--" + bare(key)] = value;
-  state.saved.config = clone(form.config);
+  form.config = clone(env.config || {}); // "--key" form, as the API stores it
 
   const meta = env.metadata || {};
   $("#env-description").value = meta.description || "";
@@ -396,6 +433,7 @@ async function load() {
   renderForm();
   renderBadges();
   renderOwner();
+  showRemoved();
   show($("#env-loading"), false);
   for (const id of ["#env-meta", "#env-actions", "#env-body"]) show($(id), true);
 }
@@ -426,10 +464,21 @@ $("#env-activate").addEventListener("click", (e) => busy(e.currentTarget, async 
     result("good", `${NAME} is now your active environment.`);
     toast(`${NAME} is active`, "success");
   } catch (err) {
-    result("bad", `Not activated: ${err.message}`);
-    toast(err.message, "error", 8000);
+    failed("Not activated", err);
   }
 }));
 $("#env-meta").addEventListener("submit", (e) => e.preventDefault());
+window.addEventListener("beforeunload", warnUnsaved);
+// Another tab may have made another environment the active one: read it again when this page is seen again,
+// so validate and start know whether to activate this one first.
+document.addEventListener("visibilitychange", async () => {
+  if (document.visibilityState !== "visible" || !state.saved) return;
+  try {
+    state.active = (await api("/api/configs/active")).active;
+    renderBadges();
+  } catch {
+    state.active = null; // not known: validate and start activate this one first
+  }
+});
 
 load();

@@ -1,53 +1,59 @@
 // One job, live. First paint needs three small reads (the job, a decimated loss/LR series, the last events),
 // whatever the log's length; after that everything arrives over the event stream, which resumes from the
 // last event id after a drop.
-import { $, api, badge, clear, fmtBytes, fmtDuration, fmtNumber, fmtTime, followEvents, h, params, toast }
-  from "./common.js";
+import {
+  $, api, badge, clear, confirmDialog, fmtBytes, fmtDuration, fmtNumber, fmtTime, followEvents, h, params,
+  setProgressBar, toast,
+} from "./common.js";
 import { LossChart } from "./loss_chart.js";
 
 const jobId = params.job;
 const q = `job_id=${encodeURIComponent(jobId)}`;
 const FINAL = new Set(["completed", "stopped", "cancelled", "failed"]);
 const LOG_LIMIT = 200;
+// the first reads' sizes, from the page (ui/views.py CHART_POINTS and TAIL: its <link rel="preload"> URLs)
+const CHART_POINTS = Number(params.chartPoints), TAIL = Number(params.tail);
 let state = null, lastLogged = 0, stream = null;
 
 const chart = new LossChart($("#chart"), $("#chart-points"));
 
 // --- header: state, stage, progress ---------------------------------------------------------------------
 
+// `reason`: the failure reason to show; "" or null clears it, undefined leaves it as it is.
 function setState(next, reason) {
   state = next;
   clear($("#job-state"), badge(next));
   const canCommand = params.command === "1" && !FINAL.has(next) && next !== "queued";
   for (const id of ["cmd-validate", "cmd-checkpoint", "cmd-stop"]) $("#" + id).disabled = !canCommand;
   $("#cmd-cancel").disabled = params.command !== "1" || FINAL.has(next);
-  const box = $("#job-reason");
-  box.classList.toggle("hidden", !reason);
-  box.textContent = reason || "";
+  if (reason !== undefined) $("#job-reason").textContent = reason || ""; // hidden while empty (app.css)
 }
 
+// `p`: the job's `progress` as /api/jobs/{id} answers it: {step, total_steps, percent, loss, learning_rate,
+// iterations_per_second, eta_seconds} (live events are mapped to the same shape by fromStatusEvent).
 function setProgress(p) {
   if (!p) return;
-  const step = p.step ?? p.current, total = p.total_steps ?? p.total;
+  const { step, total_steps: total } = p;
   const percent = p.percent ?? (total ? (100 * step) / total : 0);
-  const bar = $("#job-progress");
-  bar.firstElementChild.style.width = `${Math.max(0, Math.min(100, percent))}%`;
-  bar.setAttribute("aria-valuenow", String(Math.round(percent)));
+  setProgressBar($("#job-progress"), percent);
   $("#st-step").textContent = total ? `${step}/${total}` : String(step ?? "–");
   $("#st-percent").textContent = `${Math.round(percent)} %`;
-  const m = p.metrics || {};
-  const loss = p.loss ?? m.loss, lr = p.learning_rate ?? m.learning_rate;
-  if (loss !== undefined) $("#st-loss").textContent = fmtNumber(loss);
-  if (lr !== undefined) $("#st-lr").textContent = fmtNumber(lr);
-  const rate = m.iterations_per_second ?? p.rate;
+  if (p.loss !== undefined) $("#st-loss").textContent = fmtNumber(p.loss);
+  if (p.learning_rate !== undefined) $("#st-lr").textContent = fmtNumber(p.learning_rate);
+  const rate = p.iterations_per_second;
   if (rate !== undefined && rate !== null) $("#st-rate").textContent = fmtNumber(rate, 2);
-  const eta = p.eta_seconds ?? m.eta_seconds;
-  $("#st-eta").textContent = FINAL.has(state) ? "done" : fmtDuration(eta);
+  $("#st-eta").textContent = FINAL.has(state) ? "done" : fmtDuration(p.eta_seconds);
+}
+
+// A live `training.status` event's payload ({step, total, percent, loss, lr, rate, eta_seconds}) as a progress.
+function fromStatusEvent(d) {
+  return { step: d.step, total_steps: d.total, percent: d.percent, loss: d.loss, learning_rate: d.lr,
+    iterations_per_second: d.rate, eta_seconds: d.eta_seconds };
 }
 
 // --- event log ------------------------------------------------------------------------------------------
 
-// Append events to the log (one layout read for the whole batch: the initial tail is 50 lines at once).
+// Append events to the log (one layout read for the whole batch: the initial tail comes at once).
 function logEvents(events) {
   const box = $("#log"), list = $("#log ul");
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
@@ -56,7 +62,7 @@ function logEvents(events) {
     const id = Number(ev.id || 0);
     if (id && id <= lastLogged) continue;
     if (id) lastLogged = id;
-    const time = (ev.timestamp || "").slice(11, 19);
+    const time = ev.timestamp ? new Date(ev.timestamp).toLocaleTimeString() : "";
     list.append(h("li.sev-" + (ev.severity || "info"), {}, h("span.t", {}, time), ev.title || ev.type,
       ev.message ? h("span.muted", {}, ` · ${ev.message}`) : null));
     added += 1;
@@ -165,12 +171,12 @@ function onEvent(ev) {
   const d = ev.data || {};
   switch (ev.event_type) {
     case "training.status":
-      setProgress({ step: d.step, total_steps: d.total, percent: d.percent, loss: d.loss, learning_rate: d.lr,
-        rate: d.rate, eta_seconds: d.eta_seconds });
+      setProgress(fromStatusEvent(d));
       chart.push(d.step, d.loss, d.lr);
       break;
     case "training.metric":
-      for (const [name, value] of Object.entries(d.metrics || {})) chart.pushMetric(name, d.step, value);
+      // the envelope's metrics map reads every payload shape ({name, value}, flat numbers, a `metrics` map)
+      for (const [name, value] of Object.entries(ev.progress?.metrics || {})) chart.pushMetric(name, d.step, value);
       break;
     case "job.stage":
       $("#job-stage").textContent = `${d.label || d.stage}: ${d.status}`;
@@ -191,7 +197,7 @@ function onEvent(ev) {
         const next = { "job.queued": "queued", "job.started": "starting", "job.running": "running",
           "job.completed": "completed", "job.failed": "failed", "job.cancelled": "cancelled",
           "job.stopped": "stopped", "job.requeued": "queued" }[ev.event_type];
-        if (next) setState(next, ev.event_type === "job.failed" ? d.reason : null);
+        if (next) setState(next, ev.event_type === "job.failed" ? d.reason ?? "" : "");
         if (FINAL.has(next)) { refreshCheckpoints(); refreshValidation(); }
       }
   }
@@ -207,6 +213,7 @@ async function command(path, label) {
   try {
     const r = await api(`/api/training/${path}`, { method: "POST", json: { job_id: jobId } });
     toast(`${label}: requested (${r.state})`, "success");
+    if (r.state) setState(r.state); // e.g. "stopping" until the trainer has finished its step
   } catch (err) {
     toast(`${label}: ${err.message}`, "error");
   }
@@ -214,34 +221,41 @@ async function command(path, label) {
 
 $("#cmd-validate").addEventListener("click", () => command("validation/run", "Validation"));
 $("#cmd-checkpoint").addEventListener("click", () => command("checkpoint/run", "Checkpoint"));
-$("#cmd-stop").addEventListener("click", () => {
-  if (confirm("Stop gracefully? The trainer finishes its step and saves a checkpoint.")) command("stop", "Stop");
+$("#cmd-stop").addEventListener("click", async () => {
+  if (await confirmDialog({ title: "Stop this job?", yes: "Stop",
+    text: "Stop gracefully? The trainer finishes its step and saves a checkpoint." })) command("stop", "Stop");
 });
-$("#cmd-cancel").addEventListener("click", () => {
-  if (confirm("Cancel this job? It ends without a final checkpoint.")) command("cancel", "Cancel");
+$("#cmd-cancel").addEventListener("click", async () => {
+  if (await confirmDialog({ title: "Cancel this job?", yes: "Cancel job", no: "Keep it running", danger: true,
+    text: "It ends without a final checkpoint." })) command("cancel", "Cancel");
 });
 
 async function main() {
   // Everything the first paint needs, in one parallel round: the server rendered the state and the event id
   // the page starts from, so no request waits for another.
-  setState(params.state, null);
-  // (the same URLs as the page's <link rel="preload">: ui/views.py job_page, CHART_POINTS and TAIL)
+  setState(params.state); // (the server rendered the failure reason: left as it is)
   const last = Number(params.lastEvent || 0);
-  const tailFrom = Math.max(0, last - 50);
-  const [job, metrics, tail] = await Promise.all([
-    api(`/api/jobs/${encodeURIComponent(jobId)}`, { preloaded: true }),
-    api(`/api/training/metrics?${q}&max_points=1500`, { preloaded: true }),
-    api(`/api/training/events?${q}&since_index=${tailFrom}&limit=50`, { preloaded: true }),
-    loadValidation(true).catch((err) => toast(err.message, "error")),
-    loadCheckpoints(true).catch((err) => toast(err.message, "error")),
-  ]);
-  setState(job.state, job.state === "failed" ? job.reason : null);
-  setProgress(job.progress);
-  if (job.stage) $("#job-stage").textContent = `${job.stage.label || job.stage.stage}: ${job.stage.status}`;
-  chart.load(metrics);
-  logEvents(tail.events);
-  // live from the older of the two reads: the chart and the log each skip what they already have
-  const since = Math.min(metrics.last_event_id, tail.events.length ? Number(tail.events.at(-1).id) : tailFrom);
+  const tailFrom = Math.max(0, last - TAIL);
+  let since = last; // where the live stream starts when the first reads fail
+  try {
+    const [job, metrics, tail] = await Promise.all([
+      api(`/api/jobs/${encodeURIComponent(jobId)}`, { preloaded: true }),
+      api(`/api/training/metrics?${q}&max_points=${CHART_POINTS}`, { preloaded: true }),
+      api(`/api/training/events?${q}&since_index=${tailFrom}&limit=${TAIL}`, { preloaded: true }),
+      loadValidation(true).catch((err) => toast(err.message, "error")),
+      loadCheckpoints(true).catch((err) => toast(err.message, "error")),
+    ]);
+    setState(job.state, job.state === "failed" ? job.reason : "");
+    setProgress(job.progress);
+    if (job.stage) $("#job-stage").textContent = `${job.stage.label || job.stage.stage}: ${job.stage.status}`;
+    chart.load(metrics);
+    logEvents(tail.events);
+    // live from the older of the two reads: the chart and the log each skip what they already have
+    since = Math.min(metrics.last_event_id, tail.events.length ? Number(tail.events.at(-1).id) : tailFrom);
+  } catch (err) {
+    // the page still follows the run from the event it was rendered at
+    $("#job-meta").append(h("span.sev-error#job-load-error", {}, ` · could not load the job: ${err.message}`));
+  }
   stream = followEvents(jobId, since, onEvent, setLive);
   document.body.dataset.readyMs = String(Math.round(performance.now())); // since navigation start (bench/ui.py)
   document.body.dataset.ready = "1"; // first render done (read by the browser tests and the benchmark)

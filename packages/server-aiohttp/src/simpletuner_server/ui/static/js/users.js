@@ -1,9 +1,9 @@
 // Users (admins): the accounts table with enable/disable, password reset, levels and delete; a create form;
 // the self-registration switch. Every value is set as text; the server enforces who may do what.
-import { $, $$, api, clear, clearFieldErrors, fmtTime, h, markField, showError, toast } from "./common.js";
+import { $, $$, api, clear, clearFieldErrors, confirmDialog, fmtTime, h, levelBadge, markField, showError, toast }
+  from "./common.js";
 
 let me = null;
-let users = [];
 
 // --- dialogs ------------------------------------------------------------------------------------------------
 
@@ -11,25 +11,11 @@ for (const button of $$("dialog [data-close]")) {
   button.addEventListener("click", () => button.closest("dialog").close());
 }
 
-// A yes/no question in a <dialog> (Esc or Cancel answer no).
-function confirmDialog(title, text, yes) {
-  const dialog = $("#confirm-dialog");
-  $("#confirm-title").textContent = title;
-  $("#confirm-text").textContent = text;
-  $("#confirm-yes").textContent = yes;
-  dialog.returnValue = "";
-  dialog.showModal();
-  $("#confirm-form").querySelector("[value=no]").focus();
-  return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
-  });
-}
-
 // --- the table ----------------------------------------------------------------------------------------------
 
 function levelBadges(levels) {
   if (!levels.length) return h("span.muted", {}, "none");
-  return levels.map((name) => h("span.badge.level-" + name.replace(/[^a-z]/g, ""), {}, name));
+  return levels.map(levelBadge);
 }
 
 function userRow(user) {
@@ -58,8 +44,8 @@ function userRow(user) {
 
 async function load() {
   try {
-    if (!me) me = await api("/api/cloud/auth/me");
-    users = await api("/api/users");
+    const [self, users] = await Promise.all([me || api("/api/cloud/auth/me"), api("/api/users")]);
+    me = self;
     clear($("#users-rows"), users.map(userRow));
     $("#users-table").classList.remove("hidden");
     $("#users-status").textContent = `${users.length} account${users.length === 1 ? "" : "s"}.`;
@@ -69,20 +55,26 @@ async function load() {
   }
 }
 
+// The row of `user` redrawn from the updated user a PUT answered with.
+function replaceRow(user, updated) {
+  $(`#users-rows tr[data-user="${CSS.escape(user.username)}"]`)?.replaceWith(userRow(updated));
+}
+
 async function setActive(user, active) {
   try {
-    await api(`/api/users/${user.id}`, { method: "PUT", json: { is_active: active } });
+    replaceRow(user, await api(`/api/users/${user.id}`, { method: "PUT", json: { is_active: active } }));
     toast(`${user.username} ${active ? "enabled" : "disabled"}.`, "success");
   } catch (err) {
     showError(err);
+    await load();
   }
-  await load();
 }
 
 async function deleteUser(user) {
-  const yes = await confirmDialog(`Delete ${user.username}?`,
-    `The account ${user.username} (${user.email}) and its sessions and API keys are removed. This cannot be undone.`,
-    "Delete");
+  const yes = await confirmDialog({ title: `Delete ${user.username}?`,
+    text: `The account ${user.username} (${user.email}) and its sessions and API keys are removed. ` +
+      "This cannot be undone.",
+    yes: "Delete", danger: true });
   if (!yes) return;
   try {
     await api(`/api/users/${user.id}`, { method: "DELETE" });
@@ -146,10 +138,10 @@ $("#levels-form").addEventListener("submit", async (e) => {
     return;
   }
   try {
-    await api(`/api/users/${editing.id}`, { method: "PUT", json: { level_names: levels } });
+    const updated = await api(`/api/users/${editing.id}`, { method: "PUT", json: { level_names: levels } });
     $("#levels-dialog").close();
     toast(`Levels of ${editing.username}: ${levels.join(", ")}.`, "success");
-    await load();
+    replaceRow(editing, updated);
   } catch (err) {
     showError(err, (path) => (path.startsWith("level_names") ? first : null));
   }
